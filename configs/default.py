@@ -1,0 +1,141 @@
+r"""Defaults shared by every experiment: OKDHP-HG4 (balanced, released FAU) on MPII.
+
+Every other config imports `get_config` from here and changes only what differs. Run:
+
+  python -m okdhp_jax.main --config configs/default.py --workdir /tmp/okdhp_default
+
+The argument string (after `:`) is a comma-separated list of flags; `runlocal` shrinks the
+model, batch, steps and data to the bundled samples so the config runs on a laptop CPU.
+"""
+
+import ml_collections
+
+# The bundled real samples plus generated synthetic figures, converted on first use into
+# this folder (relative to the working directory unless absolute).
+BUNDLED_DATA_DIR = 'data_prep/samples'
+
+
+def parse_args(arg: str | None) -> set[str]:
+  """'runlocal,foo' -> {'runlocal', 'foo'}."""
+  return {a.strip() for a in (arg or '').split(',') if a.strip()}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = parse_args(arg)
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # ---------------------------------------------------------------- model
+  config.model = ml_collections.ConfigDict()
+  # 'hourglass' (stacked hourglass, possibly multi-branch) or 'mobilepose'.
+  config.model.name = 'hourglass'
+  config.model.num_shared_stacks = 2     # OKDHP shares the first N/2 stacks.
+  config.model.branch_stacks = (2, 2, 2)  # private stacks per branch; (N,) with 0 shared = plain.
+  config.model.features = 256
+  config.model.depth = 4
+  config.model.fau = 'released'          # 'released' | 'paper' | 'none'
+  config.model.fau_hidden = 64
+  config.model.backbone = 'resnet18'     # MobilePose only: resnet18 | mobilenetv2 | shufflenetv2
+  config.model.dtype = 'float32'         # compute dtype; 'bfloat16' on TPU/GPU.
+  config.model.param_dtype = 'float32'
+
+  # ---------------------------------------------------------------- data
+  config.data = ml_collections.ConfigDict()
+  config.data.dataset = 'mpii'           # 'mpii' | 'coco' (selects okdhp_jax.data.meta)
+  # Folder of TFRecords written by data_prep (train-*.tfrecord, valid-*.tfrecord).
+  config.data.records_dir = 'data/mpii_records'
+  config.data.train_split = 'train'
+  config.data.eval_split = 'valid'
+  # MPII: gt_valid.mat for PCKh. COCO: person_keypoints_val2017.json for AP.
+  config.data.eval_annotations = 'data/mpii_records/gt_valid.mat'
+  config.data.num_train_examples = 22246  # sets epochs -> steps; checked against the records.
+  config.data.input_size = (256, 256)     # (height, width)
+  config.data.heatmap_size = (64, 64)     # (height, width)
+  config.data.sigma = 2.0
+  config.data.scale_factor = 0.25
+  config.data.rotation_factor = 30.0
+  config.data.rotation_prob = 0.6
+  config.data.flip = True
+  config.data.half_body_prob = 0.0
+  config.data.half_body_min_joints = 8
+  config.data.shuffle_buffer = 4096
+  config.data.prefetch = 2
+  config.data.num_parallel_calls = -1    # tf.data.AUTOTUNE
+  # COCO test-time boxes: '' uses GT boxes; else a detection json in COCO results format.
+  config.data.detections = ''
+  config.data.det_score_threshold = 0.0
+
+  # ---------------------------------------------------------------- loss
+  config.loss = ml_collections.ConfigDict()
+  config.loss.use_target_weight = True
+  config.loss.ensemble_weight = 1.0
+  config.loss.kd_weight = 2.0
+  config.loss.kd_temperature = 1.0
+  config.loss.kd_ramp_epochs = 90.0      # ramp = exp(-5 (1 - min(e, L)/L)^2)
+  config.loss.stop_gradient_teacher = False  # the released code lets gradients reach the teacher.
+
+  # ---------------------------------------------------------------- optimiser
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 2.5e-4
+  config.optim.weight_decay = 0.0
+  config.optim.lr_decay_epochs = (90, 120)
+  config.optim.lr_decay_factor = 0.1
+  # lr *= global_batch / base_batch_size when True.
+  config.optim.scale_lr_with_batch = False
+  config.optim.base_batch_size = 16
+
+  # ---------------------------------------------------------------- training loop
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 16           # global batch, split over all devices.
+  config.train.num_epochs = 150
+  config.train.log_every_steps = 50
+  config.train.eval_every_epochs = 10
+  config.train.checkpoint_every_steps = 1000
+  config.train.keep_checkpoints = 3
+  config.train.num_images_to_draw = 4
+
+  # ---------------------------------------------------------------- evaluation
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 32
+  config.eval.flip_test = True
+  config.eval.shift_heatmap = True
+  config.eval.pckh_threshold = 0.5
+  config.eval.hrnet_mean_at_0_11 = False  # report HRNet's Mean@0.1 (taken at 0.11) instead.
+  config.eval.oks_nms_threshold = 0.9
+  config.eval.soft_nms = False
+  config.eval.keypoint_score_threshold = 0.2
+
+  # ---------------------------------------------------------------- export
+  config.export = ml_collections.ConfigDict()
+  config.export.branch = -1              # -1: the best branch on validation.
+
+  # ---------------------------------------------------------------- FPD (two-stage baseline)
+  config.fpd = ml_collections.ConfigDict()
+  config.fpd.teacher_checkpoint = ''     # exported hourglass (Orbax) or converted PyTorch one.
+  config.fpd.teacher_num_stacks = 8
+  config.fpd.alpha = 0.5                 # alpha * MSE(GT) + (1 - alpha) * MSE(teacher)
+
+  if 'runlocal' in args:
+    apply_runlocal(config)
+  return config
+
+
+def apply_runlocal(config: ml_collections.ConfigDict) -> None:
+  """Shrinks a config to the bundled samples and a CPU budget of a few minutes."""
+  config.model.features = 32
+  config.data.records_dir = '/tmp/okdhp_bundled_records'
+  config.data.eval_annotations = '/tmp/okdhp_bundled_records/gt_valid.mat'
+  config.data.num_train_examples = 0      # 0: count the records.
+  config.data.input_size = (64, 64)
+  config.data.heatmap_size = (16, 16)
+  config.data.sigma = 1.0
+  config.data.shuffle_buffer = 256
+  config.train.batch_size = 8
+  config.train.num_epochs = 3
+  config.train.log_every_steps = 10
+  config.train.eval_every_epochs = 1
+  config.train.checkpoint_every_steps = 50
+  config.eval.batch_size = 8
+  config.loss.kd_ramp_epochs = 2.0
+  config.optim.learning_rate = 1e-3
+  config.optim.lr_decay_epochs = (2,)
