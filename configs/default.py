@@ -24,6 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = parse_args(arg)
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.trainer = 'okdhp'  # 'okdhp' (one-stage, also the plain baseline) | 'fpd' (two-stage)
 
   # ---------------------------------------------------------------- model
   config.model = ml_collections.ConfigDict()
@@ -42,6 +43,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------- data
   config.data = ml_collections.ConfigDict()
   config.data.dataset = 'mpii'           # 'mpii' | 'coco' (selects okdhp_jax.data.meta)
+  # 'mpii' or 'coco': build records_dir from the samples bundled in data_prep/samples on first use.
+  config.data.bundled = ''
   # Folder of TFRecords written by data_prep (train-*.tfrecord, valid-*.tfrecord).
   config.data.records_dir = 'data/mpii_records'
   config.data.train_split = 'train'
@@ -123,6 +126,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def apply_runlocal(config: ml_collections.ConfigDict) -> None:
   """Shrinks a config to the bundled samples and a CPU budget of a few minutes."""
   config.model.features = 32
+  config.data.bundled = 'mpii'
   config.data.records_dir = '/tmp/okdhp_bundled_records'
   config.data.eval_annotations = '/tmp/okdhp_bundled_records/gt_valid.mat'
   config.data.num_train_examples = 0      # 0: count the records.

@@ -1,0 +1,16 @@
+r"""OKDHP-HG4, balanced (2 shared stacks + 3 branches x 2 private stacks, released FAU), MPII.
+
+The paper's main setting (90.0 PCKh@0.5 on MPII val). Train:
+
+  python -m okdhp_jax.main --config configs/hg4.py --workdir /tmp/okdhp_hg4
+
+Bundled CPU default (real samples + synthetic figures, a few minutes):
+
+  python -m okdhp_jax.main --config configs/hg4.py:runlocal --workdir /tmp/okdhp
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  return common.okdhp_hourglass(4, arg)

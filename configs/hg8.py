@@ -1,0 +1,14 @@
+r"""OKDHP-HG8, balanced (4 shared stacks + 3 branches x 4 private stacks), MPII (90.6 PCKh@0.5).
+
+The released code shares 6 of 8 stacks by mistake; this shares N/2 = 4 as the paper says.
+
+  python -m okdhp_jax.main --config configs/hg8.py --workdir /tmp/okdhp_hg8
+
+Add `:runlocal` to the config path for a CPU-sized run on the bundled samples.
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  return common.okdhp_hourglass(8, arg)

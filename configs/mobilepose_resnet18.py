@@ -1,0 +1,12 @@
+r"""MobilePose with a resnet18 encoder and OKDHP: shared encoder, three DUC decoders, FAU (MPII).
+
+  python -m okdhp_jax.main --config configs/mobilepose_resnet18.py --workdir /tmp/okdhp_mobilepose_resnet18
+
+Add `:runlocal` to the config path for a CPU-sized run on the bundled samples.
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  return common.mobilepose('resnet18', arg)

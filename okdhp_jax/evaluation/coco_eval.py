@@ -1,0 +1,302 @@
+"""COCO keypoint AP: top-down results -> rescoring -> OKS-NMS -> results json -> COCOeval.
+
+The protocol is HRNet's (PAPER.md 5 and 7): each person box gets score
+box_score * mean(keypoint scores above 0.2) (0 when none is above), people of one image go
+through OKS-NMS at 0.9 (soft OKS-NMS as a switch), and pycocotools' COCOeval with iouType
+'keypoints' computes AP. Boxes at test time are the GT boxes or person detections above a score
+threshold (`load_person_boxes`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import os
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from okdhp_jax.data import geometry
+from okdhp_jax.data.meta import DatasetMeta
+from okdhp_jax.evaluation import nms
+
+# COCOeval.stats order for keypoints.
+METRIC_NAMES = ('AP', 'AP50', 'AP75', 'AP_M', 'AP_L', 'AR', 'AR50', 'AR75', 'AR_M', 'AR_L')
+TABLE_METRICS = ('AP', 'AP50', 'AP75', 'AP_M', 'AP_L', 'AR')
+SHORT_HEADERS = {'AP_M': 'AP(M)', 'AP_L': 'AP(L)', 'AR_M': 'AR(M)', 'AR_L': 'AR(L)'}
+PERSON_CATEGORY_ID = 1
+
+
+@contextlib.contextmanager
+def _quiet(what: str):
+  """pycocotools prints progress to stdout; keep it in the log instead of the console."""
+  buffer = io.StringIO()
+  with contextlib.redirect_stdout(buffer):
+    yield
+  text = buffer.getvalue().strip()
+  if text:
+    logging.info('pycocotools (%s):\n%s', what, text)
+
+
+def load_coco(annotation_file: str) -> COCO:
+  """pycocotools COCO of a person_keypoints json, with errors that name the file."""
+  if not os.path.exists(annotation_file):
+    raise FileNotFoundError(f'COCO annotation file {annotation_file!r} does not exist')
+  try:
+    with _quiet('load annotations'):
+      coco = COCO(annotation_file)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'{annotation_file!r} is not valid json: {e}') from e
+  except (KeyError, TypeError, AssertionError) as e:
+    raise ValueError(f'{annotation_file!r} is not a COCO annotation file '
+                     f'(images/annotations/categories): {e!r}') from e
+  for key in ('images', 'annotations', 'categories'):
+    if key not in coco.dataset:
+      raise ValueError(f'{annotation_file!r} has no key {key!r}; a COCO keypoint annotation '
+                       'file needs images, annotations and categories')
+  return coco
+
+
+def run_cocoeval(coco_gt: COCO, results, sigmas=None, source: str = 'results') -> dict:
+  """COCOeval (iouType 'keypoints') of a results list -> {metric name: value in [0, 1]}."""
+  if not results:
+    raise ValueError(f'{source}: no results to evaluate')
+  known = set(coco_gt.getImgIds())
+  unknown = sorted({r['image_id'] for r in results} - known)
+  if unknown:
+    raise ValueError(f'{source}: image_ids {unknown[:10]} are not in the annotation file')
+  num_joints = len(coco_gt.loadCats(PERSON_CATEGORY_ID)[0].get('keypoints', [])) or None
+  for i, r in enumerate(results):
+    missing = [k for k in ('image_id', 'category_id', 'keypoints', 'score') if k not in r]
+    if missing:
+      raise ValueError(f'{source}: result {i} lacks {missing} (COCO results format: image_id, '
+                       'category_id, keypoints, score)')
+    if num_joints and len(r['keypoints']) != 3 * num_joints:
+      raise ValueError(f'{source}: result {i} has {len(r["keypoints"])} keypoint values; '
+                       f'expected {3 * num_joints} (x, y, score per joint)')
+    if not np.all(np.isfinite(r['keypoints'])) or not np.isfinite(r['score']):
+      raise ValueError(f'{source}: result {i} has NaN/inf keypoints or score')
+  with _quiet('evaluate'):
+    coco_dt = coco_gt.loadRes(list(results))
+    coco_eval = COCOeval(coco_gt, coco_dt, 'keypoints')
+    coco_eval.params.useSegm = None
+    if sigmas is not None:
+      coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+  return {name: float(v) for name, v in zip(METRIC_NAMES, coco_eval.stats)}
+
+
+def evaluate_results_file(results_file: str, annotation_file: str, sigmas=None) -> dict:
+  """AP metrics of a COCO results json (as written by any top-down model)."""
+  if not os.path.exists(results_file):
+    raise FileNotFoundError(f'COCO results file {results_file!r} does not exist')
+  try:
+    with open(results_file) as f:
+      results = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'{results_file!r} is not valid json: {e}') from e
+  if not isinstance(results, list):
+    raise ValueError(f'{results_file!r} must hold a json list of results; got '
+                     f'{type(results).__name__}')
+  return run_cocoeval(load_coco(annotation_file), results, sigmas, source=repr(results_file))
+
+
+def format_table(metrics: dict, name: str | None = None) -> str:
+  """| AP | AP50 | AP75 | AP(M) | AP(L) | AR | (values in [0, 1], three decimals like HRNet)."""
+  return format_ap_rows({name: metrics})
+
+
+def format_ap_rows(rows: dict) -> str:
+  named = any(k is not None for k in rows)
+  headers = [SHORT_HEADERS.get(k, k) for k in TABLE_METRICS]
+  lines = ['| ' + ' | '.join((['model'] if named else []) + headers) + ' |',
+           '|' + '---|' * (len(headers) + named)]
+  for row_name, metrics in rows.items():
+    cells = ([str(row_name)] if named else []) + [f'{metrics[k]:.3f}' for k in TABLE_METRICS]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def area_from_scale(scale) -> np.ndarray:
+  """[N, 2] box scales (units of 200 px) -> [N] areas, HRNet's OKS-NMS area (padded box)."""
+  scale = np.asarray(scale, np.float64)
+  return np.prod(scale * geometry.PIXEL_STD, axis=-1)
+
+
+def rescore(box_scores, keypoint_scores, keypoint_score_threshold: float = 0.2) -> np.ndarray:
+  """box_score * mean of the keypoint scores above the threshold (0 when none is): [N]."""
+  keypoint_scores = np.asarray(keypoint_scores, np.float64)
+  above = keypoint_scores > keypoint_score_threshold
+  count = above.sum(axis=-1)
+  mean = np.where(count > 0, (keypoint_scores * above).sum(axis=-1) / np.maximum(count, 1), 0.0)
+  return np.asarray(box_scores, np.float64) * mean
+
+
+@dataclasses.dataclass(frozen=True)
+class PersonBoxes:
+  """Test-time person boxes. Arrays have one row per box.
+
+  Attributes:
+    image_ids: int [N]; boxes: [N, 4] (x, y, w, h); centers, scales: [N, 2] (HRNet's box rule);
+    box_scores: [N] (1 for GT boxes); areas: [N] (`area_from_scale`).
+  """
+
+  image_ids: np.ndarray
+  boxes: np.ndarray
+  centers: np.ndarray
+  scales: np.ndarray
+  box_scores: np.ndarray
+  areas: np.ndarray
+
+  def __len__(self) -> int:
+    return int(self.image_ids.shape[0])
+
+
+def _clean_gt_box(ann: dict, width: float, height: float):
+  """HRNet's box clipping of a GT annotation; None for an empty box."""
+  x, y, w, h = ann['bbox']
+  x1, y1 = max(0.0, x), max(0.0, y)
+  x2 = min(width - 1.0, x1 + max(0.0, w - 1.0))
+  y2 = min(height - 1.0, y1 + max(0.0, h - 1.0))
+  if ann.get('area', 1.0) > 0 and x2 >= x1 and y2 >= y1:
+    return [x1, y1, x2 - x1, y2 - y1]
+  return None
+
+
+def load_person_boxes(annotation_file: str, detections_file: str = '',
+                      det_score_threshold: float = 0.0,
+                      aspect_ratio: float = 192 / 256) -> PersonBoxes:
+  """GT boxes (people with at least one labelled keypoint) or person detections.
+
+  Args:
+    annotation_file: person_keypoints json.
+    detections_file: '' for GT boxes (score 1), else a detection json in COCO results format
+      (`bbox`, `score`, `image_id`, `category_id`), as config.data.detections.
+    det_score_threshold: detections scoring below it are dropped (config.data.det_score_threshold).
+    aspect_ratio: input width / height (192 / 256 for 256x192 inputs).
+  """
+  coco = load_coco(annotation_file)
+  rows = []
+  if not detections_file:
+    for image_id in sorted(coco.getImgIds()):
+      info = coco.loadImgs(image_id)[0]
+      for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=False)):
+        if ann.get('category_id') != PERSON_CATEGORY_ID or max(ann.get('keypoints', [0])) == 0:
+          continue
+        box = _clean_gt_box(ann, info['width'], info['height'])
+        if box is not None:
+          rows.append((image_id, box, 1.0))
+  else:
+    if not os.path.exists(detections_file):
+      raise FileNotFoundError(f'detections file {detections_file!r} (config.data.detections) '
+                              'does not exist')
+    with open(detections_file) as f:
+      detections = json.load(f)
+    known = set(coco.getImgIds())
+    dropped = 0
+    for i, det in enumerate(detections):
+      if not {'bbox', 'score', 'image_id'} <= set(det):
+        raise ValueError(f'{detections_file!r}: detection {i} lacks bbox/score/image_id')
+      if det.get('category_id', PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID:
+        continue
+      if det['image_id'] not in known:
+        dropped += 1
+        continue
+      if det['score'] >= det_score_threshold:
+        rows.append((det['image_id'], list(det['bbox']), float(det['score'])))
+    if dropped:
+      logging.warning('%d detections in %s are for images not in %s; ignored', dropped,
+                      detections_file, annotation_file)
+  if not rows:
+    raise ValueError(f'no person boxes from {detections_file or annotation_file!r} '
+                     f'(det_score_threshold={det_score_threshold})')
+  centers, scales = zip(*(geometry.box_to_center_scale(box, aspect_ratio) for _, box, _ in rows))
+  scales = np.stack(scales)
+  return PersonBoxes(
+      image_ids=np.array([r[0] for r in rows], np.int64),
+      boxes=np.array([r[1] for r in rows], np.float64),
+      centers=np.stack(centers),
+      scales=scales,
+      box_scores=np.array([r[2] for r in rows], np.float64),
+      areas=area_from_scale(scales),
+  )
+
+
+class CocoKeypointEvaluator:
+  """Scores top-down keypoint predictions on a COCO annotation file.
+
+  Usage: `CocoKeypointEvaluator(path, COCO).evaluate(preds, kp_scores, image_ids, box_scores,
+  areas)` -> {'AP': ..., 'AP50': ..., ...} (values in [0, 1]).
+  """
+
+  def __init__(self, annotation_file: str, meta: DatasetMeta, *, oks_nms_threshold: float = 0.9,
+               soft_nms: bool = False, keypoint_score_threshold: float = 0.2):
+    if meta.oks_sigmas is None:
+      raise ValueError(f'dataset {meta.name!r} has no OKS sigmas; COCO AP needs them')
+    self.annotation_file = annotation_file
+    self.meta = meta
+    self.oks_nms_threshold = oks_nms_threshold
+    self.soft_nms = soft_nms
+    self.keypoint_score_threshold = keypoint_score_threshold
+    self.coco = load_coco(annotation_file)
+
+  def results(self, preds, keypoint_scores, image_ids, box_scores, areas) -> list[dict]:
+    """Rescored, NMS-filtered results in the COCO results format, image by image.
+
+    Args:
+      preds: [N, J, 2] keypoints in 0-based image pixels.
+      keypoint_scores: [N, J] heatmap maxima.
+      image_ids: [N] COCO image ids; box_scores: [N]; areas: [N] (`area_from_scale`).
+    """
+    preds = np.asarray(preds, np.float64)
+    keypoint_scores = np.asarray(keypoint_scores, np.float64)
+    image_ids = np.asarray(image_ids).reshape(-1)
+    box_scores = np.asarray(box_scores, np.float64).reshape(-1)
+    areas = np.asarray(areas, np.float64).reshape(-1)
+    j = self.meta.num_joints
+    n = preds.shape[0] if preds.ndim == 3 else -1
+    if preds.shape != (n, j, 2) or keypoint_scores.shape != (n, j):
+      raise ValueError(f'COCO predictions must be preds [N, {j}, 2] and keypoint_scores '
+                       f'[N, {j}]; got {preds.shape} and {keypoint_scores.shape}')
+    for name, value in (('image_ids', image_ids), ('box_scores', box_scores), ('areas', areas)):
+      if value.shape != (n,):
+        raise ValueError(f'{name} must be [N={n}]; got shape {value.shape}')
+    bad = np.nonzero(~(np.isfinite(preds).all(axis=(1, 2)) & np.isfinite(keypoint_scores).all(1)))
+    if bad[0].size:
+      raise ValueError(f'COCO predictions contain NaN/inf for people {bad[0][:10]}')
+
+    scores = rescore(box_scores, keypoint_scores, self.keypoint_score_threshold)
+    suppress = nms.soft_oks_nms if self.soft_nms else nms.oks_nms
+    results = []
+    for image_id in np.unique(image_ids):
+      rows = np.nonzero(image_ids == image_id)[0]
+      keep = suppress(preds[rows], scores[rows], areas[rows], self.meta.oks_sigmas,
+                      self.oks_nms_threshold)
+      for r in rows[keep]:
+        keypoints = np.concatenate([preds[r], keypoint_scores[r][:, None]], axis=-1)
+        results.append({
+            'image_id': int(image_id),
+            'category_id': PERSON_CATEGORY_ID,
+            'keypoints': [round(float(v), 3) for v in keypoints.reshape(-1)],
+            'score': float(scores[r]),
+        })
+    return results
+
+  def evaluate(self, preds, keypoint_scores, image_ids, box_scores, areas,
+               result_file: str | None = None) -> dict:
+    """Rescoring, per-image OKS-NMS, optional results json, COCOeval -> {metric: value}."""
+    results = self.results(preds, keypoint_scores, image_ids, box_scores, areas)
+    if result_file:
+      os.makedirs(os.path.dirname(os.path.abspath(result_file)), exist_ok=True)
+      with open(result_file, 'w') as f:
+        json.dump(results, f)
+    return run_cocoeval(self.coco, results, self.meta.oks_sigmas,
+                        source=f'predictions for {self.annotation_file!r}')
+
+  format_table = staticmethod(format_table)

@@ -1,0 +1,95 @@
+"""One table for a multi-branch model: every branch, the ensemble, and the best branch.
+
+OKDHP deploys one student branch (config.export.branch = -1 picks the best on validation); the
+ensemble (FAU teacher) is shown for reference but never chosen, since it needs every branch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from okdhp_jax.evaluation import coco_eval, pckh
+
+ENSEMBLE = 'ensemble'
+_BRANCH_NAME = re.compile(r'^branch_(\d+)$')
+# Metric columns in paper order when present (PCKh table, then COCO AP table).
+_COLUMN_ORDER = pckh.TABLE_KEYS + coco_eval.METRIC_NAMES
+_SHORT = {**pckh.SHORT_HEADERS, **coco_eval.SHORT_HEADERS}
+
+
+def _row_order(names) -> list[str]:
+  branches = sorted((n for n in names if _BRANCH_NAME.match(n)),
+                    key=lambda n: int(_BRANCH_NAME.match(n).group(1)))
+  others = sorted(n for n in names if n not in branches and n != ENSEMBLE)
+  return branches + others + ([ENSEMBLE] if ENSEMBLE in names else [])
+
+
+def _format(value: float, column: str) -> str:
+  """PCKh columns are percentages (2 decimals), COCO metrics fractions (3, like HRNet)."""
+  if value is None or math.isnan(value):
+    return 'nan'
+  return f'{value:.2f}' if column in pckh.TABLE_KEYS else f'{value:.3f}'
+
+
+def best_branch(results: dict, metric_key: str) -> str:
+  """Name of the branch ('branch_<i>') with the highest `metric_key`; the first one on ties."""
+  branches = [n for n in _row_order(results) if _BRANCH_NAME.match(n)]
+  if not branches:
+    raise ValueError(f'no branch results (keys like "branch_0") among {sorted(results)}')
+  missing = [n for n in branches if metric_key not in results[n]]
+  if missing:
+    raise ValueError(f'metric {metric_key!r} is missing for {missing}; they have '
+                     f'{sorted(results[missing[0]])}')
+  scored = [(-math.inf if math.isnan(results[n][metric_key]) else results[n][metric_key], -i, n)
+            for i, n in enumerate(branches)]
+  return max(scored)[2]
+
+
+def branch_report(results: dict, metric_key: str) -> tuple[str, str]:
+  """Markdown table of every branch and the ensemble, and the best branch's name.
+
+  Args:
+    results: {'branch_0': {metric: value}, ..., 'ensemble': {...}}, e.g. PCKh tables
+      (`PCKhResult.table`) or COCO AP dicts.
+    metric_key: the metric that picks the best branch ('Mean' for MPII, 'AP' for COCO).
+
+  Returns:
+    (table_text, best_branch_name); the best row is marked with '*' and a line names it.
+  """
+  best = best_branch(results, metric_key)
+  rows = _row_order(results)
+  shared = set.intersection(*(set(results[n]) for n in rows))
+  columns = [k for k in _COLUMN_ORDER if k in shared]
+  columns += sorted(shared - set(columns))
+  if metric_key not in columns:
+    columns.append(metric_key)
+  lines = ['| model | ' + ' | '.join(_SHORT.get(c, c) for c in columns) + ' |',
+           '|' + '---|' * (len(columns) + 1)]
+  for name in rows:
+    label = f'{name} *' if name == best else name
+    cells = [_format(results[name].get(c), c) for c in columns]
+    lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+  best_value = _format(results[best][metric_key], metric_key)
+  lines.append(f'best branch by {metric_key}: {best} ({best_value})')
+  return '\n'.join(lines), best
+
+
+def mpii_branch_results(preds_by_name: dict, gt: pckh.MpiiGroundTruth, **pckh_kwargs) -> dict:
+  """{name: PCKh table} for every head's 0-based predictions [N, 16, 2] (see compute_pckh)."""
+  return {name: pckh.compute_pckh(preds, gt, **pckh_kwargs).table
+          for name, preds in preds_by_name.items()}
+
+
+def coco_branch_results(evaluator: coco_eval.CocoKeypointEvaluator, decoded_by_name: dict,
+                        image_ids, box_scores, areas, result_dir: str | None = None) -> dict:
+  """{name: AP metrics} for every head; decoded_by_name is {name: (preds, keypoint_scores)}.
+
+  With `result_dir`, each head's results json is written there as '<name>_results.json'.
+  """
+  return {
+      name: evaluator.evaluate(
+          preds, scores, image_ids, box_scores, areas,
+          result_file=None if result_dir is None else f'{result_dir}/{name}_results.json')
+      for name, (preds, scores) in decoded_by_name.items()
+  }

@@ -1,0 +1,130 @@
+"""Heatmap decoding: argmax, quarter-pixel rule at borders, back-projection (hand-computed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from okdhp_jax.data import geometry
+from okdhp_jax.evaluation import decode
+from okdhp_jax.models.outputs import PoseOutputs
+
+
+def _one_map(height, width, peak, neighbours=None, value=1.0):
+  """[1, H, W, 1] zeros with `value` at peak=(x, y) and {(dx, dy): v} around it."""
+  hm = np.zeros((1, height, width, 1), np.float32)
+  x, y = peak
+  hm[0, y, x, 0] = value
+  for (dx, dy), v in (neighbours or {}).items():
+    hm[0, y + dy, x + dx, 0] = v
+  return hm
+
+
+def test_quarter_pixel_moves_toward_higher_neighbour():
+  hm = _one_map(8, 12, (6, 3), {(1, 0): 0.5, (-1, 0): 0.2, (0, 1): 0.1, (0, -1): 0.3})
+  coords, scores = decode.decode_heatmaps(hm)
+  np.testing.assert_allclose(coords[0, 0], [6.25, 2.75])
+  np.testing.assert_allclose(scores[0, 0], 1.0)
+
+
+def test_symmetric_neighbours_do_not_move():
+  hm = _one_map(8, 12, (4, 5), {(1, 0): 0.5, (-1, 0): 0.5, (0, 1): 0.5, (0, -1): 0.5})
+  coords, _ = decode.decode_heatmaps(hm)
+  np.testing.assert_allclose(coords[0, 0], [4.0, 5.0])
+
+
+def test_gaussian_at_subpixel_location():
+  height, width = 16, 20
+  ys, xs = np.mgrid[:height, :width]
+  g = np.exp(-((xs - 5.4) ** 2 + (ys - 7.8) ** 2) / (2 * 2.0 ** 2))
+  coords, scores = decode.decode_heatmaps(g[None, :, :, None])
+  # argmax (5, 8); right neighbour (6) is nearer 5.4 than 4, upper (7) nearer 7.8 than 9.
+  np.testing.assert_allclose(coords[0, 0], [5.25, 7.75])
+  np.testing.assert_allclose(scores[0, 0], g[8, 5], rtol=1e-6)
+
+
+@pytest.mark.parametrize('peak, expected', [
+    ((0, 4), (0.0, 4.0)),     # left border
+    ((1, 4), (1.0, 4.0)),     # x == 1: HRNet's strict 1 < px leaves both axes alone
+    ((10, 4), (10.25, 3.75)),  # x == W - 2 is interior
+    ((11, 4), (11.0, 4.0)),   # right border
+    ((5, 1), (5.0, 1.0)),     # y == 1
+    ((5, 6), (5.25, 5.75)),   # y == H - 2 is interior
+    ((5, 7), (5.0, 7.0)),     # bottom border
+    ((11, 7), (11.0, 7.0)),   # corner
+])
+def test_borders(peak, expected):
+  height, width = 8, 12
+  hm = np.zeros((1, height, width, 1), np.float32)
+  x, y = peak
+  hm[0, y, x, 0] = 1.0
+  # Raise the right and upper neighbours where they exist, so an interior peak would move.
+  if x + 1 < width:
+    hm[0, y, x + 1, 0] = 0.5
+  if y - 1 >= 0:
+    hm[0, y - 1, x, 0] = 0.5
+  coords, _ = decode.decode_heatmaps(hm)
+  np.testing.assert_allclose(coords[0, 0], expected)
+
+
+def test_nhwc_batch_and_joint_layout():
+  hm = np.zeros((2, 8, 12, 3), np.float32)
+  hm[1, 2, 9, 2] = 0.7  # batch 1, joint 2, (x=9, y=2)
+  hm[0, 6, 3, 0] = 0.4
+  coords, scores = decode.decode_heatmaps(hm)
+  assert coords.shape == (2, 3, 2) and scores.shape == (2, 3)
+  np.testing.assert_allclose(coords[1, 2], [9.0, 2.0])
+  np.testing.assert_allclose(coords[0, 0], [3.0, 6.0])
+  np.testing.assert_allclose(scores[1, 2], 0.7)
+  # All-zero maps score 0 and decode to (0, 0).
+  np.testing.assert_allclose(coords[0, 1], [0.0, 0.0])
+  assert scores[0, 1] == 0.0
+
+
+def test_negative_maximum_decodes_to_origin():
+  hm = np.full((1, 8, 8, 1), -1.0, np.float32)
+  hm[0, 4, 5, 0] = -0.5
+  coords, scores = decode.decode_heatmaps(hm)
+  np.testing.assert_allclose(coords[0, 0], [0.0, 0.0])
+  np.testing.assert_allclose(scores[0, 0], -0.5)
+
+
+def test_back_projection_hand_computed():
+  # Box of 200 px centred at (100, 200) on a 64x64 map: 0.32 map px per image px, map centre
+  # (32, 32) is the box centre. Map (40, 20) -> (100 + 8 / 0.32, 200 - 12 / 0.32).
+  hm = np.zeros((1, 64, 64, 1), np.float32)
+  hm[0, 20, 40, 0] = 1.0
+  coords, scores = decode.heatmaps_to_image_coords(hm, [[100.0, 200.0]], [[1.0, 1.0]])
+  np.testing.assert_allclose(coords[0, 0], [125.0, 162.5], atol=1e-9)
+  assert scores[0, 0] == 1.0
+
+
+def test_back_projection_round_trip_non_square():
+  center, scale = np.array([[320.0, 240.0]]), np.array([[1.5, 2.0]])  # 48x64 map, 256x192 box
+  image_points = np.array([[[300.0, 200.0], [350.0, 310.0]]])
+  forward = geometry.affine_matrix(center[0], scale[0], 0.0, (64, 48))
+  map_points = geometry.apply_affine(image_points[0], forward)
+  hm = np.zeros((1, 64, 48, 2), np.float32)
+  for j, (x, y) in enumerate(np.round(map_points).astype(int)):
+    hm[0, y, x, j] = 1.0
+  coords, _ = decode.heatmaps_to_image_coords(hm, center, scale)
+  # Integer rounding in map pixels is at most 0.5 map px = 0.5 * 300 / 48 image px.
+  np.testing.assert_allclose(coords, image_points, atol=0.5 * 300 / 48 * np.sqrt(2))
+
+
+def test_bad_inputs():
+  with pytest.raises(ValueError, match='batch, height, width, joints'):
+    decode.decode_heatmaps(np.zeros((8, 8, 3)))
+  with pytest.raises(ValueError, match='NaN'):
+    decode.decode_heatmaps(np.full((1, 4, 4, 1), np.nan))
+  with pytest.raises(ValueError, match='center'):
+    decode.heatmaps_to_image_coords(np.zeros((2, 4, 4, 1)), np.zeros((1, 2)), np.ones((2, 2)))
+
+
+def test_named_heatmaps_from_outputs():
+  maps = [np.full((1, 4, 4, 2), v, np.float32) for v in (0.1, 0.2, 0.3)]
+  outputs = PoseOutputs(shared=(), branches=((maps[0],), (maps[2], maps[1])), fau_weights=None,
+                        ensemble=maps[2])
+  named = decode.named_heatmaps(outputs)
+  assert list(named) == ['branch_0', 'branch_1', 'ensemble']
+  assert named['branch_1'][0, 0, 0, 0] == pytest.approx(0.2)  # the branch's last stack

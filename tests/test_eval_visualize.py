@@ -1,0 +1,117 @@
+"""Skeleton drawings (pixel colours) and the per-branch report (one table, best branch)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from okdhp_jax.data.meta import MPII
+from okdhp_jax.evaluation import pckh, report, visualize
+
+
+def _pose(offset_x: float) -> np.ndarray:
+  """A vertical MPII-shaped pose (all joints on one line) at x = offset_x."""
+  joints = np.zeros((16, 2))
+  joints[:, 0] = offset_x
+  joints[:, 1] = np.linspace(10, 90, 16)
+  return joints
+
+
+def _has_color(region: np.ndarray, color) -> bool:
+  return bool(np.any(np.all(region == np.array(color, np.uint8), axis=-1)))
+
+
+def test_draw_pose_colours_limbs_and_skips_low_scores():
+  image = np.zeros((100, 100, 3), np.uint8)
+  joints = np.full((16, 2), np.nan)
+  joints[7] = (20, 20)   # thorax
+  joints[12] = (80, 20)  # r_shoulder: limb (7, 12) along y = 20
+  joints[13] = (50, 80)  # l_shoulder: limb (7, 13), but scored below the threshold
+  scores = np.ones(16)
+  scores[13] = 0.1
+  drawn = visualize.draw_pose(image, joints, MPII, scores=scores, color=(10, 200, 30))
+  assert drawn.dtype == np.uint8 and drawn.shape == image.shape
+  assert np.array_equal(image, np.zeros_like(image))  # the input is left untouched
+  assert tuple(drawn[20, 50]) == (10, 200, 30)       # middle of the limb
+  assert not drawn[70:90, 40:60].any()               # the skipped joint and its limb
+  coloured = np.argwhere(drawn.any(axis=-1))
+  assert coloured[:, 0].min() >= 17 and coloured[:, 0].max() <= 23
+
+
+def test_prediction_and_gt_in_distinct_colours(tmp_path):
+  image = np.full((100, 100, 3), 128, np.uint8)
+  drawn = visualize.draw_prediction_and_gt(image, _pose(30), _pose(70), np.ones(16), MPII,
+                                           np.ones(16))
+  assert visualize.PRED_COLOR != visualize.GT_COLOR
+  assert _has_color(drawn[:, 25:35], visualize.PRED_COLOR)
+  assert not _has_color(drawn[:, 25:35], visualize.GT_COLOR)
+  assert _has_color(drawn[:, 65:75], visualize.GT_COLOR)
+  invisible_gt = visualize.draw_prediction_and_gt(image, _pose(30), _pose(70), np.zeros(16),
+                                                  MPII, np.ones(16))
+  assert not _has_color(invisible_gt, visualize.GT_COLOR)
+  path = str(tmp_path / 'pictures' / 'sample_0.png')
+  visualize.save_png(path, drawn)
+  assert np.array_equal(np.asarray(Image.open(path).convert('RGB')), drawn)
+
+
+def test_draw_batch_for_image_writer():
+  images = np.zeros((3, 64, 48, 3), np.uint8)
+  poses = np.stack([_pose(20) * [1, 0.6]] * 3)
+  batch = visualize.draw_batch(images, poses, poses, np.ones((3, 16)), MPII, np.ones((3, 16)),
+                               max_images=2)
+  assert batch.shape == (2, 64, 48, 3) and batch.dtype == np.uint8
+  assert _has_color(batch[1], visualize.PRED_COLOR)
+
+
+def test_draw_bad_inputs():
+  with pytest.raises(ValueError, match='uint8'):
+    visualize.draw_pose(np.zeros((10, 10, 3), np.float32), _pose(5), MPII)
+  with pytest.raises(ValueError, match=r'\[16, 2\]'):
+    visualize.draw_pose(np.zeros((10, 10, 3), np.uint8), np.zeros((17, 2)), MPII)
+
+
+def test_branch_report_picks_best_branch_not_ensemble():
+  results = {
+      'ensemble': {'Head': 97.5, 'Shoulder': 96.0, 'Mean': 91.0},
+      'branch_1': {'Head': 96.0, 'Shoulder': 95.0, 'Mean': 90.2},
+      'branch_0': {'Head': 97.0, 'Shoulder': 96.5, 'Mean': 90.0},
+  }
+  text, best = report.branch_report(results, 'Mean')
+  assert best == 'branch_1'
+  lines = text.splitlines()
+  assert lines[0] == '| model | Head | Sho | Mean |'
+  assert lines[2] == '| branch_0 | 97.00 | 96.50 | 90.00 |'
+  assert lines[3] == '| branch_1 * | 96.00 | 95.00 | 90.20 |'
+  assert lines[4] == '| ensemble | 97.50 | 96.00 | 91.00 |'
+  assert 'best branch by Mean: branch_1' in text
+
+
+def test_branch_report_coco_and_errors():
+  results = {f'branch_{i}': {'AP': ap, 'AR': 0.8} for i, ap in enumerate([0.70, 0.74, 0.72])}
+  results['branch_10'] = {'AP': 0.71, 'AR': 0.8}
+  text, best = report.branch_report(results, 'AP')
+  assert best == 'branch_1'
+  assert [line.split(' |')[0] for line in text.splitlines()[2:6]] == [
+      '| branch_0', '| branch_1 *', '| branch_2', '| branch_10']
+  with pytest.raises(ValueError, match='no branch results'):
+    report.branch_report({'ensemble': {'AP': 1.0}}, 'AP')
+  with pytest.raises(ValueError, match="metric 'Mean' is missing"):
+    report.branch_report(results, 'Mean')
+
+
+def test_mpii_branches_in_one_table():
+  gt_file = os.path.join(os.path.dirname(__file__), '..', 'data_prep', 'samples', 'mpii',
+                         'gt_valid_first5.mat')
+  gt = pckh.load_mpii_gt(gt_file)
+  tompson = scipy.io.loadmat(gt_file)['pos_pred_src'].transpose(2, 0, 1) - 1.0
+  results = report.mpii_branch_results(
+      {'branch_0': tompson, 'branch_1': gt.pos_gt, 'ensemble': gt.pos_gt}, gt)
+  text, best = report.branch_report(results, 'Mean')
+  assert best == 'branch_1'
+  assert '| model | Head | Sho | Elb | Wri | Hip | Knee | Ank | Mean | Mean@0.1 |' in text
+  assert '| branch_0 | 100.00 | 90.00 | 90.00 | 100.00 | 90.00 | 100.00 | 66.67 | 92.42 | 45.45 |' \
+      in text
