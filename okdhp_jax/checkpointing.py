@@ -38,7 +38,8 @@ def make_manager(directory: str, *, keep: int, asynchronous: bool = True) -> ocp
       create=True,
   )
   return ocp.CheckpointManager(
-      os.path.abspath(directory), options=options, item_names=(STATE, PROGRESS)
+      directory if '://' in directory else os.path.abspath(directory), options=options,
+      item_names=(STATE, PROGRESS)
   )
 
 
