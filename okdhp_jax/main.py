@@ -10,6 +10,7 @@ misspelt field is an error rather than silently ignored.
 
 from __future__ import annotations
 
+import logging as pylogging
 import os
 import sys
 
@@ -36,10 +37,16 @@ def _is_multi_host_launch() -> bool:
   return ',' in env.get('TPU_WORKER_HOSTNAMES', '')
 
 
+def _hide_orbax_info(record: pylogging.LogRecord) -> bool:
+  return record.levelno >= pylogging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   import jax  # after flag parsing, so --help stays fast.
+  # Orbax logs every file it writes at INFO; keep the console for training progress.
+  logging.get_absl_handler().addFilter(_hide_orbax_info)
   if FLAGS.distributed == 'on' or (FLAGS.distributed == 'auto' and _is_multi_host_launch()):
     jax.distributed.initialize()
   # TensorFlow only feeds data; it must not take GPU/TPU memory from JAX.

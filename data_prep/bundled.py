@@ -1,0 +1,112 @@
+"""The bundled quick-start data: the real samples (plus synthetic figures) as records.
+
+`prepare_bundled` is what `runlocal` configs call before training: the 5 real MPII validation
+people (data_prep/samples/mpii) go into both splits, synthetic figures are added to the train
+split (and optionally to valid), and gt_valid_first5.mat becomes gt_valid.mat. It returns at
+once when the folder already holds the same conversion (dataset_info.json is written last and
+remembers the parameters). `prepare_bundled_coco` does the same for the 14 COCO people.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+
+import numpy as np
+from scipy.io import loadmat, savemat
+
+from data_prep import coco
+from data_prep import common
+from data_prep import mpii
+from data_prep import synthetic
+from okdhp_jax.data import records
+
+SAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'samples')
+SYNTHETIC_SIZE = 128
+
+
+def _is_current(out_dir: str, params: dict) -> bool:
+  path = os.path.join(out_dir, records.DATASET_INFO)
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return json.load(f).get('bundled') == params
+
+
+def _merge_gt(real_path: str, synthetic_pairs, out_path: str):
+  """gt_valid.mat of the real people followed by the synthetic valid figures."""
+  gt = loadmat(real_path)
+  out = {k: gt[k] for k in ('pos_gt_src', 'jnt_missing', 'headboxes_src', 'dataset_joints')}
+  if synthetic_pairs:
+    joints = np.stack([e.joints for e, _ in synthetic_pairs])
+    vis = np.stack([e.joints_vis for e, _ in synthetic_pairs])
+    heads = np.stack([h for _, h in synthetic_pairs])
+    out['pos_gt_src'] = np.concatenate(
+        [out['pos_gt_src'], np.transpose(joints + 1.0, (1, 2, 0))], axis=2)
+    out['jnt_missing'] = np.concatenate(
+        [out['jnt_missing'], np.transpose(1 - vis, (1, 0)).astype(np.uint8)], axis=1)
+    out['headboxes_src'] = np.concatenate(
+        [out['headboxes_src'], np.transpose(heads + 1.0, (1, 2, 0))], axis=2)
+  savemat(out_path, out)
+
+
+def prepare_bundled(out_dir: str, *, num_synthetic_train: int = 256,
+                    num_synthetic_valid: int = 0, force: bool = False, seed: int = 0,
+                    show_progress: bool = False) -> str:
+  """Converts the bundled MPII samples (+ synthetic figures) into out_dir; returns out_dir.
+
+  Train: 5 real people + `num_synthetic_train` figures. Valid: the 5 real people (person_index
+  0..4 = gt_valid.mat columns) + `num_synthetic_valid` figures (columns 5...).
+  """
+  params = {'kind': 'mpii', 'num_synthetic_train': num_synthetic_train,
+            'num_synthetic_valid': num_synthetic_valid, 'seed': seed,
+            'synthetic_size': SYNTHETIC_SIZE}
+  if not force and _is_current(out_dir, params):
+    return out_dir
+  samples = os.path.join(SAMPLES_DIR, 'mpii')
+  people = mpii.load_json_list(os.path.join(samples, 'test_mpii.json'))
+  num_real = len(people)
+  train_synth = [synthetic.figure_example(seed, i, SYNTHETIC_SIZE)[0]
+                 for i in range(num_synthetic_train)]
+  valid_pairs = []
+  for i in range(num_synthetic_valid):
+    example, headbox = synthetic.figure_example(seed + 1_000_003, i, SYNTHETIC_SIZE)
+    example.person_index = num_real + i
+    valid_pairs.append((example, headbox))
+  splits = {
+      'train': (mpii.candidates(people, samples, 'test_mpii.json')
+                + synthetic.candidates(train_synth, 'train')),
+      'valid': (mpii.candidates(copy.deepcopy(people), samples, 'test_mpii.json')
+                + synthetic.candidates([e for e, _ in valid_pairs], 'valid')),
+  }
+  info = {'dataset': 'mpii', 'num_joints': 16, 'source': 'bundled mpii samples + synthetic',
+          'bundled': params}
+  with tempfile.TemporaryDirectory() as tmp:
+    gt_path = os.path.join(tmp, 'gt_valid.mat')
+    _merge_gt(os.path.join(samples, 'gt_valid_first5.mat'), valid_pairs, gt_path)
+    common.write_records(out_dir, splits, info, report=common.Report(strict=True),
+                         extra_files={'gt_valid.mat': gt_path}, show_progress=show_progress)
+  return out_dir
+
+
+def prepare_bundled_coco(out_dir: str, *, force: bool = False, with_detections: bool = True,
+                         show_progress: bool = False) -> str:
+  """Converts the 14 bundled COCO people (test_coco.json as train and valid) into out_dir."""
+  params = {'kind': 'coco', 'with_detections': with_detections}
+  if not force and _is_current(out_dir, params):
+    return out_dir
+  samples = os.path.join(SAMPLES_DIR, 'coco')
+  annotations = os.path.join(samples, 'test_coco.json')
+  coco.convert([annotations], samples, out_dir, split='train', show_progress=show_progress)
+  info, _ = coco.convert(
+      [annotations], samples, out_dir, split='valid',
+      detections=os.path.join(samples, 'test_coco_det_AP_H_56.json') if with_detections else '',
+      show_progress=show_progress)
+  info['bundled'] = params
+  path = os.path.join(out_dir, records.DATASET_INFO)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(info, f, indent=2)
+  os.replace(path + '.tmp', path)
+  return out_dir

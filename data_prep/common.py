@@ -1,0 +1,296 @@
+"""What every converter shares: image checks, sharded writing, the progress line, the summary.
+
+A converter turns its annotation format into a list of `Candidate`s (one per person, with a
+`build` callable that may raise `BadInput`) and hands them to `write_records`, which loads and
+checks images, skips bad people with a message naming file and record (or stops with
+`--strict`), writes shards under a temporary folder and moves them into place only when the
+whole split is complete. `dataset_info.json` is written last, so its presence marks a finished
+conversion and a re-run (after a crash or not) simply redoes the work.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image
+
+from okdhp_jax.data import records
+
+
+class BadInput(Exception):
+  """A person that cannot be converted; `reason` is the summary bucket."""
+
+  def __init__(self, reason: str, detail: str = ''):
+    super().__init__(f'{reason}: {detail}' if detail else reason)
+    self.reason = reason
+    self.detail = detail
+
+
+class ConversionError(RuntimeError):
+  """Raised in --strict mode on the first bad input."""
+
+
+@dataclasses.dataclass
+class Candidate:
+  """One person to convert. `build(image)` -> PersonExample fields, may raise BadInput."""
+
+  where: str                  # e.g. 'train.json[17]' for messages
+  image_path: str
+  image_filename: str
+  build: Callable[['LoadedImage'], records.PersonExample]
+  require_visible: bool = True  # False for detection boxes, which carry no joints.
+
+  @classmethod
+  def failed(cls, where: str, error: BadInput) -> 'Candidate':
+    """A candidate whose annotation was already found bad: skipped without reading images."""
+    def build(image):
+      del image
+      raise error
+    return cls(where, '', '', build)
+
+
+@dataclasses.dataclass
+class LoadedImage:
+  jpeg_bytes: bytes
+  height: int
+  width: int
+
+
+class Progress:
+  """A one-line progress report with rate and ETA, redrawn at most every 0.5 s."""
+
+  def __init__(self, total: int, label: str, stream=None):
+    self.total, self.label = total, label
+    self.stream = stream or sys.stderr
+    self.start = time.perf_counter()
+    self.last = 0.0
+    self.done = 0
+
+  def update(self, n: int = 1):
+    self.done += n
+    now = time.perf_counter()
+    if now - self.last >= 0.5 or self.done == self.total:
+      self.last = now
+      elapsed = max(now - self.start, 1e-9)
+      rate = self.done / elapsed
+      eta = (self.total - self.done) / rate if rate > 0 else float('inf')
+      self.stream.write(
+          f'\r{self.label}: {self.done}/{self.total} ({rate:.1f}/s, ETA {eta:.0f}s)   ')
+      self.stream.flush()
+
+  def close(self):
+    self.stream.write('\n')
+    self.stream.flush()
+
+
+class Report:
+  """Counts written and skipped examples per split, with one message per skip."""
+
+  def __init__(self, strict: bool = False, stream=None):
+    self.strict = strict
+    self.stream = stream or sys.stderr
+    self.written = collections.Counter()
+    self.skipped: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    self.messages: list[str] = []
+
+  def skip(self, split: str, where: str, error: BadInput):
+    message = f'skipped: {error}' if where in str(error) else f'skipped {where}: {error}'
+    if self.strict:
+      raise ConversionError(f'{message} (--strict stops at the first bad input)')
+    self.messages.append(message)
+    self.skipped[split][error.reason] += 1
+    self.stream.write(f'\n{message}\n')
+
+  def summary(self) -> str:
+    lines = ['conversion summary:']
+    for split in sorted(set(self.written) | set(self.skipped)):
+      skipped = self.skipped.get(split, {})
+      lines.append(f'  {split}: written {self.written[split]}, skipped {sum(skipped.values())}')
+      for reason, count in sorted(skipped.items()):
+        lines.append(f'    {count:6d}  {reason}')
+    return '\n'.join(lines)
+
+
+class ImageCache:
+  """Loads, checks and (if needed) re-encodes an image once for all its people."""
+
+  def __init__(self):
+    self._path = None
+    self._value: LoadedImage | BadInput | None = None
+
+  def load(self, path: str) -> LoadedImage:
+    if path != self._path:
+      self._path = path
+      try:
+        self._value = load_image(path)
+      except BadInput as e:
+        self._value = e
+    if isinstance(self._value, BadInput):
+      raise self._value
+    return self._value
+
+
+def load_image(path: str) -> LoadedImage:
+  """Reads and fully decodes an image; returns JPEG bytes (the original ones when JPEG)."""
+  if not os.path.exists(path):
+    raise BadInput('missing image', path)
+  with open(path, 'rb') as f:
+    data = f.read()
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image_format = image.format
+      image.load()  # full decode: catches truncated or corrupt files, not just bad headers.
+      width, height = image.size
+      if image_format != 'JPEG' or image.mode not in ('RGB', 'L'):
+        out = io.BytesIO()
+        image.convert('RGB').save(out, format='JPEG', quality=95)
+        data = out.getvalue()
+  except Exception as e:  # PIL raises many types for broken files.
+    raise BadInput('corrupt image', f'{path} ({type(e).__name__}: {e})') from None
+  if width < 1 or height < 1:
+    raise BadInput('corrupt image', f'{path} has size {width}x{height}')
+  return LoadedImage(data, height, width)
+
+
+def encode_jpeg(array: np.ndarray, quality: int = 95) -> bytes:
+  out = io.BytesIO()
+  Image.fromarray(np.asarray(array, np.uint8)).save(out, format='JPEG', quality=quality)
+  return out.getvalue()
+
+
+def check_finite(where: str, **arrays):
+  for name, value in arrays.items():
+    value = np.asarray(value, np.float64)
+    if not np.all(np.isfinite(value)):
+      raise BadInput('malformed annotation', f'{where}: {name} is not finite: {value.tolist()}')
+
+
+class ShardWriter:
+  """Writes one split as shards of at most `examples_per_shard` under a temporary folder."""
+
+  def __init__(self, tmp_dir: str, split: str, examples_per_shard: int):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    self._tf = tf
+    self.tmp_dir, self.split, self.per_shard = tmp_dir, split, examples_per_shard
+    self.lengths: list[int] = []
+    self._writer = None
+
+  def write(self, example: records.PersonExample):
+    if self._writer is None or self.lengths[-1] >= self.per_shard:
+      self._close_current()
+      path = os.path.join(self.tmp_dir, f'{self.split}-part{len(self.lengths):05d}')
+      self._writer = self._tf.io.TFRecordWriter(path)
+      self.lengths.append(0)
+    self._writer.write(records.serialize(example))
+    self.lengths[-1] += 1
+
+  def _close_current(self):
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+
+  def finish(self) -> list[tuple[str, str]]:
+    """Closes the last shard; returns (temporary path, final name) pairs."""
+    self._close_current()
+    if not self.lengths:  # an empty split is still one (empty) shard, so readers find it.
+      path = os.path.join(self.tmp_dir, f'{self.split}-part00000')
+      self._tf.io.TFRecordWriter(path).close()
+      self.lengths.append(0)
+    n = len(self.lengths)
+    return [(os.path.join(self.tmp_dir, f'{self.split}-part{i:05d}'),
+             records.shard_name(self.split, i, n)) for i in range(n)]
+
+
+def write_records(
+    out_dir: str,
+    splits: dict[str, Iterable[Candidate]],
+    info: dict,
+    *,
+    report: Report,
+    examples_per_shard: int = 1024,
+    extra_files: dict[str, str] | None = None,
+    show_progress: bool = True,
+) -> dict:
+  """Converts every split's candidates and installs the result atomically.
+
+  Args:
+    out_dir: records folder; created if needed. Shards of the converted splits are replaced.
+    splits: split name -> candidates (sorted by image, so each image is decoded once).
+    info: dataset_info.json content without 'splits' / 'shard_lengths' (added here).
+    report: collects counts and skip messages (raises in strict mode).
+    examples_per_shard: people per shard file.
+    extra_files: destination name in out_dir -> source path, copied before the info file.
+    show_progress: draw the progress line on stderr.
+
+  Returns:
+    The dataset_info dict as written.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  tmp_dir = os.path.join(out_dir, f'.incomplete-{os.getpid()}')
+  shutil.rmtree(tmp_dir, ignore_errors=True)
+  os.makedirs(tmp_dir)
+  try:
+    installs, lengths = [], {}
+    for split, candidates in splits.items():
+      candidates = list(candidates)
+      writer = ShardWriter(tmp_dir, split, examples_per_shard)
+      cache = ImageCache()
+      progress = Progress(len(candidates), f'{info.get("dataset", "")} {split}') \
+          if show_progress else None
+      for candidate in candidates:
+        try:
+          image = cache.load(candidate.image_path) if candidate.image_path else None
+          example = candidate.build(image)
+          if candidate.require_visible and float(np.sum(example.joints_vis)) <= 0:
+            raise BadInput('no visible joints', f'in {candidate.image_path}')
+        except BadInput as e:
+          report.skip(split, candidate.where, e)
+        else:
+          writer.write(example)
+          report.written[split] += 1
+        if progress:
+          progress.update()
+      if progress:
+        progress.close()
+      installs += writer.finish()
+      lengths[split] = writer.lengths
+    for name, source in (extra_files or {}).items():
+      shutil.copyfile(source, os.path.join(tmp_dir, name))
+      installs.append((os.path.join(tmp_dir, name), name))
+
+    # Install: the info file goes first (out) and last (in), so it marks completeness.
+    info_path = os.path.join(out_dir, records.DATASET_INFO)
+    old_info = {}
+    if os.path.exists(info_path):
+      with open(info_path) as f:
+        old_info = json.load(f)
+      os.remove(info_path)
+    for split in lengths:
+      for stale in glob.glob(os.path.join(out_dir, f'{split}-*-of-*.tfrecord')):
+        os.remove(stale)
+    for source, name in installs:
+      os.replace(source, os.path.join(out_dir, name))
+    info = dict(info)
+    info['splits'] = {**old_info.get('splits', {}), **{s: sum(l) for s, l in lengths.items()}}
+    info['shard_lengths'] = {**old_info.get('shard_lengths', {}), **lengths}
+    with open(info_path + '.tmp', 'w') as f:
+      json.dump(info, f, indent=2)
+    os.replace(info_path + '.tmp', info_path)
+    return info
+  finally:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def finish(report: Report, out_dir: str) -> None:
+  print(report.summary())
+  print(f'records in {out_dir}')

@@ -1,0 +1,149 @@
+r"""MPII (HRNet json format) -> sharded person TFRecords.
+
+  python -m data_prep.mpii --annotations DIR --images DIR --out DIR [--strict]
+
+DIR of annotations holds HRNet's `train.json`, `valid.json` and `gt_valid.mat`. The MPII rules
+of PAPER.md 5 are applied here, once, so records hold final 0-based boxes and joints:
+c_y += 15 s; s *= 1.25; then centre and joints -= 1 (MATLAB is 1-based); scale stored [s, s].
+`person/index` is the person's position in valid.json, i.e. its column in gt_valid.mat, which is
+copied to OUT/gt_valid.mat for PCKh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from data_prep import common
+from okdhp_jax.data import meta as meta_lib
+from okdhp_jax.data import records
+
+NUM_JOINTS = meta_lib.MPII.num_joints
+
+
+def image_id_from_name(name: str) -> int:
+  """'005808361.jpg' -> 5808361 (MPII names are digits); other names -> a stable hash."""
+  stem = os.path.splitext(os.path.basename(name))[0]
+  if stem.isdigit():
+    return int(stem)
+  return int.from_bytes(stem.encode('utf-8')[:7].ljust(7, b'\0'), 'big')
+
+
+def parse_person(person, where: str):
+  """One HRNet json entry -> (image name, centre [2], scale [2], joints [16, 2], vis [16]).
+
+  Applies the MPII adjustments (see module docstring); raises BadInput when malformed.
+  """
+  if not isinstance(person, dict):
+    raise common.BadInput('malformed annotation', f'{where} is {type(person).__name__}, not dict')
+  missing = [k for k in ('image', 'center', 'scale', 'joints', 'joints_vis') if k not in person]
+  if missing:
+    raise common.BadInput('malformed annotation', f'{where} lacks {missing}')
+  try:
+    center = np.asarray(person['center'], np.float64).reshape(2)
+    s = float(person['scale'])
+    joints = np.asarray(person['joints'], np.float64).reshape(NUM_JOINTS, 2)
+    vis = np.asarray(person['joints_vis'], np.float64).reshape(NUM_JOINTS)
+  except (TypeError, ValueError) as e:
+    raise common.BadInput('malformed annotation', f'{where}: {e}') from None
+  common.check_finite(where, center=center, scale=s, joints=joints, joints_vis=vis)
+  if s <= 0:
+    raise common.BadInput('malformed annotation', f'{where}: scale {s} is not positive')
+  if not isinstance(person['image'], str) or not person['image']:
+    raise common.BadInput('malformed annotation', f'{where}: image name {person["image"]!r}')
+  center = center.copy()
+  center[1] += 15 * s
+  s *= 1.25
+  center -= 1.0
+  joints = joints - 1.0
+  vis = (vis > 0).astype(np.float32)
+  return person['image'], center, np.array([s, s]), joints, vis
+
+
+def candidates(people, images_dir: str, source: str) -> list[common.Candidate]:
+  """HRNet json list -> one Candidate per person; person_index = position in the list."""
+  out = []
+  for index, person in enumerate(people):
+    where = f'{source}[{index}]'
+    try:
+      parsed = parse_person(person, where)
+    except common.BadInput as e:
+      out.append(common.Candidate.failed(where, e))
+      continue
+
+    def build(image, parsed=parsed, index=index):
+      image_name, center, scale, joints, vis = parsed
+      half = 100.0 * scale[0]
+      return records.PersonExample(
+          image_bytes=image.jpeg_bytes, image_filename=image_name,
+          image_id=image_id_from_name(image_name), image_height=image.height,
+          image_width=image.width, person_index=index, center=center, scale=scale,
+          joints=joints, joints_vis=vis,
+          box=np.array([center[0] - half, center[1] - half, 2 * half, 2 * half]),
+          score=1.0, area=(2 * half) ** 2)
+
+    name = parsed[0]
+    out.append(common.Candidate(where, os.path.join(images_dir, name), name, build))
+  return out
+
+
+def load_json_list(path: str) -> list:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'MPII annotations {path!r} not found (expected HRNet json)')
+  with open(path) as f:
+    try:
+      data = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path} is not valid json: {e}') from None
+  if not isinstance(data, list):
+    raise ValueError(f'{path} must hold a list of people (HRNet format), got {type(data).__name__}')
+  return data
+
+
+def convert(annotations_dir: str, images_dir: str, out_dir: str, *, strict: bool = False,
+            examples_per_shard: int = 1024, show_progress: bool = True,
+            train_json: str = 'train.json', valid_json: str = 'valid.json',
+            gt_valid: str = 'gt_valid.mat') -> tuple[dict, common.Report]:
+  """Converts train.json and valid.json; returns (dataset_info, report)."""
+  report = common.Report(strict=strict)
+  splits = {}
+  for split, name in (('train', train_json), ('valid', valid_json)):
+    path = os.path.join(annotations_dir, name)
+    splits[split] = candidates(load_json_list(path), images_dir, name)
+  gt_path = os.path.join(annotations_dir, gt_valid)
+  if not os.path.exists(gt_path):
+    raise FileNotFoundError(f'{gt_path!r} not found: PCKh needs gt_valid.mat beside valid.json')
+  info = {'dataset': 'mpii', 'num_joints': NUM_JOINTS, 'source': 'mpii',
+          'coordinates': '0-based image pixels; c_y += 15 s, s *= 1.25 applied'}
+  info = common.write_records(out_dir, splits, info, report=report,
+                              examples_per_shard=examples_per_shard,
+                              extra_files={'gt_valid.mat': gt_path},
+                              show_progress=show_progress)
+  return info, report
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--annotations', required=True,
+                      help='folder with train.json, valid.json, gt_valid.mat (HRNet format)')
+  parser.add_argument('--images', required=True, help='folder of MPII images')
+  parser.add_argument('--out', required=True, help='records folder to write')
+  parser.add_argument('--strict', action='store_true', help='stop at the first bad input')
+  parser.add_argument('--examples_per_shard', type=int, default=1024)
+  args = parser.parse_args(argv)
+  try:
+    _, report = convert(args.annotations, args.images, args.out, strict=args.strict,
+                        examples_per_shard=args.examples_per_shard)
+  except (common.ConversionError, FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  common.finish(report, args.out)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,223 @@
+"""tf.data input pipelines (train and eval) over person records, and global arrays for a mesh.
+
+TensorFlow only runs on the host here: at import it is told to see no GPU or TPU, so it never
+takes accelerator memory from JAX.
+
+Each process reads its own part of a split: whole shard files when there are at least as many
+files as processes, otherwise every process_count-th record. Train batches are infinite,
+shuffled, augmented and seeded (same seed, same batches); eval batches are finite, in record
+order, padded to full batches with a 'valid' mask, and every process yields the same number of
+batches (computed from the per-shard lengths in dataset_info.json), as global arrays require.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+from jax.sharding import NamedSharding, PartitionSpec
+
+from okdhp_jax.data import augment
+from okdhp_jax.data import records
+
+
+def _hide_accelerators_from_tf():
+  for kind in ('GPU', 'TPU'):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):  # already initialised, or no such device type.
+      pass
+
+
+_hide_accelerators_from_tf()
+
+EVAL_KEYS = ('image', 'joints', 'joints_vis', 'center', 'scale', 'image_id', 'person_index',
+             'box', 'score', 'area')
+
+
+def _autotune(value: int) -> int:
+  return tf.data.AUTOTUNE if value is None or value < 0 else int(value)
+
+
+def _check_info(data_config, meta) -> dict:
+  info = records.read_dataset_info(data_config.records_dir)
+  if info.get('dataset') != meta.name or info.get('num_joints') != meta.num_joints:
+    raise ValueError(
+        f'config.data.records_dir={data_config.records_dir!r} holds {info.get("dataset")!r} '
+        f'records with {info.get("num_joints")} joints, but config.data.dataset selects '
+        f'{meta.name!r} ({meta.num_joints} joints)')
+  return info
+
+
+def _resolve_split(data_config, split: str, info: dict) -> str:
+  """The eval split reads '<split>_det' (detection boxes) when config.data.detections is set."""
+  detections = data_config.get('detections', '')
+  if detections and split == data_config.eval_split:
+    det_split = f'{split}_det'
+    if det_split not in info.get('splits', {}):
+      raise ValueError(
+          f'config.data.detections={detections!r} is set but {data_config.records_dir!r} has no '
+          f'{det_split!r} split; convert with `python -m data_prep.coco ... --detections '
+          f'{detections}` or set config.data.detections=""')
+    return det_split
+  return split
+
+
+def count_examples(data_config, split: str) -> int:
+  """Number of records of a split (all processes), from dataset_info.json."""
+  info = records.read_dataset_info(data_config.records_dir)
+  split = _resolve_split(data_config, split, info)
+  if split not in info['splits']:
+    raise ValueError(f'split {split!r} is not in {data_config.records_dir!r} '
+                     f'(has {sorted(info["splits"])})')
+  return int(info['splits'][split])
+
+
+def _process_part(records_dir: str, split: str, info: dict, process_index: int,
+                  process_count: int):
+  """(files, record_sharded, per-process counts) for this process."""
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in [0, {process_count})')
+  files = records.split_files(records_dir, split)
+  lengths = info.get('shard_lengths', {}).get(split, [])
+  if len(files) >= process_count:
+    counts = [sum(lengths[p::process_count]) for p in range(process_count)] if lengths else None
+    return files[process_index::process_count], False, counts
+  total = info['splits'][split]
+  counts = [len(range(p, total, process_count)) for p in range(process_count)]
+  return files, True, counts
+
+
+def _records(files, *, record_sharded, process_index, process_count, shuffle_seed=None):
+  """Serialised records of `files`; interleaved when shuffling, in file order otherwise."""
+  ds = tf.data.Dataset.from_tensor_slices(files)
+  if shuffle_seed is None:
+    ds = tf.data.TFRecordDataset(ds)
+  else:
+    ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=False)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if record_sharded:
+    ds = ds.shard(process_count, process_index)
+  return ds
+
+
+def build_train_dataset(data_config, meta, *, local_batch_size: int, seed: int,
+                        process_index: int = 0, process_count: int = 1,
+                        start_step: int = 0) -> tf.data.Dataset:
+  """Infinite, shuffled, augmented batches for this process.
+
+  `start_step` resumes the stream exactly where a run stopped: the same order and the same
+  augmentation draws as an uninterrupted run from batch `start_step` on. Only the serialized
+  records before it are read again (not decoded or augmented).
+
+  Yields dicts: 'image' float32 [B, H, W, 3] (ImageNet-normalised), 'joints' float32 [B, J, 2]
+  in input pixels, 'joints_vis' float32 [B, J] (0 also outside the crop).
+  """
+  info = _check_info(data_config, meta)
+  files, record_sharded, counts = _process_part(
+      data_config.records_dir, data_config.train_split, info, process_index, process_count)
+  if counts is not None and counts[process_index] == 0:
+    raise ValueError(f'process {process_index} gets no {data_config.train_split!r} records from '
+                     f'{data_config.records_dir!r}; write more shards or use fewer processes')
+  ds = _records(files, record_sharded=record_sharded, process_index=process_index,
+                process_count=process_count, shuffle_seed=seed)
+  ds = ds.repeat()
+  if data_config.shuffle_buffer > 1:
+    ds = ds.shuffle(data_config.shuffle_buffer, seed=seed * 1009 + process_index,
+                    reshuffle_each_iteration=True)
+  base_seed = tf.constant([seed, process_index], tf.int64)
+  kwargs = dict(
+      input_size=tuple(data_config.input_size), scale_factor=data_config.scale_factor,
+      rotation_factor=data_config.rotation_factor, rotation_prob=data_config.rotation_prob,
+      flip=data_config.flip, half_body_prob=data_config.half_body_prob,
+      half_body_min_joints=data_config.half_body_min_joints, meta=meta)
+
+  def process(index, serialized):
+    parsed = records.parse(serialized, meta.num_joints)
+    example_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
+    return augment.train_example(parsed, example_seed, **kwargs)
+
+  # Each example's draws come from its position in the stream, so skipping positions (after
+  # numbering them) leaves every later example exactly as an uninterrupted run sees it.
+  ds = ds.enumerate()
+  if start_step:
+    ds = ds.skip(start_step * local_batch_size)
+  ds = ds.map(process, num_parallel_calls=_autotune(data_config.num_parallel_calls),
+              deterministic=True)
+  ds = ds.batch(local_batch_size, drop_remainder=True)
+  return ds.prefetch(_autotune(data_config.prefetch))
+
+
+def _pad_batch(batch: dict, batch_size: int) -> dict:
+  n = tf.shape(batch['image'])[0]
+  out = {}
+  for key, value in batch.items():
+    pad = [[0, batch_size - n]] + [[0, 0]] * (len(value.shape) - 1)
+    value = tf.pad(value, pad)
+    value.set_shape([batch_size] + value.shape[1:].as_list())
+    out[key] = value
+  out['valid'] = tf.range(batch_size) < n
+  return out
+
+
+def build_eval_dataset(data_config, meta, *, split: str, local_batch_size: int,
+                       process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+  """Finite, unaugmented batches in record order, padded with a 'valid' bool [B] mask.
+
+  Keys: image [B, H, W, 3], joints [B, J, 2], joints_vis [B, J], center [B, 2], scale [B, 2]
+  (after the aspect-ratio fix: what the crop used), image_id int64 [B], person_index int64 [B],
+  box [B, 4] xywh, score float32 [B], area float32 [B], valid bool [B]. Every process yields
+  the same number of batches.
+  """
+  info = _check_info(data_config, meta)
+  split = _resolve_split(data_config, split, info)
+  files, record_sharded, counts = _process_part(
+      data_config.records_dir, split, info, process_index, process_count)
+  if counts is None:  # no per-shard lengths: fall back to this process's own count.
+    counts = [sum(1 for _ in _records(files, record_sharded=False, process_index=0,
+                                      process_count=1))]
+  num_batches = max(-(-c // local_batch_size) for c in counts)
+  ds = _records(files, record_sharded=record_sharded, process_index=process_index,
+                process_count=process_count)
+  input_size = tuple(data_config.input_size)
+
+  def process(serialized):
+    return augment.eval_example(records.parse(serialized, meta.num_joints),
+                                input_size=input_size)
+
+  ds = ds.map(process, num_parallel_calls=_autotune(data_config.num_parallel_calls),
+              deterministic=True)
+  threshold = float(data_config.get('det_score_threshold', 0.0))
+  if split.endswith('_det') and threshold > 0:
+    ds = ds.filter(lambda example: example['score'] >= threshold)
+  ds = ds.batch(local_batch_size).map(lambda b: _pad_batch(b, local_batch_size))
+  # All-invalid batches so that every process runs the same number of steps.
+  filler = tf.data.Dataset.from_tensors(
+      {k: tf.zeros(spec.shape, spec.dtype) for k, spec in ds.element_spec.items()}).repeat()
+  ds = ds.concatenate(filler).take(num_batches)
+  return ds.prefetch(_autotune(data_config.prefetch))
+
+
+def make_global_batch(batch: dict[str, np.ndarray], mesh, data_axis: str = 'data'
+                      ) -> dict[str, jax.Array]:
+  """Process-local numpy batch -> global jax.Arrays sharded along `data_axis` of the mesh."""
+  sharding = NamedSharding(mesh, PartitionSpec(data_axis))
+  return {key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+          for key, value in batch.items()}
+
+
+def global_batches(ds: tf.data.Dataset, mesh, prefetch: int = 2, data_axis: str = 'data'
+                   ) -> Iterator[dict[str, jax.Array]]:
+  """Iterates a batched dataset as global arrays, keeping `prefetch` batches on device."""
+  queue = collections.deque()
+  iterator = ds.as_numpy_iterator()
+  for batch in iterator:
+    queue.append(make_global_batch(batch, mesh, data_axis))
+    if len(queue) > prefetch:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()

@@ -1,0 +1,149 @@
+"""The person record: one tf.train.Example per person (or detection box), both directions.
+
+Every converter (MPII, COCO, synthetic) writes this schema and the tf.data pipeline parses it,
+so the layout lives in one place. Keys follow TFDS naming (`image/encoded`, `image/id`, ...).
+
+  image/encoded    bytes   the whole source image, JPEG (converters re-encode other formats)
+  image/filename   bytes   file name relative to the images folder (for messages and drawing)
+  image/id         int64   MPII: the file-name digits; COCO: image id; synthetic: figure index
+  image/height     int64   source image height in pixels
+  image/width      int64   source image width in pixels
+  person/index     int64   MPII: column in gt_valid.mat; COCO: annotation id (GT) or the
+                           detection's position in the detection json; synthetic: figure index
+  person/center    float   [2] (x, y) in 0-based image pixels, final (MPII adjustments applied)
+  person/scale     float   [2] (sw, sh) in units of 200 px, final (padding applied)
+  person/joints    float   [J * 2] (x, y) in 0-based image pixels, row-major [J, 2]
+  person/joints_vis float  [J] 1 annotated/visible, 0 otherwise
+  person/box       float   [4] (x, y, w, h) in image pixels
+  person/score     float   box score (1 for ground truth)
+  person/area      float   COCO segment area; else box area
+
+Files are named `{split}-{i:05d}-of-{n:05d}.tfrecord` (the TFDS shard suffix convention) and a
+`dataset_info.json` beside them holds the split sizes and per-shard lengths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+DATASET_INFO = 'dataset_info.json'
+
+
+@dataclasses.dataclass
+class PersonExample:
+  """One record before serialisation (numpy side, used by the converters)."""
+
+  image_bytes: bytes
+  image_filename: str
+  image_id: int
+  image_height: int
+  image_width: int
+  person_index: int
+  center: np.ndarray        # [2]
+  scale: np.ndarray         # [2]
+  joints: np.ndarray        # [J, 2]
+  joints_vis: np.ndarray    # [J]
+  box: np.ndarray           # [4] xywh
+  score: float = 1.0
+  area: float = 0.0
+
+
+def _bytes(values):
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+
+def _ints(values):
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def _floats(values):
+  values = np.asarray(values, np.float32).reshape(-1)
+  return tf.train.Feature(float_list=tf.train.FloatList(value=values.tolist()))
+
+
+def serialize(example: PersonExample) -> bytes:
+  """PersonExample -> serialised tf.train.Example."""
+  feature = {
+      'image/encoded': _bytes([example.image_bytes]),
+      'image/filename': _bytes([example.image_filename.encode('utf-8')]),
+      'image/id': _ints([example.image_id]),
+      'image/height': _ints([example.image_height]),
+      'image/width': _ints([example.image_width]),
+      'person/index': _ints([example.person_index]),
+      'person/center': _floats(example.center),
+      'person/scale': _floats(example.scale),
+      'person/joints': _floats(example.joints),
+      'person/joints_vis': _floats(example.joints_vis),
+      'person/box': _floats(example.box),
+      'person/score': _floats([example.score]),
+      'person/area': _floats([example.area]),
+  }
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def feature_spec(num_joints: int) -> dict[str, tf.io.FixedLenFeature]:
+  """The parsing spec for `tf.io.parse_single_example`."""
+  f = tf.io.FixedLenFeature
+  return {
+      'image/encoded': f([], tf.string),
+      'image/filename': f([], tf.string, default_value=''),
+      'image/id': f([], tf.int64),
+      'image/height': f([], tf.int64),
+      'image/width': f([], tf.int64),
+      'person/index': f([], tf.int64, default_value=-1),
+      'person/center': f([2], tf.float32),
+      'person/scale': f([2], tf.float32),
+      'person/joints': f([num_joints * 2], tf.float32),
+      'person/joints_vis': f([num_joints], tf.float32),
+      'person/box': f([4], tf.float32),
+      'person/score': f([], tf.float32, default_value=1.0),
+      'person/area': f([], tf.float32, default_value=0.0),
+  }
+
+
+def parse(serialized: tf.Tensor, num_joints: int) -> dict[str, tf.Tensor]:
+  """Serialised example -> dict of tensors; 'person/joints' reshaped to [J, 2]."""
+  parsed = tf.io.parse_single_example(serialized, feature_spec(num_joints))
+  parsed['person/joints'] = tf.reshape(parsed['person/joints'], [num_joints, 2])
+  return parsed
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+  return f'{split}-{index:05d}-of-{count:05d}.tfrecord'
+
+
+def read_dataset_info(records_dir: str) -> dict:
+  """Loads DIR/dataset_info.json; FileNotFoundError says how to create it."""
+  path = os.path.join(records_dir, DATASET_INFO)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'no {DATASET_INFO} in config.data.records_dir={records_dir!r}: the records are missing '
+        'or their conversion did not finish. Create them with `python -m data_prep.mpii`, '
+        '`python -m data_prep.coco` or `python -m data_prep.synthetic` (see data_prep/README.md).'
+    )
+  with open(path) as f:
+    return json.load(f)
+
+
+def split_files(records_dir: str, split: str) -> list[str]:
+  """The shard files of a split in order, checked against dataset_info.json."""
+  info = read_dataset_info(records_dir)
+  if split not in info.get('splits', {}):
+    raise ValueError(
+        f'split {split!r} is not in {os.path.join(records_dir, DATASET_INFO)}; it has '
+        f'{sorted(info.get("splits", {}))}'
+    )
+  files = sorted(glob.glob(os.path.join(records_dir, f'{split}-*-of-*.tfrecord')))
+  expected = len(info.get('shard_lengths', {}).get(split, files))
+  if len(files) != expected:
+    raise ValueError(
+        f'{records_dir!r} holds {len(files)} {split} shards but {DATASET_INFO} lists {expected}; '
+        're-run the converter.'
+    )
+  return files

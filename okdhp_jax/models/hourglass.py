@@ -1,0 +1,179 @@
+"""Stacked hourglass network with the released OKDHP code's layer layout (pytorch-pose lineage).
+
+Submodule names mirror the PyTorch state_dict keys (`conv1`, `bn1`, `layer1`, `hg_{level}_{j}`,
+`res`, `fc`, `score`, `fc_`, `score_`) so that importing PyTorch weights and exporting one
+branch of a multi-branch network are both pure re-keyings of the variable tree.
+
+Channel plan for `features = F` (F = 256 in the paper): stem conv F/4, Bottleneck F/4 -> F/2,
+maxpool, Bottleneck F/2 -> F, Bottleneck F -> F; every hourglass Bottleneck is F -> F with a
+bottleneck width of F/2. A 256x256 input gives 64x64 heatmaps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# PyTorch BatchNorm momentum 0.1 is Flax momentum 0.9.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+# PyTorch's default conv/linear init (kaiming_uniform, a = sqrt(5)): U(-1/sqrt(fan_in), ..).
+# The released code keeps it; a uniform draw is also much cheaper to compile than the
+# truncated normal of Flax's default.
+torch_default_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+
+
+def conv(features: int, kernel: int, *, stride: int = 1, use_bias: bool = True,
+         groups: int = 1, dtype: Any, param_dtype: Any, name: str | None = None) -> nn.Conv:
+  """A PyTorch-style conv: symmetric padding (kernel - 1) / 2, so odd kernels keep the size."""
+  pad = (kernel - 1) // 2
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((pad, pad), (pad, pad)), use_bias=use_bias,
+                 feature_group_count=groups, kernel_init=torch_default_init, dtype=dtype,
+                 param_dtype=param_dtype, name=name)
+
+
+def batch_norm(train: bool, *, dtype: Any, param_dtype: Any, name: str | None = None):
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                      dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+def max_pool2(x: jax.Array) -> jax.Array:
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+def upsample_nearest2(x: jax.Array) -> jax.Array:
+  """[b, h, w, c] -> [b, 2h, 2w, c], nearest neighbour (F.interpolate(scale_factor=2))."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class Bottleneck(nn.Module):
+  """Pre-activation bottleneck: BN-ReLU-1x1(c/2), BN-ReLU-3x3(c/2), BN-ReLU-1x1(c), + identity.
+
+  The identity becomes a 1x1 conv (`downsample`) when the input has other than `features`
+  channels. [b, h, w, c_in] -> [b, h, w, features].
+  """
+
+  features: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    width = self.features // 2
+    y = conv(width, 1, name='conv1', **kw)(nn.relu(batch_norm(train, name='bn1', **kw)(x)))
+    y = conv(width, 3, name='conv2', **kw)(nn.relu(batch_norm(train, name='bn2', **kw)(y)))
+    y = conv(self.features, 1, name='conv3', **kw)(
+        nn.relu(batch_norm(train, name='bn3', **kw)(y)))
+    residual = x
+    if x.shape[-1] != self.features:
+      residual = conv(self.features, 1, name='downsample', **kw)(x)
+    return y + residual
+
+
+class Stem(nn.Module):
+  """conv7x7/2 + BN + ReLU, Bottleneck, maxpool 2, Bottleneck, Bottleneck: stride 4 overall."""
+
+  features: int = 256
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = conv(self.features // 4, 7, stride=2, name='conv1', **kw)(images.astype(self.dtype))
+    x = nn.relu(batch_norm(train, name='bn1', **kw)(x))
+    x = Bottleneck(self.features // 2, name='layer1', **kw)(x, train=train)
+    x = max_pool2(x)
+    x = Bottleneck(self.features, name='layer2', **kw)(x, train=train)
+    return Bottleneck(self.features, name='layer3', **kw)(x, train=train)
+
+
+class Hourglass(nn.Module):
+  """Recursive hourglass, one Bottleneck per position (13 for depth 4).
+
+  `hg_{level}_{j}`: level 0 is the innermost; j = 0 up1, 1 low1, 2 low3, 3 innermost extra
+  residual (level 0 only), as in the PyTorch `hg.{level}.{j}` keys.
+  """
+
+  features: int = 256
+  depth: int = 4
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def res(level: int, j: int, y: jax.Array) -> jax.Array:
+      return Bottleneck(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
+                        name=f'hg_{level}_{j}')(y, train=train)
+
+    def forward(level: int, y: jax.Array) -> jax.Array:
+      up1 = res(level, 0, y)
+      low1 = res(level, 1, max_pool2(y))
+      low2 = forward(level - 1, low1) if level > 0 else res(level, 3, low1)
+      low3 = res(level, 2, low2)
+      return up1 + upsample_nearest2(low3)
+
+    return forward(self.depth - 1, x)
+
+
+class HourglassStack(nn.Module):
+  """One stack: hourglass, residual, 1x1 conv + BN + ReLU, 1x1 score conv.
+
+  Returns (next stack's input or None when `has_next` is False, heatmaps [b, h, w, joints]).
+  """
+
+  num_joints: int
+  has_next: bool
+  features: int = 256
+  depth: int = 4
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array | None, jax.Array]:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    y = Hourglass(self.features, self.depth, name='hg', **kw)(x, train=train)
+    y = Bottleneck(self.features, name='res', **kw)(y, train=train)
+    y = conv(self.features, 1, name='fc', **kw)(y)
+    y = nn.relu(batch_norm(train, name='fc_bn', **kw)(y))
+    score = conv(self.num_joints, 1, name='score', **kw)(y)
+    if not self.has_next:
+      return None, score
+    x = x + conv(self.features, 1, name='fc_', **kw)(y) + conv(
+        self.features, 1, name='score_', **kw)(score)
+    return x, score
+
+
+class StackedHourglass(nn.Module):
+  """Plain N-stack hourglass: `images [b, H, W, 3] -> tuple of N heatmaps [b, H/4, W/4, J]`.
+
+  Every stack's heatmaps are returned (intermediate supervision), cast to float32.
+  """
+
+  num_stacks: int
+  features: int = 256
+  num_joints: int = 16
+  depth: int = 4
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool) -> tuple[jax.Array, ...]:
+    if self.num_stacks < 1:
+      raise ValueError(f'StackedHourglass needs num_stacks >= 1, got {self.num_stacks}')
+    kw = dict(features=self.features, depth=self.depth, dtype=self.dtype,
+              param_dtype=self.param_dtype)
+    x = Stem(self.features, self.dtype, self.param_dtype, name='stem')(images, train=train)
+    heatmaps = []
+    for k in range(self.num_stacks):
+      x, score = HourglassStack(self.num_joints, has_next=k < self.num_stacks - 1,
+                                name=f'stack_{k}', **kw)(x, train=train)
+      heatmaps.append(score.astype(jnp.float32))
+    return tuple(heatmaps)

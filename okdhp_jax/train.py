@@ -1,0 +1,218 @@
+"""The training loop: data, sharded train step, logging, periodic evaluation, checkpoints.
+
+`train_and_evaluate(config, workdir)` is what `python -m okdhp_jax.main` runs. The same code runs
+on one CPU, several local devices, and a multi-host slice: the step is one `jax.jit` over a mesh,
+each process feeds its own shard of the data, and only process 0 writes logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from clu import metric_writers, parameter_overview, periodic_actions
+
+from okdhp_jax import checkpointing, evaluate as evaluate_lib
+from okdhp_jax.data import meta as meta_lib
+from okdhp_jax.data import pipeline, prepare
+from okdhp_jax.models import build_model
+from okdhp_jax.training import fpd, inference, sharding, state as state_lib, step as step_lib
+from okdhp_jax.training.optimizer import steps_per_epoch as compute_steps_per_epoch
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class Trainer:
+  """Everything a run needs, built once from the config: mesh, model, state, steps."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config = config
+    self.workdir = workdir
+    self.meta = meta_lib.get_meta(config.data.dataset)
+    prepare.ensure_data(config)
+    self.mesh = sharding.make_mesh()
+    num_devices = self.mesh.devices.size
+    if config.train.batch_size % num_devices:
+      raise ValueError(
+          f'config.train.batch_size={config.train.batch_size} must be divisible by the '
+          f'{num_devices} devices of the mesh')
+    num_examples = config.data.num_train_examples or pipeline.count_examples(
+        config.data, config.data.train_split)
+    self.num_train_examples = num_examples
+    self.steps_per_epoch = compute_steps_per_epoch(num_examples, config.train.batch_size)
+    self.total_steps = self.steps_per_epoch * config.train.num_epochs
+    self.model = build_model(config.model, self.meta.num_joints, tuple(config.data.input_size))
+    self.state, self.state_sharding = state_lib.create_train_state(
+        config, self.model, jax.random.PRNGKey(config.seed), mesh=self.mesh,
+        steps_per_epoch=self.steps_per_epoch)
+    if config.trainer == 'fpd':
+      if not config.fpd.teacher_checkpoint:
+        raise ValueError('config.fpd.teacher_checkpoint is empty: FPD needs an exported '
+                         'teacher (python -m okdhp_jax.main --mode export) or a converted '
+                         'PyTorch one (python -m okdhp_jax.tools.convert_torch)')
+      teacher, teacher_variables = fpd.load_fpd_teacher(config.fpd.teacher_checkpoint)
+      self.train_step = fpd.make_fpd_train_step(
+          config, self.model, teacher, teacher_variables, mesh=self.mesh,
+          steps_per_epoch=self.steps_per_epoch, num_joints=self.meta.num_joints)
+    elif config.trainer == 'okdhp':
+      self.train_step = step_lib.make_train_step(
+          config, self.model, mesh=self.mesh, steps_per_epoch=self.steps_per_epoch,
+          num_joints=self.meta.num_joints)
+    else:
+      raise ValueError(f"config.trainer={config.trainer!r} must be 'okdhp' or 'fpd'")
+    self.predict_step = inference.make_predict_step(
+        config, self.model, mesh=self.mesh, flip_perm=self.meta.flip_permutation())
+    self.manager = checkpointing.make_manager(
+        os.path.join(workdir, 'checkpoints'), keep=config.train.keep_checkpoints)
+
+  def variables(self, state=None) -> dict[str, Any]:
+    state = self.state if state is None else state
+    return {'params': state.params, 'batch_stats': state.batch_stats}
+
+  def restore(self) -> dict[str, Any]:
+    """Resumes from the workdir's newest checkpoint if there is one; returns loop progress."""
+    restored = checkpointing.restore_latest(self.manager, self.state)
+    if restored is None:
+      return {'best_metric': None, 'best_branch': None, 'best_step': None, 'history': []}
+    self.state, progress = restored
+    return progress
+
+  def evaluate(self, num_images_to_draw: int = 0) -> evaluate_lib.EvalResult:
+    return evaluate_lib.evaluate(self.config, self.variables(), self.predict_step, self.mesh,
+                                 num_images_to_draw=num_images_to_draw)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       trainer: Trainer | None = None) -> dict[str, Any]:
+  """Trains (resuming if the workdir has checkpoints) and returns the final progress dict."""
+  trainer = trainer or Trainer(config, workdir)
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  progress = trainer.restore()
+  start_step = int(jax.device_get(trainer.state.step))
+  if start_step == 0:
+    parameter_overview.log_parameter_overview(trainer.state.params)
+    writer.write_hparams(_flat_hparams(config))
+  logging.info('Training %d steps (%d epochs x %d steps, global batch %d, %d examples) on %s',
+               trainer.total_steps, config.train.num_epochs, trainer.steps_per_epoch,
+               config.train.batch_size, trainer.num_train_examples, trainer.mesh)
+
+  local_batch = config.train.batch_size // jax.process_count()
+  dataset = pipeline.build_train_dataset(
+      config.data, trainer.meta, local_batch_size=local_batch, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      start_step=start_step)
+  batches = pipeline.global_batches(dataset, trainer.mesh, prefetch=config.data.prefetch)
+  base_rng = jax.random.PRNGKey(config.seed + 1)
+  report = periodic_actions.ReportProgress(num_train_steps=trainer.total_steps, writer=writer,
+                                           every_secs=60.0)
+  eval_every_steps = max(1, int(config.train.eval_every_epochs * trainer.steps_per_epoch))
+  line = _ProgressLine(trainer.total_steps, config.train.batch_size, start_step)
+  last_good_step = start_step
+  metrics = None
+
+  for step in range(start_step + 1, trainer.total_steps + 1):
+    batch = next(batches)
+    trainer.state, metrics = trainer.train_step(trainer.state, batch,
+                                                jax.random.fold_in(base_rng, step))
+    report(step)
+    if step == start_step + 1:
+      jax.block_until_ready(metrics)
+      line.restart(step)  # the first step compiles; rates and ETA count from here.
+    is_last = step == trainer.total_steps
+    if step % config.train.log_every_steps == 0 or is_last:
+      scalars = _check_finite(metrics, step, last_good_step, trainer.manager.directory)
+      writer.write_scalars(step, {f'train/{k}': v for k, v in scalars.items()})
+      logging.info('%s | loss %.5f', line(step), scalars['loss'])
+    if step % eval_every_steps == 0 or is_last:
+      _check_finite(metrics, step, last_good_step, trainer.manager.directory)
+      result = trainer.evaluate(num_images_to_draw=config.train.num_images_to_draw)
+      _log_eval(writer, step, result, workdir if is_chief else None)
+      progress['history'].append({'step': step, 'metrics': result.metrics})
+      if progress['best_metric'] is None or result.best_metric > progress['best_metric']:
+        progress.update(best_metric=result.best_metric, best_branch=result.best_branch,
+                        best_step=step)
+      checkpointing.save(trainer.manager, step, trainer.state, progress,
+                         metric=result.best_metric, force=True)
+      last_good_step = step
+    elif step % config.train.checkpoint_every_steps == 0:
+      _check_finite(metrics, step, last_good_step, trainer.manager.directory)
+      checkpointing.save(trainer.manager, step, trainer.state, progress, force=True)
+      last_good_step = step
+
+  trainer.manager.wait_until_finished()
+  writer.flush()
+  if is_chief and progress['history']:
+    with open(os.path.join(workdir, 'eval_results.json'), 'w') as f:
+      json.dump(progress, f, indent=2)
+  return progress
+
+
+def _check_finite(metrics, step: int, last_good_step: int, checkpoint_dir) -> dict[str, float]:
+  scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  bad = sorted(k for k, v in scalars.items() if not math.isfinite(v))
+  if bad:
+    raise NonFiniteLossError(
+        f'non-finite training metrics at step {step}: {", ".join(bad)} '
+        f'(loss={scalars.get("loss")}). Training stopped; the last good checkpoint is step '
+        f'{last_good_step} in {checkpoint_dir}. Lower config.optim.learning_rate or check the '
+        'data, then rerun with the same --workdir to resume from it.')
+  return scalars
+
+
+def _log_eval(writer, step: int, result: evaluate_lib.EvalResult, workdir: str | None) -> None:
+  scalars = {f'eval/{name}/{metric}': value for name, table in result.metrics.items()
+             for metric, value in table.items()}
+  scalars['eval/best_branch'] = result.best_branch
+  writer.write_scalars(step, scalars)
+  if result.images:
+    writer.write_images(step, {'eval/skeletons': np.stack(result.images)})
+    if workdir:
+      evaluate_lib.write_samples(os.path.join(workdir, 'samples'), result.images,
+                                 f'step{step:07d}')
+  logging.info('Evaluation at step %d:\n%s', step, result.table)
+
+
+def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  flat = {}
+  def visit(prefix, node):
+    for key, value in node.items():
+      name = f'{prefix}{key}'
+      if isinstance(value, ml_collections.ConfigDict):
+        visit(name + '.', value)
+      else:
+        flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+  visit('', config)
+  return flat
+
+
+class _ProgressLine:
+  """'step 120/4500 (2.7%) | 85.3 img/s | ETA 0:51:02' from wall-clock time since start."""
+
+  def __init__(self, total_steps: int, global_batch: int, start_step: int):
+    self.total = total_steps
+    self.batch = global_batch
+    self.start_step = start_step
+    self.start_time = time.time()
+
+  def restart(self, step: int) -> None:
+    self.start_step = step
+    self.start_time = time.time()
+
+  def __call__(self, step: int) -> str:
+    elapsed = max(time.time() - self.start_time, 1e-6)
+    done = step - self.start_step
+    rate = done / elapsed
+    eta = (self.total - step) / rate if rate > 0 else float('inf')
+    eta_text = time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '?'
+    return (f'step {step}/{self.total} ({100.0 * step / self.total:.1f}%) | '
+            f'{rate * self.batch:.1f} img/s | ETA {eta_text}')

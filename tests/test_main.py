@@ -1,0 +1,145 @@
+"""The program users run, end to end, as subprocesses: train, eval, export, predict, resume."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A small OKDHP network (1 shared stack, 2 branches of 1 stack, 16 channels) on the bundled data.
+TINY = [
+    '--config.model.features=16', '--config.model.num_shared_stacks=1',
+    '--config.model.branch_stacks=(1,1)', '--config.train.batch_size=4',
+    '--config.eval.batch_size=4',
+]
+
+
+def run_main(workdir, *flags, config='configs/hg4.py:runlocal', timeout=420, records=None):
+  records = records or os.path.join(os.path.dirname(workdir), 'records')
+  command = [sys.executable, '-m', 'okdhp_jax.main', f'--config={config}',
+             f'--workdir={workdir}', f'--config.data.records_dir={records}',
+             f'--config.data.eval_annotations={records}/gt_valid.mat', *flags]
+  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def restored_params(workdir):
+  """The newest checkpoint's parameters, as flat numpy arrays keyed by path."""
+  import orbax.checkpoint as ocp
+  from okdhp_jax import checkpointing
+  manager = checkpointing.make_manager(os.path.join(workdir, 'checkpoints'), keep=10,
+                                       asynchronous=False)
+  step = manager.latest_step()
+  state = manager.restore(step, args=ocp.args.Composite(
+      **{checkpointing.STATE: ocp.args.StandardRestore()}))[checkpointing.STATE]
+  flat = {}
+  def visit(prefix, node):
+    for key, value in node.items():
+      if isinstance(value, dict):
+        visit(f'{prefix}/{key}', value)
+      else:
+        flat[f'{prefix}/{key}'] = np.asarray(value)
+  visit('', {'params': state['params'], 'batch_stats': state['batch_stats']})
+  return step, flat
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """One bundled run (README's first command, shortened to 2 epochs with a tiny network)."""
+  workdir = str(tmp_path_factory.mktemp('bundled') / 'run')
+  result = run_main(workdir, '--config.train.num_epochs=2', *TINY)
+  assert result.returncode == 0, result.stderr[-4000:]
+  return workdir, result
+
+
+def test_bundled_run_trains_evaluates_exports_and_says_where(trained):
+  workdir, result = trained
+  out = result.stdout
+  for column in ('Head', 'Sho', 'Elb', 'Wri', 'Hip', 'Knee', 'Ank', 'Mean'):
+    assert column in out
+  assert 'branch_0' in out and 'branch_1' in out and 'ensemble' in out
+  assert 'exported network' in out
+  assert 'img/s' in result.stderr and 'ETA' in result.stderr
+  description = json.load(open(os.path.join(workdir, 'export', 'model.json')))
+  assert description['model']['branch_stacks'] == [2]  # 1 shared + 1 private stack
+  assert description['model']['num_shared_stacks'] == 0
+  assert glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+  assert glob.glob(os.path.join(workdir, 'samples', '*.png'))
+  progress = json.load(open(os.path.join(workdir, 'eval_results.json')))
+  assert progress['best_branch'] in (0, 1)
+
+
+def test_eval_mode_writes_pred_mat_for_the_official_tool(trained):
+  workdir, _ = trained
+  result = run_main(workdir, '--mode=eval', '--config.train.num_epochs=2', *TINY)
+  assert result.returncode == 0, result.stderr[-4000:]
+  from okdhp_jax.evaluation import pckh
+  preds = pckh.load_pred_mat(os.path.join(workdir, 'eval', 'pred.mat'))
+  assert preds.shape == (5, 16, 2) and np.isfinite(preds).all()
+
+
+def test_predict_tool_draws_the_exported_network(trained, tmp_path):
+  workdir, _ = trained
+  out = tmp_path / 'pose.png'
+  result = subprocess.run(
+      [sys.executable, '-m', 'okdhp_jax.tools.predict', '--checkpoint',
+       os.path.join(workdir, 'export'), '--image', 'data_prep/samples/mpii/005808361.jpg',
+       '--box', '780,60,420,680', '--out', str(out)],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'head_top' in result.stdout and out.exists()
+  from PIL import Image
+  assert Image.open(out).size == Image.open(
+      os.path.join(ROOT, 'data_prep/samples/mpii/005808361.jpg')).size
+
+
+def test_missing_dataset_says_how_to_build_it(tmp_path):
+  result = run_main(str(tmp_path / 'run'), config='configs/hg4.py',
+                    records=str(tmp_path / 'nowhere'), timeout=120)
+  assert result.returncode == 1
+  assert 'data_prep.mpii' in result.stderr and 'runlocal' in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path):
+  """A real SIGKILL mid-run, a restart, and the same end state as a run never interrupted."""
+  common = ['--config.train.num_epochs=2', '--config.train.checkpoint_every_steps=2',
+            '--config.train.eval_every_epochs=100', *TINY]
+  records = str(tmp_path / 'records')
+  straight = str(tmp_path / 'straight')
+  result = run_main(straight, *common, records=records)
+  assert result.returncode == 0, result.stderr[-4000:]
+
+  interrupted = str(tmp_path / 'interrupted')
+  command = [sys.executable, '-m', 'okdhp_jax.main', '--config=configs/hg4.py:runlocal',
+             f'--workdir={interrupted}', f'--config.data.records_dir={records}',
+             f'--config.data.eval_annotations={records}/gt_valid.mat', *common]
+  process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  checkpoint_dir = os.path.join(interrupted, 'checkpoints')
+  while time.time() < deadline and process.poll() is None:
+    done = [d for d in glob.glob(os.path.join(checkpoint_dir, '[0-9]*')) if d[-1].isdigit()]
+    if any(int(os.path.basename(d)) >= 4 for d in done):
+      break
+    time.sleep(0.2)
+  assert process.poll() is None, 'the run ended before it could be interrupted'
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+
+  result = run_main(interrupted, *common, records=records)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert 'Restored checkpoint' in result.stderr
+  step_a, params_a = restored_params(straight)
+  step_b, params_b = restored_params(interrupted)
+  assert step_a == step_b
+  assert params_a.keys() == params_b.keys()
+  for key in params_a:
+    np.testing.assert_allclose(params_b[key], params_a[key], rtol=1e-6, atol=1e-7, err_msg=key)

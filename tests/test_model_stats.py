@@ -1,0 +1,79 @@
+"""Parameter and MAC counts against PAPER.md 2 and hand-computed small cases."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import pytest
+
+from okdhp_jax.models import MultiBranchHourglass, StackedHourglass
+from okdhp_jax.models.stats import model_stats
+from okdhp_jax.tools import model_stats as model_stats_tool
+
+# PAPER.md 2: (params in M, GMACs) at 256x256 input, 16 joints.
+PAPER = {
+    'HG2': (6.73, 8.99),
+    'HG4': (13.02, 15.36),
+    'HG8': (25.59, 28.09),
+    'OKDHP-HG4 balanced released FAU': (30.92, 49.8),
+}
+
+
+def assert_within(value, paper, fraction):
+  assert abs(value - paper) <= fraction * paper, (value, paper)
+
+
+@pytest.mark.parametrize('num_stacks', [2, 4, 8])
+def test_hourglass_sizes_match_the_paper(num_stacks):
+  stats = model_stats(StackedHourglass(num_stacks, num_joints=16), (256, 256, 3))
+  params, gmacs = PAPER[f'HG{num_stacks}']
+  assert_within(stats.params / 1e6, params, 0.005)
+  assert_within(stats.macs / 1e9, gmacs, 0.01)
+
+
+def test_okdhp_hg4_with_released_fau_matches_the_paper():
+  stats = model_stats(MultiBranchHourglass(16, 2, (2, 2, 2), fau='released'), (256, 256, 3))
+  params, gmacs = PAPER['OKDHP-HG4 balanced released FAU']
+  assert_within(stats.params / 1e6, params, 0.005)
+  assert_within(stats.macs / 1e9, gmacs, 0.01)
+
+
+class _Tiny(nn.Module):
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    x = nn.Conv(8, (3, 3), strides=2, padding=1)(x)          # 10x10 -> 5x5
+    x = nn.Conv(8, (3, 3), feature_group_count=4)(x)          # grouped
+    x = nn.BatchNorm(use_running_average=not train)(x)
+    return nn.Dense(5)(x.reshape(x.shape[0], -1))
+
+
+def test_hand_computed_counts():
+  stats = model_stats(_Tiny(), (10, 10, 4))
+  conv1 = 3 * 3 * 4 * 8
+  conv2 = 3 * 3 * 2 * 8
+  dense = 5 * 5 * 8 * 5
+  assert stats.macs == conv1 * 25 + conv2 * 25 + dense
+  # Kernels + biases + BatchNorm scale and bias; running statistics do not count.
+  assert stats.params == (conv1 + 8) + (conv2 + 8) + 2 * 8 + (dense + 5)
+
+
+def test_tool_prints_the_configured_network(capsys):
+  model_stats_tool.main(['--config', 'configs/default.py:runlocal'])
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert 'params (M)' in lines[0] and 'GMACs' in lines[0]
+  assert lines[1].startswith('config: hourglass') and len(lines) == 2
+
+
+def test_tool_lists_every_paper_variant():
+  names = [name for name, _ in model_stats_tool.paper_variants()]
+  assert names[:3] == ['HG2', 'HG4', 'HG8']
+  for fau in ('none', 'released', 'paper'):
+    assert f'OKDHP-HG4 balanced fau={fau}' in names
+    assert f'OKDHP-HG4 unbalanced fau={fau}' in names
+  for backbone in ('resnet18', 'mobilenetv2', 'shufflenetv2'):
+    assert f'MobilePose-{backbone}' in names
+
+
+def test_tool_rejects_a_missing_config():
+  with pytest.raises(FileNotFoundError, match='configs/nope.py'):
+    model_stats_tool.main(['--config', 'configs/nope.py'])

@@ -1,0 +1,235 @@
+"""Shapes, structure, FAU weights, dtype switch and config validation of the networks."""
+
+from __future__ import annotations
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs.default import get_config
+from okdhp_jax.models import (MobilePose, MultiBranchHourglass, PoseOutputs, StackedHourglass,
+                              build_model, init_variables)
+from okdhp_jax.models.fau import PaperFAU, ReleasedFAU
+from okdhp_jax.models.mobilepose import channel_shuffle, pixel_shuffle
+
+J = 16
+FEATURES = 16
+IMAGE_SHAPE = (2, 64, 64, 3)
+
+
+def images(seed=0):
+  return jax.random.normal(jax.random.key(seed), IMAGE_SHAPE)
+
+
+def random_batch_stats(batch_stats, seed=0):
+  """Non-trivial BatchNorm statistics: means N(0, 0.1), variances U(0.5, 1.5)."""
+  rng = np.random.default_rng(seed)
+  flat = flax.traverse_util.flatten_dict(batch_stats)
+  return flax.traverse_util.unflatten_dict({
+      path: jnp.asarray(rng.normal(0, 0.1, leaf.shape) if path[-1] == 'mean'
+                        else rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
+      for path, leaf in flat.items()})
+
+
+@pytest.fixture(scope='module')
+def hourglass_f32():
+  model = StackedHourglass(2, features=FEATURES, num_joints=J, depth=4)
+  variables = init_variables(model, jax.random.key(1), (1, 64, 64, 3))
+  variables['batch_stats'] = random_batch_stats(variables['batch_stats'])
+  outputs = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images())
+  return variables, outputs
+
+
+def test_stacked_hourglass_returns_every_stack(hourglass_f32):
+  _, outputs = hourglass_f32
+  assert isinstance(outputs, tuple) and len(outputs) == 2
+  for heatmaps in outputs:
+    assert heatmaps.shape == (2, 16, 16, J) and heatmaps.dtype == jnp.float32
+  assert not np.allclose(outputs[0], outputs[1])
+
+
+def test_bfloat16_compute_is_finite_and_close_to_float32(hourglass_f32):
+  variables, reference = hourglass_f32
+  model = StackedHourglass(2, features=FEATURES, num_joints=J, depth=4, dtype=jnp.bfloat16)
+  outputs = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images())
+  for got, want in zip(outputs, reference):
+    assert np.all(np.isfinite(got))
+    # bfloat16 keeps 8 mantissa bits (~0.4 % per op); after two stacks we allow 5 % of the
+    # output range.
+    scale = float(jnp.max(jnp.abs(want)))
+    assert float(jnp.max(jnp.abs(got - want))) <= 0.05 * scale
+
+
+def test_param_dtype_is_float32_under_bfloat16_compute():
+  model = StackedHourglass(1, features=FEATURES, num_joints=J, depth=4, dtype=jnp.bfloat16)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(IMAGE_SHAPE),
+                                             train=False))
+  assert {leaf.dtype for leaf in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
+
+
+@pytest.fixture(scope='module')
+def multi_branch():
+  model = MultiBranchHourglass(J, num_shared_stacks=1, branch_stacks=(1, 2), features=FEATURES,
+                               depth=2, fau='released')
+  variables = init_variables(model, jax.random.key(2), (1, 64, 64, 3))
+  outputs, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']))(
+      variables, images())
+  return model, variables, outputs, updates
+
+
+def test_multi_branch_output_structure(multi_branch):
+  model, variables, outputs, _ = multi_branch
+  assert isinstance(outputs, PoseOutputs)
+  assert len(outputs.shared) == 1
+  assert [len(b) for b in outputs.branches] == [1, 2]
+  assert outputs.fau_weights.shape == (2, 2, J)
+  assert outputs.ensemble.shape == (2, 16, 16, J)
+  assert set(variables['params']) == {'stem', 'shared_0', 'branch_0_stack_0', 'branch_1_stack_0',
+                                      'branch_1_stack_1', 'fau'}
+
+
+def test_ensemble_is_fau_weighted_sum_of_each_branch_last_stack(multi_branch):
+  _, _, outputs, _ = multi_branch
+  weights = np.asarray(outputs.fau_weights)
+  np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
+  last0, last1 = np.asarray(outputs.branches[0][0]), np.asarray(outputs.branches[1][1])
+  expected = weights[:, None, None, 0, :] * last0 + weights[:, None, None, 1, :] * last1
+  np.testing.assert_allclose(outputs.ensemble, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_train_mode_updates_batch_stats(multi_branch):
+  _, variables, _, updates = multi_branch
+  before = flax.traverse_util.flatten_dict(variables['batch_stats'])
+  after = flax.traverse_util.flatten_dict(updates['batch_stats'])
+  assert before.keys() == after.keys()
+  changed = [k for k in before if not np.allclose(before[k], after[k])]
+  assert len(changed) == len(before)
+
+
+@pytest.mark.parametrize('fau_class', [ReleasedFAU, PaperFAU])
+@pytest.mark.parametrize('num_branches', [1, 3])
+def test_fau_weights_sum_to_one_over_branches(fau_class, num_branches):
+  fau = fau_class(num_branches=num_branches, num_joints=5, features=8, hidden=4)
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 6))
+  variables = init_variables(fau, jax.random.key(1), x.shape)
+  weights = jax.jit(lambda v: fau.apply(v, x, train=False))(variables)
+  assert weights.shape == (2, num_branches, 5)
+  np.testing.assert_allclose(np.sum(weights, axis=1), 1.0, atol=1e-6)
+  assert np.all(weights > 0)
+
+
+def test_fau_paths():
+  def conv_names(fau):
+    shapes = jax.eval_shape(lambda: fau.init(jax.random.key(0), jnp.zeros((1, 8, 8, 6)),
+                                             train=False))
+    return sorted(k for k, v in shapes['params'].items() if 'kernel' in v)
+
+  # Paper FAU: 3x3, 5x5, 7x7 (+1x1 each) and a pooled path, whatever the branch count.
+  paper2, paper4 = (conv_names(PaperFAU(num_branches=b, num_joints=5, features=8))
+                    for b in (2, 4))
+  assert paper2 == paper4 == ['conv3', 'conv5', 'conv7', 'proj3', 'proj5', 'proj7', 'proj_pool']
+  # Released FAU: one conv per branch, kernels 3, 5, 7, ...
+  released = ReleasedFAU(num_branches=4, num_joints=5, features=8)
+  shapes = jax.eval_shape(lambda: released.init(jax.random.key(0), jnp.zeros((1, 8, 8, 6)),
+                                                train=False))
+  kernels = [shapes['params'][f'conv_{b}']['kernel'].shape[0] for b in range(4)]
+  assert kernels == [3, 5, 7, 9]
+
+
+def _model_config(**overrides):
+  config = get_config().model
+  config.features = FEATURES
+  config.depth = 2
+  config.update(overrides)
+  return config
+
+
+def test_no_fau_with_several_branches_is_uniform_mean():
+  model = build_model(_model_config(num_shared_stacks=1, branch_stacks=(1, 1), fau='none'), J,
+                      (64, 64))
+  variables = init_variables(model, jax.random.key(3), (1, 64, 64, 3))
+  outputs = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images())
+  assert outputs.fau_weights is None
+  expected = (np.asarray(outputs.branches[0][-1]) + np.asarray(outputs.branches[1][-1])) / 2
+  np.testing.assert_allclose(outputs.ensemble, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_plain_baseline_is_the_stacked_hourglass():
+  config = _model_config(num_shared_stacks=0, branch_stacks=(2,), fau='none')
+  model = build_model(config, J, (64, 64))
+  plain = StackedHourglass(2, features=FEATURES, num_joints=J, depth=2)
+  variables = init_variables(plain, jax.random.key(4), (1, 64, 64, 3))
+  apply = lambda m: jax.jit(lambda v, x: m.apply(v, x, train=False))(variables, images())
+  outputs, reference = apply(model), apply(plain)  # one variable tree for both
+  assert outputs.shared == () and outputs.fau_weights is None and outputs.num_branches == 1
+  for got, want in zip(outputs.branches[0], reference):
+    np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(outputs.ensemble, reference[-1])
+
+
+@pytest.mark.parametrize('overrides, input_size, key', [
+    (dict(branch_stacks=()), (64, 64), 'config.model.branch_stacks must be non-empty'),
+    (dict(num_shared_stacks=0, branch_stacks=(0,)), (64, 64), 'config.model.branch_stacks'),
+    (dict(branch_stacks=(2, 0)), (64, 64), 'config.model.branch_stacks'),
+    (dict(num_shared_stacks=-1), (64, 64), 'config.model.num_shared_stacks'),
+    (dict(depth=4), (63, 64), r'config.data.input_size \(63, 64\) must be divisible by 64'),
+    (dict(depth=4), (32, 32), 'config.data.input_size'),
+    (dict(fau='sk'), (64, 64), 'config.model.fau'),
+    (dict(name='resnet'), (64, 64), 'config.model.name'),
+    (dict(name='mobilepose', backbone='vgg'), (64, 64), 'config.model.backbone'),
+    (dict(name='mobilepose'), (48, 64), 'config.data.input_size'),
+    (dict(features=30), (64, 64), 'config.model.features'),
+    (dict(dtype='float8'), (64, 64), 'config.model.dtype'),
+])
+def test_invalid_configs_fail_at_construction(overrides, input_size, key):
+  with pytest.raises(ValueError, match=key):
+    build_model(_model_config(**overrides), J, input_size)
+
+
+def test_build_model_accepts_plain_dicts_and_config_dicts():
+  config = dict(_model_config().to_dict(), branch_stacks=[1, 1])
+  assert isinstance(build_model(config, J, (64, 64)), MultiBranchHourglass)
+  assert isinstance(build_model(ml_collections.ConfigDict(config), J), MultiBranchHourglass)
+
+
+@pytest.mark.parametrize('backbone', ['resnet18', 'mobilenetv2', 'shufflenetv2'])
+def test_mobilepose_shapes(backbone):
+  model = build_model(_model_config(name='mobilepose', backbone=backbone, fau='paper'), J,
+                      (64, 64))
+  outputs = jax.eval_shape(lambda: model.init_with_output(
+      jax.random.key(0), jnp.zeros(IMAGE_SHAPE), train=False))[0]
+  assert outputs.shared == ()
+  assert [len(b) for b in outputs.branches] == [1, 1, 1]
+  assert outputs.branches[0][0].shape == (2, 16, 16, J)  # output stride 4
+  assert outputs.fau_weights.shape == (2, 3, J)
+
+
+def test_mobilepose_multi_branch_forward():
+  model = MobilePose(J, 'shufflenetv2', num_branches=2, fau='released', decoder_features=32)
+  variables = init_variables(model, jax.random.key(5), (1, 64, 64, 3))
+  outputs = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images())
+  np.testing.assert_allclose(np.sum(outputs.fau_weights, axis=1), 1.0, atol=1e-6)
+  assert set(variables['params']) == {'encoder', 'decoder_0', 'decoder_1', 'fau'}
+  assert not np.allclose(outputs.branches[0][0], outputs.branches[1][0])
+  assert np.all(np.isfinite(outputs.ensemble))
+
+
+def test_pixel_shuffle_matches_pytorch_definition():
+  # PyTorch: out[c, h*r + i, w*r + j] = in[c*r*r + i*r + j, h, w].
+  r, c, h, w = 2, 3, 2, 4
+  x = np.arange(c * r * r * h * w, dtype=np.float32).reshape(1, h, w, c * r * r)
+  expected = np.zeros((1, h * r, w * r, c), np.float32)
+  for ch in range(c):
+    for i in range(r):
+      for j in range(r):
+        expected[0, i::r, j::r, ch] = x[0, :, :, ch * r * r + i * r + j]
+  np.testing.assert_array_equal(pixel_shuffle(jnp.asarray(x), r), expected)
+
+
+def test_channel_shuffle_matches_pytorch_definition():
+  # PyTorch (groups 2): view(g, c/g).transpose -> new channel k*g + g_ = old g_*(c/g) + k.
+  x = jnp.arange(6, dtype=jnp.float32).reshape(1, 1, 1, 6)
+  np.testing.assert_array_equal(channel_shuffle(x, 2)[0, 0, 0], [0, 3, 1, 4, 2, 5])
