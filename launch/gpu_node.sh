@@ -30,25 +30,9 @@ Arguments after `--` go to okdhp_jax.main unchanged, e.g. -- --config.train.batc
 EOF
 }
 
-die_usage() {
-  echo "gpu_node.sh: error: $*" >&2
-  echo "Run launch/gpu_node.sh --help for usage." >&2
-  exit 2
-}
-
-dry_run=0
-# Prints the command as `+ arg arg ...` (shell-quoted); executes it unless --dry-run.
-run() {
-  local line='+'
-  local arg
-  for arg in "$@"; do line+=" $(printf '%q' "$arg")"; done
-  if (( dry_run )); then
-    echo "$line"
-  else
-    echo "$line" >&2
-    "$@"
-  fi
-}
+SCRIPT_NAME=gpu_node.sh
+# shellcheck source=launch/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 step='run' gpus='' config='' workdir='' data='' eval_annotations=''
 venv="$REPO_ROOT/.venv" python_bin='python3' cuda='13'

@@ -44,32 +44,9 @@ Arguments after `--` go to okdhp_jax.main unchanged, e.g. -- --config.train.batc
 EOF
 }
 
-die_usage() {
-  echo "slurm.sh: error: $*" >&2
-  echo "Run launch/slurm.sh --help for usage." >&2
-  exit 2
-}
-
-dry_run=0
-# Prints the command as `+ arg arg ...` (shell-quoted); executes it unless --dry-run.
-run() {
-  local line='+'
-  local arg
-  for arg in "$@"; do line+=" $(printf '%q' "$arg")"; done
-  if (( dry_run )); then
-    echo "$line"
-  else
-    echo "$line" >&2
-    "$@"
-  fi
-}
-
-quote_all() {
-  local out=''
-  local arg
-  for arg in "$@"; do out+=" $(printf '%q' "$arg")"; done
-  echo "${out# }"
-}
+SCRIPT_NAME=slurm.sh
+# shellcheck source=launch/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 nodes='' gpus_per_node='' config='' workdir='' data='' eval_annotations='' partition=''
 time_limit='' account='' cpus_per_task='' job_name='okdhp' venv="$REPO_ROOT/.venv" port=''

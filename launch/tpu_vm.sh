@@ -54,33 +54,9 @@ Arguments after `--` go to okdhp_jax.main unchanged, e.g. -- --config.train.num_
 EOF
 }
 
-die_usage() {
-  echo "tpu_vm.sh: error: $*" >&2
-  echo "Run launch/tpu_vm.sh --help for usage." >&2
-  exit 2
-}
-
-dry_run=0
-# Prints the command as `+ arg arg ...` (shell-quoted); executes it unless --dry-run.
-run() {
-  local line='+'
-  local arg
-  for arg in "$@"; do line+=" $(printf '%q' "$arg")"; done
-  if (( dry_run )); then
-    echo "$line"
-  else
-    echo "$line" >&2
-    "$@"
-  fi
-}
-
-# Shell-quotes each argument for the remote command string.
-quote_all() {
-  local out=''
-  local arg
-  for arg in "$@"; do out+=" $(printf '%q' "$arg")"; done
-  echo "${out# }"
-}
+SCRIPT_NAME=tpu_vm.sh
+# shellcheck source=launch/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need() {  # need VALUE OPTION STEP
   [[ -n "$1" ]] || die_usage "$2 is required by step $3"

@@ -22,12 +22,20 @@ TINY = [
 ]
 
 
+def clean_env():
+  """The user's environment: no fake-device XLA flag from other test modules."""
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)
+  return env
+
+
 def run_main(workdir, *flags, config='configs/hg4.py:runlocal', timeout=420, records=None):
   records = records or os.path.join(os.path.dirname(workdir), 'records')
   command = [sys.executable, '-m', 'okdhp_jax.main', f'--config={config}',
              f'--workdir={workdir}', f'--config.data.records_dir={records}',
              f'--config.data.eval_annotations={records}/gt_valid.mat', *flags]
-  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                        env=clean_env())
 
 
 def restored_params(workdir):
@@ -92,7 +100,7 @@ def test_predict_tool_draws_the_exported_network(trained, tmp_path):
       [sys.executable, '-m', 'okdhp_jax.tools.predict', '--checkpoint',
        os.path.join(workdir, 'export'), '--image', 'data_prep/samples/mpii/005808361.jpg',
        '--box', '780,60,420,680', '--out', str(out)],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+      cwd=ROOT, capture_output=True, text=True, timeout=300, env=clean_env())
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'head_top' in result.stdout and out.exists()
   from PIL import Image
@@ -110,8 +118,9 @@ def test_missing_dataset_says_how_to_build_it(tmp_path):
 
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   """A real SIGKILL mid-run, a restart, and the same end state as a run never interrupted."""
-  common = ['--config.train.num_epochs=2', '--config.train.checkpoint_every_steps=2',
-            '--config.train.eval_every_epochs=100', *TINY]
+  # 33 steps (261 bundled examples, batch 8), a checkpoint every 10, no evaluation.
+  common = ['--config.train.num_epochs=1', '--config.train.checkpoint_every_steps=10',
+            '--config.train.eval_every_epochs=100', *TINY, '--config.train.batch_size=8']
   records = str(tmp_path / 'records')
   straight = str(tmp_path / 'straight')
   result = run_main(straight, *common, records=records)
@@ -122,12 +131,12 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
              f'--workdir={interrupted}', f'--config.data.records_dir={records}',
              f'--config.data.eval_annotations={records}/gt_valid.mat', *common]
   process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+                             stderr=subprocess.DEVNULL, env=clean_env())
   deadline = time.time() + 300
   checkpoint_dir = os.path.join(interrupted, 'checkpoints')
   while time.time() < deadline and process.poll() is None:
     done = [d for d in glob.glob(os.path.join(checkpoint_dir, '[0-9]*')) if d[-1].isdigit()]
-    if any(int(os.path.basename(d)) >= 4 for d in done):
+    if any(int(os.path.basename(d)) >= 10 for d in done):
       break
     time.sleep(0.2)
   assert process.poll() is None, 'the run ended before it could be interrupted'

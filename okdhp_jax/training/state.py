@@ -70,8 +70,14 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module, rng:
   Returns:
     (state, state_sharding): state_sharding is a TrainState-shaped tree of NamedShardings.
   """
-  init = _init_fn(config, model, steps_per_epoch)
-  shapes = jax.eval_shape(init, rng)
-  state_sharding = jax.tree.map(lambda _: sharding_lib.replicated(mesh), shapes)
-  state = jax.jit(init, out_shardings=state_sharding)(rng)
-  return state, state_sharding
+  # `init_variables` rather than `model.init` under jit: compiling hundreds of separate random
+  # draws takes a minute on CPU for a multi-branch hourglass; one draw sliced on the host does not.
+  from okdhp_jax.models import init_variables
+  height, width = config.data.input_size
+  variables = init_variables(model, rng, (1, height, width, 3))
+  tx, _ = make_tx(config, steps_per_epoch=steps_per_epoch)
+  params = variables['params']
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+  state_sharding = jax.tree.map(lambda _: sharding_lib.replicated(mesh), state)
+  return jax.device_put(state, state_sharding), state_sharding
