@@ -2,8 +2,8 @@ r"""MPII (HRNet json format) -> sharded person TFRecords.
 
   python -m data_prep.mpii --annotations DIR --images DIR --out DIR [--strict]
 
-DIR of annotations holds HRNet's `train.json`, `valid.json` and `gt_valid.mat`. The MPII rules
-of PAPER.md 5 are applied here, once, so records hold final 0-based boxes and joints:
+DIR of annotations holds HRNet's `train.json`, `valid.json` and `gt_valid.mat`. The box rules
+of the MPII protocol are applied here, once, so records hold final 0-based boxes and joints:
 c_y += 15 s; s *= 1.25; then centre and joints -= 1 (MATLAB is 1-based); scale stored [s, s].
 `person/index` is the person's position in valid.json, i.e. its column in gt_valid.mat, which is
 copied to OUT/gt_valid.mat for PCKh.

@@ -1,4 +1,4 @@
-"""COCO AP known answers (PAPER.md 9), rescoring, OKS-NMS, boxes and bad input."""
+"""COCO AP known answers, rescoring, OKS-NMS, boxes and bad input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MPII PCKh: PAPER.md 9 known answers, hand-computed thresholds, pred.mat layouts, bad input."""
+"""MPII PCKh: known answers of the sample data, hand-computed thresholds, pred.mat layouts, bad input."""
 
 from __future__ import annotations
 

@@ -15,10 +15,13 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A small OKDHP network (1 shared stack, 2 branches of 1 stack, 16 channels) on the bundled data.
+# 33 steps (261 bundled examples, batch 8), a checkpoint every 10, evaluation at the end.
+# Depth 2 halves the hourglass (and its CPU compile time); the layout is the same.
 TINY = [
-    '--config.model.features=16', '--config.model.num_shared_stacks=1',
-    '--config.model.branch_stacks=(1,1)', '--config.train.batch_size=4',
-    '--config.eval.batch_size=4',
+    '--config.model.features=16', '--config.model.depth=2', '--config.model.num_shared_stacks=1',
+    '--config.model.branch_stacks=(1,1)', '--config.train.batch_size=8',
+    '--config.eval.batch_size=4', '--config.train.num_epochs=1',
+    '--config.train.checkpoint_every_steps=10',
 ]
 
 
@@ -60,9 +63,9 @@ def restored_params(workdir):
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-  """One bundled run (README's first command, shortened to 2 epochs with a tiny network)."""
+  """One bundled run (README's first command, shortened to 1 epoch with a tiny network)."""
   workdir = str(tmp_path_factory.mktemp('bundled') / 'run')
-  result = run_main(workdir, '--config.train.num_epochs=2', *TINY)
+  result = run_main(workdir, *TINY)
   assert result.returncode == 0, result.stderr[-4000:]
   return workdir, result
 
@@ -86,7 +89,7 @@ def test_bundled_run_trains_evaluates_exports_and_says_where(trained):
 
 def test_eval_mode_writes_pred_mat_for_the_official_tool(trained):
   workdir, _ = trained
-  result = run_main(workdir, '--mode=eval', '--config.train.num_epochs=2', *TINY)
+  result = run_main(workdir, '--mode=eval', *TINY)
   assert result.returncode == 0, result.stderr[-4000:]
   from okdhp_jax.evaluation import pckh
   preds = pckh.load_pred_mat(os.path.join(workdir, 'eval', 'pred.mat'))
@@ -116,20 +119,14 @@ def test_missing_dataset_says_how_to_build_it(tmp_path):
   assert 'Traceback' not in result.stderr
 
 
-def test_killed_run_resumes_to_the_same_parameters(tmp_path):
-  """A real SIGKILL mid-run, a restart, and the same end state as a run never interrupted."""
-  # 33 steps (261 bundled examples, batch 8), a checkpoint every 10, no evaluation.
-  common = ['--config.train.num_epochs=1', '--config.train.checkpoint_every_steps=10',
-            '--config.train.eval_every_epochs=100', *TINY, '--config.train.batch_size=8']
-  records = str(tmp_path / 'records')
-  straight = str(tmp_path / 'straight')
-  result = run_main(straight, *common, records=records)
-  assert result.returncode == 0, result.stderr[-4000:]
-
+def test_killed_run_resumes_to_the_same_parameters(trained, tmp_path):
+  """A real SIGKILL mid-run, a restart, and the same end state as the uninterrupted run."""
+  straight, _ = trained
+  records = os.path.join(os.path.dirname(straight), 'records')
   interrupted = str(tmp_path / 'interrupted')
   command = [sys.executable, '-m', 'okdhp_jax.main', '--config=configs/hg4.py:runlocal',
              f'--workdir={interrupted}', f'--config.data.records_dir={records}',
-             f'--config.data.eval_annotations={records}/gt_valid.mat', *common]
+             f'--config.data.eval_annotations={records}/gt_valid.mat', *TINY]
   process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=clean_env())
   deadline = time.time() + 300
@@ -143,12 +140,12 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   process.send_signal(signal.SIGKILL)
   process.wait()
 
-  result = run_main(interrupted, *common, records=records)
+  result = run_main(interrupted, *TINY, records=records)
   assert result.returncode == 0, result.stderr[-4000:]
   assert 'Restored checkpoint' in result.stderr
   step_a, params_a = restored_params(straight)
   step_b, params_b = restored_params(interrupted)
-  assert step_a == step_b
+  assert step_a == step_b == 33
   assert params_a.keys() == params_b.keys()
   for key in params_a:
     np.testing.assert_allclose(params_b[key], params_a[key], rtol=1e-6, atol=1e-7, err_msg=key)

@@ -1,4 +1,4 @@
-"""Parameter and MAC counts against PAPER.md 2 and hand-computed small cases."""
+"""Parameter and MAC counts against the paper's table and hand-computed small cases."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from okdhp_jax.models import MultiBranchHourglass, StackedHourglass
 from okdhp_jax.models.stats import model_stats
 from okdhp_jax.tools import model_stats as model_stats_tool
 
-# PAPER.md 2: (params in M, GMACs) at 256x256 input, 16 joints.
+# The paper's sizes: (params in M, GMACs) at 256x256 input, 16 joints.
 PAPER = {
     'HG2': (6.73, 8.99),
     'HG4': (13.02, 15.36),

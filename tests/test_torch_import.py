@@ -25,7 +25,7 @@ J = 16
 DEPTH = 4
 
 
-# ---- The independent reference: pytorch-pose `hg` (PAPER.md 2), widths scaled by FEATURES/256.
+# ---- The independent reference: pytorch-pose `hg`, widths scaled by FEATURES/256.
 class Bottleneck(nn.Module):
   expansion = 2
 

@@ -1,4 +1,4 @@
-"""Optimiser schedule (PAPER.md 5) and train-state creation."""
+"""Optimiser schedule (the paper's MPII protocol) and train-state creation."""
 
 from __future__ import annotations
 

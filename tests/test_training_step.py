@@ -21,6 +21,8 @@ NUM_JOINTS = 16
 STEPS_PER_EPOCH = 4
 # Same math on 1 and 8 devices; only the order of float32 reductions differs.
 RTOL, ATOL = 1e-5, 1e-6
+GRAD_NORM_RTOL = 1e-4
+GRAD_LEAF_RTOL = 1e-3
 
 
 def tiny_config(plain: bool = False):
@@ -91,35 +93,39 @@ def _gradients(state):
 def test_eight_devices_match_one(okdhp_runs):
   """Same global batch, same init: 8 devices reproduce 1 device.
 
-  Losses and BatchNorm statistics agree to float32 rounding (rtol 1e-5). Gradients through
-  the BatchNorm chain of a random-init network are ill-conditioned in float32: merely
-  permuting the examples of the batch on ONE device moves them by up to ~1e-3 relative. So
-  gradients are required to agree within 3x that measured noise floor, and new parameters
-  exactly (rtol 1e-5) wherever the gradient is 10x above it (Adam's first update is about
-  lr * sign(g), so below the floor the sign itself is noise).
+  Stated tolerances (measured on this CPU in brackets):
+  - losses, metrics and BatchNorm statistics: rtol 1e-5;
+  - grad_norm: rtol 1e-4 [5e-6];
+  - each gradient leaf: within 1e-3 of that leaf's largest |gradient| plus 1e-5 of the
+    network's largest [2e-4 of the leaf's on the stem conv; 1.3e-3 of the leaf's, i.e.
+    9e-6 of the network's, on a small 8-element leaf]. With one example per device the CPU
+    convolutions run other kernels than for a batch of 8, and the BatchNorm backward pass
+    magnifies their rounding;
+  - new parameters: rtol 1e-5 wherever the gradient exceeds 10x that tolerance, i.e. where
+    the sign of Adam's first update (about lr * sign(g)) is determined; that covers most.
   """
   eight, one, _ = okdhp_runs
-  (state8, metrics8), (state1, metrics1), (state1p, metrics1p) = eight[0], one[0], one[1]
+  (state8, metrics8), (state1, metrics1) = eight[0], one[0]
   for key in ('loss', 'mse_stacks', 'kl', 'mse_ensemble', 'mse/branch_0', 'mse/branch_1',
               'fau_weight/branch_0'):
     np.testing.assert_allclose(metrics8[key], metrics1[key], rtol=RTOL, err_msg=key)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL),
                state8.batch_stats, state1.batch_stats)
+  np.testing.assert_allclose(metrics8['grad_norm'], metrics1['grad_norm'], rtol=GRAD_NORM_RTOL)
 
-  grad_norm_noise = abs(metrics1p['grad_norm'] - metrics1['grad_norm'])
-  assert abs(metrics8['grad_norm'] - metrics1['grad_norm']) <= (
-      3 * grad_norm_noise + RTOL * metrics1['grad_norm'])
-  grads8, grads1, grads1p = _gradients(state8), _gradients(state1), _gradients(state1p)
-  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads1))
+  grads8, grads1 = _gradients(state8), _gradients(state1)
+  # Rounding errors come through the whole backward pass, so they scale with the network's
+  # largest gradient as well as with the leaf's own (small or exactly-zero leaves).
+  floor = 1e-5 * max(float(np.abs(g).max()) for g in jax.tree.leaves(grads1))
 
-  def check_leaf(g8, g1, g1p, p8, p1):
-    noise = max(float(np.abs(g1p - g1).max()), 1e-6 * scale)
-    np.testing.assert_allclose(g8, g1, rtol=0, atol=3 * noise)
-    determined = np.abs(g1) > 10 * noise
+  def check_leaf(g8, g1, p8, p1):
+    tolerance = GRAD_LEAF_RTOL * float(np.abs(g1).max()) + floor
+    np.testing.assert_allclose(g8, g1, rtol=0, atol=tolerance)
+    determined = np.abs(g1) > 10 * tolerance
     np.testing.assert_allclose(p8[determined], p1[determined], rtol=RTOL, atol=ATOL)
     return int(determined.sum())
 
-  counts = jax.tree.map(check_leaf, grads8, grads1, grads1p, state8.params, state1.params)
+  counts = jax.tree.map(check_leaf, grads8, grads1, state8.params, state1.params)
   num_params = sum(np.size(p) for p in jax.tree.leaves(state1.params))
   assert sum(jax.tree.leaves(counts)) > 0.5 * num_params  # most parameters were compared.
   # The step really moved the parameters.

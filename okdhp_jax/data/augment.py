@@ -151,7 +151,7 @@ def half_body(joints, joints_vis, upper_body, num_joints: int, aspect_ratio: flo
 def train_example(parsed: dict, seed: tf.Tensor, *, input_size, scale_factor: float,
                   rotation_factor: float, rotation_prob: float, flip: bool,
                   half_body_prob: float, half_body_min_joints: int, meta) -> dict:
-  """One parsed record -> augmented {'image', 'joints', 'joints_vis'} (PAPER.md 5 rules)."""
+  """One parsed record -> augmented {'image', 'joints', 'joints_vis'}."""
   out_h, out_w = input_size
   aspect_ratio = out_w / out_h
   seeds = tf.random.experimental.stateless_split(seed, num=7)

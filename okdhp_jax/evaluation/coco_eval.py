@@ -1,6 +1,6 @@
 """COCO keypoint AP: top-down results -> rescoring -> OKS-NMS -> results json -> COCOeval.
 
-The protocol is HRNet's (PAPER.md 5 and 7): each person box gets score
+The protocol is HRNet's: each person box gets score
 box_score * mean(keypoint scores above 0.2) (0 when none is above), people of one image go
 through OKS-NMS at 0.9 (soft OKS-NMS as a switch), and pycocotools' COCOeval with iouType
 'keypoints' computes AP. Boxes at test time are the GT boxes or person detections above a score

@@ -1,6 +1,6 @@
 """Heatmaps -> joint coordinates and scores (the decoding half of the heatmap codec).
 
-HRNet's test-time rule (PAPER.md 5): take the argmax of each joint's map, use the maximum as the
+HRNet's test-time rule: take the argmax of each joint's map, use the maximum as the
 joint's score, move the argmax a quarter pixel toward the higher neighbour along x and along y,
 then map heatmap pixels back to image pixels through the inverse of the crop's affine transform.
 

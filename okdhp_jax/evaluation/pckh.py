@@ -1,6 +1,6 @@
 """MPII PCKh with HRNet's formula, read from a `gt_valid.mat`-format ground-truth file.
 
-PCKh (PAPER.md 7): headsize = 0.6 * ||headbox[1] - headbox[0]||, err = ||pred - gt|| / headsize,
+PCKh (HRNet formula): headsize = 0.6 * ||headbox[1] - headbox[0]||, err = ||pred - gt|| / headsize,
 PCKh_j = 100 * #(err <= t and visible) / #visible. The table reports Head (joint 9), Shoulder,
 Elbow, Wrist, Hip, Knee, Ankle (the mean of the left/right values), Mean (weighted by visible
 counts over the 14 joints other than pelvis and thorax) and Mean@0.1.

@@ -1,7 +1,7 @@
 """MobilePose: a light encoder (stride 32) and a DUC decoder (output stride 4).
 
 Encoders follow torchvision's ResNet18, MobileNetV2 (width 1.0) and ShuffleNetV2 (x1.0) up to
-their last feature map (512, 1280 and 1024 channels). Decoder (PAPER.md 1): 1x1 conv to 256
+their last feature map (512, 1280 and 1024 channels). Decoder (MobilePose DUC): 1x1 conv to 256
 without bias, three DUC blocks (3x3 conv without bias, BN, ReLU, pixel shuffle x2) 256 -> 512
 -> 128, 128 -> 256 -> 64, 64 -> 128 -> 32, then a 1x1 conv to J joints.
 

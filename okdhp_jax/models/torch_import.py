@@ -1,6 +1,6 @@
 """PyTorch (pytorch-pose `hg`) hourglass weights -> `StackedHourglass` variables.
 
-Keys (PAPER.md 2): conv1, bn1, layer{1,2,3}.0.*, hg.{s}.hg.{level}.{j}.0.*, res.{s}.0.*,
+Keys (pytorch-pose layout): conv1, bn1, layer{1,2,3}.0.*, hg.{s}.hg.{level}.{j}.0.*, res.{s}.0.*,
 fc.{s}.0 (conv), fc.{s}.1 (BN), score.{s}, fc_.{s}, score_.{s}; an optional `module.` prefix
 (DataParallel). Conv weights OIHW -> HWIO; BN weight/bias -> params scale/bias, running_mean/var
 -> batch_stats mean/var; num_batches_tracked is ignored. Every expected key must be present

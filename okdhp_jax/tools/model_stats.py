@@ -3,7 +3,7 @@ r"""Prints parameters and MACs of the configured network (and, with --all, of ev
   python -m okdhp_jax.tools.model_stats --config configs/default.py
   python -m okdhp_jax.tools.model_stats --config configs/default.py:runlocal --all
 
-MACs are per image at the config's input size (--all: 256x256, 16 joints, as PAPER.md 2).
+MACs are per image at the config's input size (--all: 256x256, 16 joints, as the paper reports).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 
 def paper_variants() -> list[tuple[str, object]]:
-  """(name, module) of every network PAPER.md reports sizes for, plus MobilePose."""
+  """(name, module) of every network the paper reports sizes for, plus MobilePose."""
   j = PAPER_JOINTS
   rows = [(f'HG{n}', StackedHourglass(n, num_joints=j)) for n in (2, 4, 8)]
   for label, stacks in (('balanced', (2, 2, 2)), ('unbalanced', (2, 4, 6))):

@@ -1,4 +1,4 @@
-"""Test-time prediction with the flip test (PAPER.md section 5).
+"""Test-time prediction with the flip test (HRNet protocol, used by OKDHP).
 
 Flip test (HRNet): run the network on the image and on its mirror image; flip the second
 heatmaps back, swap left/right joints, shift them one pixel to the right, and average with the

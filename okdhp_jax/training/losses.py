@@ -1,4 +1,4 @@
-"""The OKDHP objective (PAPER.md section 4), in one place.
+"""The OKDHP objective (the released code's losses), in one place.
 
   total = sum_s MSE(stack_s, GT) + ensemble_weight * MSE(ensemble, GT)
           + kd_weight * ramp(epoch) * sum_s KL(p_ensemble || p_stack_s)

@@ -1,4 +1,4 @@
-"""Adam with a step-decay schedule (PAPER.md section 5): lr 2.5e-4, x0.1 at epochs 90 and 120.
+"""Adam with a step-decay schedule (the OKDHP MPII protocol): lr 2.5e-4, x0.1 at epochs 90 and 120.
 
 Epoch boundaries become optimiser steps through `steps_per_epoch`; the schedule is evaluated
 at the optimiser's update count, so update k (0-based) uses lr(k), and the first update of

@@ -1,6 +1,6 @@
 """Gaussian heatmap targets, rendered on device inside the train step.
 
-Convention (HRNet / the released OKDHP code, PAPER.md section 5): for joint (x, y) in input
+Convention (HRNet / the released OKDHP code): for joint (x, y) in input
 pixels, the heatmap centre is mu = int(x / stride + 0.5) (truncation toward zero, as Python's
 int); an unnormalised Gaussian (peak 1) of standard deviation `sigma` fills a square window of
 radius 3 sigma (13x13 for sigma 2) clipped to the map; the target weight is 0 when the joint is
