@@ -179,8 +179,11 @@ def test_plain_baseline_is_the_stacked_hourglass():
     (dict(depth=4), (32, 32), 'config.data.input_size'),
     (dict(fau='sk'), (64, 64), 'config.model.fau'),
     (dict(name='resnet'), (64, 64), 'config.model.name'),
-    (dict(name='mobilepose', backbone='vgg'), (64, 64), 'config.model.backbone'),
-    (dict(name='mobilepose'), (48, 64), 'config.data.input_size'),
+    (dict(name='mobilepose', num_shared_stacks=0, backbone='vgg'), (64, 64),
+     'config.model.backbone'),
+    (dict(name='mobilepose', num_shared_stacks=0), (48, 64), 'config.data.input_size'),
+    # More shared stacks than the network has: MobilePose has none.
+    (dict(name='mobilepose', num_shared_stacks=2), (64, 64), 'config.model.num_shared_stacks'),
     (dict(features=30), (64, 64), 'config.model.features'),
     (dict(dtype='float8'), (64, 64), 'config.model.dtype'),
 ])
@@ -197,8 +200,8 @@ def test_build_model_accepts_plain_dicts_and_config_dicts():
 
 @pytest.mark.parametrize('backbone', ['resnet18', 'mobilenetv2', 'shufflenetv2'])
 def test_mobilepose_shapes(backbone):
-  model = build_model(_model_config(name='mobilepose', backbone=backbone, fau='paper'), J,
-                      (64, 64))
+  model = build_model(_model_config(name='mobilepose', num_shared_stacks=0, backbone=backbone,
+                                    fau='paper'), J, (64, 64))
   outputs = jax.eval_shape(lambda: model.init_with_output(
       jax.random.key(0), jnp.zeros(IMAGE_SHAPE), train=False))[0]
   assert outputs.shared == ()

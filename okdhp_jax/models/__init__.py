@@ -81,6 +81,10 @@ def validate_model_config(model_config: Any, num_joints: int,
     if int(model_config['depth']) < 1:
       raise ValueError(f'config.model.depth must be >= 1, got {model_config["depth"]}')
   else:
+    num_shared = int(model_config['num_shared_stacks'])
+    if num_shared:
+      raise ValueError(f'config.model.num_shared_stacks={num_shared}, but MobilePose has no '
+                       'stacks to share (its whole encoder is shared); set it to 0')
     if model_config['backbone'] not in BACKBONES:
       raise ValueError(f'config.model.backbone must be one of {BACKBONES}, '
                        f'got {model_config["backbone"]!r}')
