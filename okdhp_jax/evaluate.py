@@ -8,8 +8,8 @@ per-branch table the paper prints and the best branch, plus a few drawn samples.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
-import os
 import time
 from typing import Any, Callable
 
@@ -17,7 +17,9 @@ import jax
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
+from PIL import Image
 
+from okdhp_jax import exported
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import pipeline
 from okdhp_jax.evaluation import decode, pckh, report, visualize
@@ -153,11 +155,14 @@ def _draw_samples(batch, ensemble_heatmaps, valid, meta, config, count) -> list[
 
 
 def write_samples(directory: str, images: list[np.ndarray], prefix: str) -> list[str]:
-  """Writes drawn samples as PNG files; returns their paths."""
-  os.makedirs(directory, exist_ok=True)
-  paths = []
+  """Writes drawn samples as PNG files (local or gs://); returns their paths."""
+  path = exported.resolve(directory)
+  path.mkdir(parents=True, exist_ok=True)
+  written = []
   for i, image in enumerate(images):
-    path = os.path.join(directory, f'{prefix}_{i:02d}.png')
-    visualize.save_png(path, image)
-    paths.append(path)
-  return paths
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format='PNG')
+    target = path / f'{prefix}_{i:02d}.png'
+    target.write_bytes(buffer.getvalue())
+    written.append(str(target))
+  return written

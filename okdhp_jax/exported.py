@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 VARIABLES_SUBDIR = 'variables'
 DESCRIPTION_FILE = 'model.json'
@@ -38,33 +39,36 @@ def save_exported(directory: str, variables: dict[str, Any], description: dict[s
   for key in ('model', 'num_joints'):
     if key not in description:
       raise ValueError(f'export description is missing {key!r}; got keys {sorted(description)}')
-  directory = os.path.abspath(directory)
-  os.makedirs(directory, exist_ok=True)
+  path = resolve(directory)
+  path.mkdir(parents=True, exist_ok=True)
   host_variables = jax.tree.map(np.asarray, jax.device_get(variables))
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(directory, VARIABLES_SUBDIR), host_variables, force=True)
+  checkpointer.save(path / VARIABLES_SUBDIR, host_variables, force=True)
   checkpointer.wait_until_finished()
   # The JSON is written last, to a temporary name, so a directory with model.json is complete.
-  tmp = os.path.join(directory, DESCRIPTION_FILE + '.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(description, f, indent=2, sort_keys=True, default=_to_json)
-  os.replace(tmp, os.path.join(directory, DESCRIPTION_FILE))
-  return directory
+  tmp = path / (DESCRIPTION_FILE + '.tmp')
+  tmp.write_text(json.dumps(description, indent=2, sort_keys=True, default=_to_json))
+  tmp.rename(path / DESCRIPTION_FILE)
+  return str(path)
 
 
 def load_exported(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
   """Reads an export written by `save_exported`; returns (variables, description)."""
-  directory = os.path.abspath(directory)
-  description_path = os.path.join(directory, DESCRIPTION_FILE)
-  if not os.path.exists(description_path):
+  path = resolve(directory)
+  description_path = path / DESCRIPTION_FILE
+  if not description_path.exists():
     raise FileNotFoundError(
-        f'{directory} is not an okdhp_jax export: {DESCRIPTION_FILE} is missing (write one with '
+        f'{path} is not an okdhp_jax export: {DESCRIPTION_FILE} is missing (write one with '
         '`python -m okdhp_jax.main --mode export` or `python -m okdhp_jax.tools.convert_torch`)'
     )
-  with open(description_path) as f:
-    description = json.load(f)
-  variables = ocp.StandardCheckpointer().restore(os.path.join(directory, VARIABLES_SUBDIR))
+  description = json.loads(description_path.read_text())
+  variables = ocp.StandardCheckpointer().restore(path / VARIABLES_SUBDIR)
   return variables, description
+
+
+def resolve(directory: str) -> epath.Path:
+  """Local paths made absolute; cloud paths (gs://...) kept as they are."""
+  return epath.Path(directory if '://' in str(directory) else os.path.abspath(directory))
 
 
 def _to_json(value):

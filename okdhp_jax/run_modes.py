@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from typing import Any
 
 import jax
 import ml_collections
+from etils import epath
 
 from okdhp_jax import checkpointing, exported, train as train_lib
 from okdhp_jax.evaluation import pckh
@@ -46,14 +48,17 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   _restore_or_fail(trainer, workdir)
   result = trainer.evaluate(num_images_to_draw=config.train.num_images_to_draw)
   if jax.process_index() == 0:
-    out_dir = os.path.join(workdir, 'eval')
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = exported.resolve(workdir) / 'eval'
+    out_dir.mkdir(parents=True, exist_ok=True)
     if trainer.meta.name == 'mpii':
       best = f'branch_{result.best_branch}'
-      pckh.save_pred_mat(os.path.join(out_dir, 'pred.mat'),
-                         _in_gt_order(result.predictions[best], result.person_index))
-    with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
-      json.dump({'metrics': result.metrics, 'best_branch': result.best_branch}, f, indent=2)
+      # scipy writes .mat files locally; the copy also reaches gs:// workdirs.
+      with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, 'pred.mat')
+        pckh.save_pred_mat(local, _in_gt_order(result.predictions[best], result.person_index))
+        epath.Path(local).copy(out_dir / 'pred.mat', overwrite=True)
+    (out_dir / 'metrics.json').write_text(
+        json.dumps({'metrics': result.metrics, 'best_branch': result.best_branch}, indent=2))
     print(result.table, flush=True)
     print(f'Predictions and metrics written to {out_dir}', flush=True)
   return result.metrics

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from clu import metric_writers, parameter_overview, periodic_actions
 
-from okdhp_jax import checkpointing, evaluate as evaluate_lib
+from okdhp_jax import checkpointing, evaluate as evaluate_lib, exported
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import pipeline, prepare
 from okdhp_jax.models import build_model
@@ -152,8 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   trainer.manager.wait_until_finished()
   writer.flush()
   if is_chief and progress['history']:
-    with open(os.path.join(workdir, 'eval_results.json'), 'w') as f:
-      json.dump(progress, f, indent=2)
+    (exported.resolve(workdir) / 'eval_results.json').write_text(json.dumps(progress, indent=2))
   return progress
 
 
