@@ -21,14 +21,11 @@ from PIL import Image
 
 from okdhp_jax import exported
 from okdhp_jax.data import meta as meta_lib
-from okdhp_jax.data import pipeline
+from okdhp_jax.data import augment, pipeline
 from okdhp_jax.evaluation import decode, pckh, report, visualize
 from okdhp_jax.evaluation.coco_eval import CocoKeypointEvaluator
 
 ENSEMBLE = 'ensemble'
-# ImageNet statistics the pipeline normalises with; undone only to draw samples.
-_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 @dataclasses.dataclass
@@ -148,7 +145,7 @@ def _draw_samples(batch, ensemble_heatmaps, valid, meta, config, count) -> list[
   xy = xy * np.array([in_w / hm_w, in_h / hm_h])
   images = []
   for i in np.flatnonzero(valid)[:count]:
-    crop = np.clip((batch['image'][i] * _STD + _MEAN) * 255.0, 0, 255).astype(np.uint8)
+    crop = np.clip(augment.denormalize(batch['image'][i]), 0, 255).astype(np.uint8)
     images.append(visualize.draw_prediction_and_gt(
         crop, xy[i], batch['joints'][i], batch['joints_vis'][i], meta, conf[i]))
   return images
