@@ -77,18 +77,3 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
   logging.info('Restored checkpoint of step %d from %s', step, manager.directory)
   return restored[STATE], dict(restored[PROGRESS])
 
-
-def restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any
-                 ) -> tuple[Any, dict[str, Any]]:
-  """Restores checkpoint `step` (e.g. `manager.best_step()`)."""
-  if step not in manager.all_steps():
-    raise FileNotFoundError(
-        f'no checkpoint of step {step} in {manager.directory}; have {manager.all_steps()}')
-  restored = manager.restore(
-      step,
-      args=ocp.args.Composite(**{
-          STATE: ocp.args.StandardRestore(abstract_state),
-          PROGRESS: ocp.args.JsonRestore(),
-      }),
-  )
-  return restored[STATE], dict(restored[PROGRESS])
