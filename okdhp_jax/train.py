@@ -118,7 +118,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   eval_every_steps = max(1, int(config.train.eval_every_epochs * trainer.steps_per_epoch))
   line = _ProgressLine(trainer.total_steps, config.train.batch_size, start_step)
   last_good_step = start_step
-  metrics = None
 
   for step in range(start_step + 1, trainer.total_steps + 1):
     batch = next(batches)
@@ -129,24 +128,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       jax.block_until_ready(metrics)
       line.restart(step)  # the first step compiles; rates and ETA count from here.
     is_last = step == trainer.total_steps
-    if step % config.train.log_every_steps == 0 or is_last:
+    log_now = step % config.train.log_every_steps == 0 or is_last
+    eval_now = step % eval_every_steps == 0 or is_last
+    save_now = eval_now or step % config.train.checkpoint_every_steps == 0
+    if log_now or save_now:
+      # One fetch per step, before anything is written: a NaN state is never saved.
       scalars = _check_finite(metrics, step, last_good_step, trainer.manager.directory)
+    if log_now:
       writer.write_scalars(step, {f'train/{k}': v for k, v in scalars.items()})
       logging.info('%s | loss %.5f', line(step), scalars['loss'])
-    if step % eval_every_steps == 0 or is_last:
-      _check_finite(metrics, step, last_good_step, trainer.manager.directory)
+    if eval_now:
       result = trainer.evaluate(num_images_to_draw=config.train.num_images_to_draw)
       _log_eval(writer, step, result, workdir if is_chief else None)
       progress['history'].append({'step': step, 'metrics': result.metrics})
       if progress['best_metric'] is None or result.best_metric > progress['best_metric']:
         progress.update(best_metric=result.best_metric, best_branch=result.best_branch,
                         best_step=step)
+    if save_now:
       checkpointing.save(trainer.manager, step, trainer.state, progress,
-                         metric=result.best_metric, force=True)
-      last_good_step = step
-    elif step % config.train.checkpoint_every_steps == 0:
-      _check_finite(metrics, step, last_good_step, trainer.manager.directory)
-      checkpointing.save(trainer.manager, step, trainer.state, progress, force=True)
+                         metric=result.best_metric if eval_now else None, force=True)
       last_good_step = step
 
   trainer.manager.wait_until_finished()
