@@ -186,6 +186,8 @@ def test_plain_baseline_is_the_stacked_hourglass():
     (dict(name='mobilepose', num_shared_stacks=2), (64, 64), 'config.model.num_shared_stacks'),
     (dict(features=30), (64, 64), 'config.model.features'),
     (dict(dtype='float8'), (64, 64), 'config.model.dtype'),
+    # float64 without 64-bit JAX would silently run in float32.
+    (dict(param_dtype='float64'), (64, 64), 'config.model.param_dtype=float64 needs 64-bit'),
 ])
 def test_invalid_configs_fail_at_construction(overrides, input_size, key):
   with pytest.raises(ValueError, match=key):

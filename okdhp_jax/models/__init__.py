@@ -22,7 +22,9 @@ from okdhp_jax.models.multi_branch import MultiBranchHourglass
 from okdhp_jax.models.outputs import PoseOutputs
 
 MODEL_NAMES = ('hourglass', 'mobilepose')
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+# float64 is for numerical checks on the CPU (it needs jax_enable_x64), not for training.
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16,
+          'float64': jnp.float64}
 HOURGLASS_STEM_STRIDE = 4
 
 __all__ = [
@@ -37,6 +39,9 @@ def _dtype(model_config: Any, key: str):
   if isinstance(value, str):
     if value not in DTYPES:
       raise ValueError(f'config.model.{key} must be one of {tuple(DTYPES)}, got {value!r}')
+    if value == 'float64' and not jax.config.jax_enable_x64:
+      raise ValueError(f'config.model.{key}=float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 '
+                       '(without it jax silently computes in float32)')
     return DTYPES[value]
   return jnp.dtype(value).type
 

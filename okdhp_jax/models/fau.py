@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from okdhp_jax.models.hourglass import batch_norm, conv
+from okdhp_jax.precision import at_least_float32
 
 FAU_KINDS = ('released', 'paper', 'none')
 PAPER_KERNELS = (3, 5, 7)
@@ -45,7 +46,7 @@ class _BranchLogits(nn.Module):
       z = nn.relu(z)
     logits = jnp.stack([nn.Dense(self.num_joints, name=f'branch_fc_{b}', **kw)(z)
                         for b in range(self.num_branches)], axis=1)
-    return jax.nn.softmax(logits.astype(jnp.float32), axis=1)
+    return jax.nn.softmax(at_least_float32(logits), axis=1)
 
 
 class ReleasedFAU(nn.Module):
@@ -120,9 +121,9 @@ def ensemble_heatmaps(branch_heatmaps: tuple[jax.Array, ...],
       (a single branch then passes through unchanged).
 
   Returns:
-    [batch, h, w, joints] float32.
+    [batch, h, w, joints], float32 (float64 for a float64 network).
   """
-  stacked = jnp.stack([h.astype(jnp.float32) for h in branch_heatmaps], axis=1)
+  stacked = jnp.stack([at_least_float32(h) for h in branch_heatmaps], axis=1)
   if weights is None:
     return jnp.mean(stacked, axis=1)
-  return jnp.einsum('bnhwj,bnj->bhwj', stacked, weights.astype(jnp.float32))
+  return jnp.einsum('bnhwj,bnj->bhwj', stacked, at_least_float32(weights))

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from okdhp_jax.models.outputs import PoseOutputs
+from okdhp_jax.precision import at_least_float32
 
 
 def joints_mse(pred: jax.Array, target: jax.Array, target_weight: jax.Array) -> jax.Array:
@@ -27,8 +28,8 @@ def joints_mse(pred: jax.Array, target: jax.Array, target_weight: jax.Array) -> 
     pred, target: [batch, height, width, joints].
     target_weight: [batch, joints]; ones to ignore visibility.
   """
-  weight = target_weight[:, None, None, :].astype(jnp.float32)
-  diff = (pred.astype(jnp.float32) - target.astype(jnp.float32)) * weight
+  weight = at_least_float32(target_weight[:, None, None, :])
+  diff = (at_least_float32(pred) - at_least_float32(target)) * weight
   return 0.5 * jnp.mean(jnp.square(diff))
 
 
@@ -47,9 +48,9 @@ def pixelwise_kl(pred: jax.Array, teacher: jax.Array, target_weight: jax.Array,
     target_weight: [batch, joints].
   """
   batch, height, width, joints = pred.shape
-  weight = target_weight[:, None, :].astype(jnp.float32)
-  pred = pred.astype(jnp.float32).reshape(batch, height * width, joints) * weight
-  teacher = teacher.astype(jnp.float32).reshape(batch, height * width, joints) * weight
+  weight = at_least_float32(target_weight[:, None, :])
+  pred = at_least_float32(pred).reshape(batch, height * width, joints) * weight
+  teacher = at_least_float32(teacher).reshape(batch, height * width, joints) * weight
   log_p_pred = jax.nn.log_softmax(pred / temperature, axis=1)
   log_p_teacher = jax.nn.log_softmax(teacher / temperature, axis=1)
   kl = jnp.sum(jnp.exp(log_p_teacher) * (log_p_teacher - log_p_pred))
@@ -117,7 +118,7 @@ def okdhp_loss(
   for b, heatmaps in enumerate(outputs.branch_heatmaps):
     metrics[f'mse/branch_{b}'] = joints_mse(heatmaps, target, target_weight)
   if outputs.fau_weights is not None:
-    mean_weight = jnp.mean(outputs.fau_weights.astype(jnp.float32), axis=(0, 2))
+    mean_weight = jnp.mean(at_least_float32(outputs.fau_weights), axis=(0, 2))
     for b in range(outputs.num_branches):
       metrics[f'fau_weight/branch_{b}'] = mean_weight[b]
   return total, metrics
