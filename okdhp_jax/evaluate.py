@@ -91,9 +91,8 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
     logging.info('eval: %d examples, %.1f img/s', seen, seen / max(time.time() - start, 1e-6))
 
   # Each process scored its own shard; every process needs the whole split.
-  coords = {k: _gather(np.concatenate(v)) for k, v in coords.items()}
-  scores = {k: _gather(np.concatenate(v)) for k, v in scores.items()}
-  info = {k: _gather(np.concatenate(v)) for k, v in info.items()}
+  coords, scores, info = _gather_rows(jax.tree.map(
+      np.concatenate, (coords, scores, info), is_leaf=lambda x: isinstance(x, list)))
   names = [n for n in coords if n != ENSEMBLE] + [ENSEMBLE]
 
   if meta.name == 'coco':
@@ -131,10 +130,32 @@ def _local_rows(array: jax.Array) -> np.ndarray:
   return np.concatenate([np.asarray(s.data) for s in shards], axis=0)
 
 
-def _gather(local: np.ndarray) -> np.ndarray:
+def _gather_rows(local):
+  """Every process's rows of each array of a pytree, in process order.
+
+  All arrays of one process have the same number of rows, but processes may have different
+  numbers (the split's shards differ by a record or more). The collective needs equal shapes,
+  so rows are padded to the largest count and cut back afterwards. Rows travel as raw bytes:
+  without 64-bit JAX, float64 coordinates and int64 ids would arrive as 32-bit values.
+  """
   if jax.process_count() == 1:
     return local
-  return np.concatenate(list(multihost_utils.process_allgather(local, tiled=False)), axis=0)
+  count = len(jax.tree.leaves(local)[0])
+  counts = np.asarray(multihost_utils.process_allgather(np.array([count]))).reshape(-1)
+  most = int(counts.max())
+
+  def to_padded_bytes(a):
+    rows = np.ascontiguousarray(a).reshape(len(a), -1).view(np.uint8)
+    return np.concatenate([rows, np.zeros((most - len(a), rows.shape[1]), np.uint8)])
+
+  def from_bytes(gathered, like):
+    rows = np.concatenate([np.asarray(gathered[p])[:n] for p, n in enumerate(counts)])
+    return rows.view(like.dtype).reshape((len(rows),) + like.shape[1:])
+
+  # [processes, most, bytes per row] per leaf.
+  gathered = multihost_utils.process_allgather(jax.tree.map(to_padded_bytes, local),
+                                               tiled=False)
+  return jax.tree.map(from_bytes, gathered, local)
 
 
 def _draw_samples(batch, ensemble_heatmaps, valid, meta, config, count) -> list[np.ndarray]:

@@ -27,6 +27,9 @@ DESCRIPTION_FILE = 'model.json'
 def save_exported(directory: str, variables: dict[str, Any], description: dict[str, Any]) -> str:
   """Writes `variables` and `description` under `directory` (overwriting an older export).
 
+  Every process of a multi-host run calls this (the Orbax save is collective); process 0
+  writes the files.
+
   Args:
     directory: output folder; created if missing.
     variables: {'params': tree, 'batch_stats': tree} of a plain network.
@@ -45,10 +48,11 @@ def save_exported(directory: str, variables: dict[str, Any], description: dict[s
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path / VARIABLES_SUBDIR, host_variables, force=True)
   checkpointer.wait_until_finished()
-  # The JSON is written last, to a temporary name, so a directory with model.json is complete.
-  tmp = path / (DESCRIPTION_FILE + '.tmp')
-  tmp.write_text(json.dumps(description, indent=2, sort_keys=True, default=_to_json))
-  tmp.rename(path / DESCRIPTION_FILE)
+  if jax.process_index() == 0:
+    # The JSON is written last, to a temporary name, so a directory with model.json is complete.
+    tmp = path / (DESCRIPTION_FILE + '.tmp')
+    tmp.write_text(json.dumps(description, indent=2, sort_keys=True, default=_to_json))
+    tmp.rename(path / DESCRIPTION_FILE)
   return str(path)
 
 

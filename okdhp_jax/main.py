@@ -37,6 +37,22 @@ def _is_multi_host_launch() -> bool:
   return ',' in env.get('TPU_WORKER_HOSTNAMES', '')
 
 
+def _distributed_args() -> dict[str, int]:
+  """Process count and id from JAX_NUM_PROCESSES / JAX_PROCESS_ID when they are set.
+
+  jax finds them by itself on SLURM, Open MPI and Cloud TPU; these two variables make any other
+  launch work too (several processes on one machine, a hand-made cluster).
+  """
+  args = {}
+  for name, key in (('num_processes', 'JAX_NUM_PROCESSES'), ('process_id', 'JAX_PROCESS_ID')):
+    value = os.environ.get(key, '')
+    if value:
+      if not value.isdigit():
+        raise app.UsageError(f'{key}={value!r} must be a non-negative integer')
+      args[name] = int(value)
+  return args
+
+
 def _hide_orbax_info(record: pylogging.LogRecord) -> bool:
   return record.levelno >= pylogging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
 
@@ -48,7 +64,7 @@ def main(argv):
   # Orbax logs every file it writes at INFO; keep the console for training progress.
   logging.get_absl_handler().addFilter(_hide_orbax_info)
   if FLAGS.distributed == 'on' or (FLAGS.distributed == 'auto' and _is_multi_host_launch()):
-    jax.distributed.initialize()
+    jax.distributed.initialize(**_distributed_args())
   # TensorFlow only feeds data; it must not take GPU/TPU memory from JAX.
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')

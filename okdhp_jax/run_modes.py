@@ -105,9 +105,8 @@ def export(config: ml_collections.ConfigDict, workdir: str, export_dir: str, *,
       'metrics': metrics,
       'source': workdir,
   }
-  if jax.process_index() == 0:
-    exported.save_exported(export_dir, variables, description)
-    logging.info('Exported branch %d (%s) to %s', branch, description['model'], export_dir)
+  exported.save_exported(export_dir, variables, description)  # collective: every process.
+  logging.info('Exported branch %d (%s) to %s', branch, description['model'], export_dir)
   return export_dir
 
 

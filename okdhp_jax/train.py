@@ -99,7 +99,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   progress = trainer.restore()
   start_step = int(jax.device_get(trainer.state.step))
-  if start_step == 0:
+  if start_step == 0 and is_chief:
     parameter_overview.log_parameter_overview(trainer.state.params)
     writer.write_hparams(_flat_hparams(config))
   logging.info('Training %d steps (%d epochs x %d steps, global batch %d, %d examples) on %s',

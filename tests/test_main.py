@@ -13,52 +13,7 @@ import time
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A small OKDHP network (1 shared stack, 2 branches of 1 stack, 16 channels) on the bundled data.
-# 33 steps (261 bundled examples, batch 8), a checkpoint every 10, evaluation at the end.
-# Depth 2 halves the hourglass (and its CPU compile time); the layout is the same.
-TINY = [
-    '--config.model.features=16', '--config.model.depth=2', '--config.model.num_shared_stacks=1',
-    '--config.model.branch_stacks=(1,1)', '--config.train.batch_size=8',
-    '--config.eval.batch_size=4', '--config.train.num_epochs=1',
-    '--config.train.checkpoint_every_steps=10',
-]
-
-
-def clean_env():
-  """The user's environment: no fake-device XLA flag from other test modules."""
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)
-  return env
-
-
-def run_main(workdir, *flags, config='configs/hg4.py:runlocal', timeout=420, records=None):
-  records = records or os.path.join(os.path.dirname(workdir), 'records')
-  command = [sys.executable, '-m', 'okdhp_jax.main', f'--config={config}',
-             f'--workdir={workdir}', f'--config.data.records_dir={records}',
-             f'--config.data.eval_annotations={records}/gt_valid.mat', *flags]
-  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                        env=clean_env())
-
-
-def restored_params(workdir):
-  """The newest checkpoint's parameters, as flat numpy arrays keyed by path."""
-  import orbax.checkpoint as ocp
-  from okdhp_jax import checkpointing
-  manager = checkpointing.make_manager(os.path.join(workdir, 'checkpoints'), keep=10,
-                                       asynchronous=False)
-  step = manager.latest_step()
-  state = manager.restore(step, args=ocp.args.Composite(
-      **{checkpointing.STATE: ocp.args.StandardRestore()}))[checkpointing.STATE]
-  flat = {}
-  def visit(prefix, node):
-    for key, value in node.items():
-      if isinstance(value, dict):
-        visit(f'{prefix}/{key}', value)
-      else:
-        flat[f'{prefix}/{key}'] = np.asarray(value)
-  visit('', {'params': state['params'], 'batch_stats': state['batch_stats']})
-  return step, flat
+from main_runs import ROOT, TINY, clean_env, main_command, restored_params, run_main
 
 
 @pytest.fixture(scope='module')
@@ -124,9 +79,7 @@ def test_killed_run_resumes_to_the_same_parameters(trained, tmp_path):
   straight, _ = trained
   records = os.path.join(os.path.dirname(straight), 'records')
   interrupted = str(tmp_path / 'interrupted')
-  command = [sys.executable, '-m', 'okdhp_jax.main', '--config=configs/hg4.py:runlocal',
-             f'--workdir={interrupted}', f'--config.data.records_dir={records}',
-             f'--config.data.eval_annotations={records}/gt_valid.mat', *TINY]
+  command = main_command(interrupted, *TINY, records=records)
   process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=clean_env())
   deadline = time.time() + 300

@@ -13,6 +13,7 @@ batches (computed from the per-shard lengths in dataset_info.json), as global ar
 from __future__ import annotations
 
 import collections
+import logging
 from typing import Iterator
 
 import jax
@@ -123,6 +124,12 @@ def build_train_dataset(data_config, meta, *, local_batch_size: int, seed: int,
   if counts is not None and counts[process_index] == 0:
     raise ValueError(f'process {process_index} gets no {data_config.train_split!r} records from '
                      f'{data_config.records_dir!r}; write more shards or use fewer processes')
+  if process_count > 1:
+    part = (f'the records i with i % {process_count} == {process_index}' if record_sharded
+            else f'{len(files)} shard files')
+    size = f' ({counts[process_index]} examples)' if counts is not None else ''
+    logging.info('Process %d/%d reads %s of %r%s.', process_index, process_count, part,
+                 data_config.train_split, size)
   ds = _records(files, record_sharded=record_sharded, process_index=process_index,
                 process_count=process_count, shuffle_seed=seed)
   ds = ds.repeat()

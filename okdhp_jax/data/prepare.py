@@ -6,6 +6,8 @@ import os
 
 import ml_collections
 
+from okdhp_jax.data import records
+
 _HOW_TO_BUILD = {
     'mpii': ('python -m data_prep.mpii --annotations MPII/annot --images MPII/images '
              '--out {records_dir}'),
@@ -17,6 +19,27 @@ _BUNDLED_HINT = ('or try the bundled samples on a CPU first: python -m okdhp_jax
                  '--config configs/hg4.py:runlocal --workdir /tmp/okdhp')
 
 
+def _prepare_bundled(data: ml_collections.ConfigDict) -> None:
+  """Builds the bundled records; with several processes, process 0 first.
+
+  Processes that share a filesystem then find the records current and return at once, instead
+  of converting into the same folder at the same time; hosts with their own disks build their
+  own copy after process 0.
+  """
+  import jax
+  from jax.experimental import multihost_utils
+  from data_prep import bundled  # the converters live beside the samples they convert.
+  build = bundled.prepare_bundled_coco if data.bundled == 'coco' else bundled.prepare_bundled
+  if jax.process_count() == 1:
+    build(data.records_dir)
+    return
+  if jax.process_index() == 0:
+    build(data.records_dir)
+  multihost_utils.sync_global_devices('okdhp: bundled records built by process 0')
+  if jax.process_index() != 0:
+    build(data.records_dir)
+
+
 def ensure_data(config: ml_collections.ConfigDict) -> None:
   """Builds bundled records if asked, else checks that config.data.records_dir holds records.
 
@@ -25,13 +48,13 @@ def ensure_data(config: ml_collections.ConfigDict) -> None:
   """
   data = config.data
   if data.bundled:
-    from data_prep import bundled  # the converters live beside the samples they convert.
-    if data.bundled == 'coco':
-      bundled.prepare_bundled_coco(data.records_dir)
-    else:
-      bundled.prepare_bundled(data.records_dir)
+    _prepare_bundled(data)
     return
-  info = os.path.join(data.records_dir, 'dataset_info.json')
+  _check_converted(data)
+
+
+def _check_converted(data: ml_collections.ConfigDict) -> None:
+  info = os.path.join(data.records_dir, records.DATASET_INFO)
   if not os.path.exists(info):
     command = _HOW_TO_BUILD.get(data.dataset, _HOW_TO_BUILD['mpii']).format(
         records_dir=data.records_dir)

@@ -1,0 +1,67 @@
+"""Running `python -m okdhp_jax.main` as a user does, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A small OKDHP network (1 shared stack, 2 branches of 1 stack, 16 channels) on the bundled data.
+# 33 steps (261 bundled examples, batch 8), a checkpoint every 10, evaluation at the end.
+# Depth 2 halves the hourglass (and its CPU compile time); the layout is the same.
+TINY = [
+    '--config.model.features=16', '--config.model.depth=2', '--config.model.num_shared_stacks=1',
+    '--config.model.branch_stacks=(1,1)', '--config.train.batch_size=8',
+    '--config.eval.batch_size=4', '--config.train.num_epochs=1',
+    '--config.train.checkpoint_every_steps=10',
+]
+
+
+def clean_env():
+  """The user's environment: no fake-device XLA flag from other test modules."""
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)
+  return env
+
+
+def main_command(workdir, *flags, config='configs/hg4.py:runlocal', records=None) -> list[str]:
+  """The command line of one run; the records default to a folder beside the workdir."""
+  records = records or os.path.join(os.path.dirname(workdir), 'records')
+  return [sys.executable, '-m', 'okdhp_jax.main', f'--config={config}', f'--workdir={workdir}',
+          f'--config.data.records_dir={records}',
+          f'--config.data.eval_annotations={records}/gt_valid.mat', *flags]
+
+
+def run_main(workdir, *flags, timeout=420, **kwargs) -> subprocess.CompletedProcess:
+  return subprocess.run(main_command(workdir, *flags, **kwargs), cwd=ROOT, capture_output=True,
+                        text=True, timeout=timeout, env=clean_env())
+
+
+def restored_params(workdir):
+  """The newest checkpoint's parameters, as flat numpy arrays keyed by path."""
+  import orbax.checkpoint as ocp
+  from okdhp_jax import checkpointing
+  manager = checkpointing.make_manager(os.path.join(workdir, 'checkpoints'), keep=10,
+                                       asynchronous=False)
+  step = manager.latest_step()
+  # Onto this process's first device, whatever mesh wrote the checkpoint.
+  import jax
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  state_dir = os.path.join(workdir, 'checkpoints', str(step), checkpointing.STATE)
+  metadata = ocp.StandardCheckpointer().metadata(state_dir).item_metadata
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        dict(metadata))
+  state = manager.restore(step, args=ocp.args.Composite(
+      **{checkpointing.STATE: ocp.args.StandardRestore(target)}))[checkpointing.STATE]
+  flat = {}
+  def visit(prefix, node):
+    for key, value in node.items():
+      if isinstance(value, dict):
+        visit(f'{prefix}/{key}', value)
+      else:
+        flat[f'{prefix}/{key}'] = np.asarray(value)
+  visit('', {'params': state['params'], 'batch_stats': state['batch_stats']})
+  return step, flat
