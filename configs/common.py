@@ -64,6 +64,7 @@ def coco(config: ml_collections.ConfigDict, arg=None) -> ml_collections.ConfigDi
   config.eval.flip_test = True
   if 'runlocal' in default.parse_args(arg):
     config.data.bundled = 'coco'
+    config.data.flip = True  # the bundled COCO people are all real: mirroring them is sound.
     config.data.records_dir = '/tmp/okdhp_bundled_coco_records'
     config.data.eval_annotations = '/tmp/okdhp_bundled_coco_records/annotations_valid.json'
     config.data.detections = ''

@@ -43,8 +43,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------- data
   config.data = ml_collections.ConfigDict()
   config.data.dataset = 'mpii'           # 'mpii' | 'coco' (selects okdhp_jax.data.meta)
-  # 'mpii' or 'coco': build records_dir from the samples bundled in data_prep/samples on first use.
+  # Build records_dir on first use: 'mpii' or 'coco' from the samples bundled in
+  # data_prep/samples, 'synthetic' from generated figures (config.data.synthetic).
   config.data.bundled = ''
+  config.data.synthetic = ml_collections.ConfigDict()
+  config.data.synthetic.num_train = 2048
+  config.data.synthetic.num_valid = 128
+  config.data.synthetic.image_size = 128
+  config.data.synthetic.clutter = False  # True: textured backgrounds and occluders.
   # Folder of TFRecords written by data_prep (train-*.tfrecord, valid-*.tfrecord).
   config.data.records_dir = 'data/mpii_records'
   config.data.train_split = 'train'
@@ -134,6 +140,10 @@ def apply_runlocal(config: ml_collections.ConfigDict) -> None:
   config.data.heatmap_size = (16, 16)
   config.data.sigma = 1.0
   config.data.shuffle_buffer = 256
+  # The bundled set is mostly synthetic figures, whose sides are told apart by colour: a
+  # mirrored one would carry the wrong labels (data_prep/synthetic.py).
+  config.data.flip = False
+  config.eval.flip_test = False
   config.train.batch_size = 8
   config.train.num_epochs = 3
   config.train.log_every_steps = 10

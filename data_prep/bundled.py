@@ -4,7 +4,8 @@
 people (data_prep/samples/mpii) go into both splits, synthetic figures are added to the train
 split (and optionally to valid), and gt_valid_first5.mat becomes gt_valid.mat. It returns at
 once when the folder already holds the same conversion (dataset_info.json is written last and
-remembers the parameters). `prepare_bundled_coco` does the same for the 14 COCO people.
+remembers the parameters). `prepare_bundled_coco` does the same for the 14 COCO people, and
+`prepare_synthetic` for synthetic figures alone (configs/synthetic.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ def _is_current(out_dir: str, params: dict) -> bool:
     return False
   with open(path) as f:
     return json.load(f).get('bundled') == params
+
+
+def _write_info(out_dir: str, info: dict) -> None:
+  path = os.path.join(out_dir, records.DATASET_INFO)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(info, f, indent=2)
+  os.replace(path + '.tmp', path)
 
 
 def _merge_gt(real_path: str, synthetic_pairs, out_path: str):
@@ -83,11 +91,28 @@ def prepare_bundled(out_dir: str, *, num_synthetic_train: int = 256,
   }
   info = {'dataset': 'mpii', 'num_joints': 16, 'source': 'bundled mpii samples + synthetic',
           'bundled': params}
+  if num_synthetic_train or num_synthetic_valid:
+    info[records.SIDES_BY_COLOUR] = True
   with tempfile.TemporaryDirectory() as tmp:
     gt_path = os.path.join(tmp, 'gt_valid.mat')
     _merge_gt(os.path.join(samples, 'gt_valid_first5.mat'), valid_pairs, gt_path)
     common.write_records(out_dir, splits, info, report=common.Report(strict=True),
                          extra_files={'gt_valid.mat': gt_path}, show_progress=show_progress)
+  return out_dir
+
+
+def prepare_synthetic(out_dir: str, *, num_train: int, num_valid: int, image_size: int,
+                      clutter: bool, seed: int = 0, show_progress: bool = False) -> str:
+  """Generates synthetic figures (data_prep.synthetic) into out_dir unless already there."""
+  params = {'kind': 'synthetic', 'num_train': num_train, 'num_valid': num_valid,
+            'image_size': image_size, 'clutter': clutter, 'seed': seed}
+  if _is_current(out_dir, params):
+    return out_dir
+  # `generate` writes dataset_info.json last; rewrite it with the parameters that mark it current.
+  info = synthetic.generate(out_dir, num_train, num_valid, size=image_size, seed=seed,
+                            clutter=clutter, show_progress=show_progress)
+  info['bundled'] = params
+  _write_info(out_dir, info)
   return out_dir
 
 
@@ -105,8 +130,5 @@ def prepare_bundled_coco(out_dir: str, *, force: bool = False, with_detections: 
       detections=os.path.join(samples, 'test_coco_det_AP_H_56.json') if with_detections else '',
       show_progress=show_progress)
   info['bundled'] = params
-  path = os.path.join(out_dir, records.DATASET_INFO)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(info, f, indent=2)
-  os.replace(path + '.tmp', path)
+  _write_info(out_dir, info)
   return out_dir

@@ -1,14 +1,21 @@
 r"""Synthetic articulated figures with exact joints, in the MPII layout and record format.
 
   python -m data_prep.synthetic --out DIR --num 2000 [--num_valid 200] [--size 128] [--seed 0]
+      [--plain]
 
 Each image holds one 16-joint figure (MPII joint order) built from proportions of a human body
 (head, torso, arms and legs in head units), with random but plausible joint angles, seen from
 the front or the back, over a random background of gradients and shapes. Right limbs are warm
 colours and left limbs cool ones, so left and right are learnable. A random occluder hides part
-of the body: joints under it, or outside the image, get visibility 0. The valid split also gets
+of the body: joints under it, or outside the image, get visibility 0 (`--plain` draws neither
+background clutter nor occluders). The valid split also gets
 a `gt_valid.mat` (pos_gt_src 16x2xN and headboxes_src 2x2xN, 1-based; jnt_missing 16xN) with a
 square head box of side = head length, so PCKh runs unchanged. Records are dataset 'mpii'.
+
+The colours make the figures chiral: mirrored, a figure shows warm limbs that a horizontal
+flip relabels as left, which no unflipped figure does. Train and test on them without flips
+(config.data.flip=False, config.eval.flip_test=False); dataset_info.json says
+'sides_by_colour': true, and okdhp_jax.data.prepare refuses flips on such records.
 """
 
 from __future__ import annotations
@@ -98,10 +105,19 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
   return image
 
 
-def render(rng: np.random.Generator, size: int):
-  """One figure: (image uint8 [size, size, 3], joints [16, 2], vis [16], head length px)."""
+def _plain_background(rng: np.random.Generator, size: int) -> Image.Image:
+  colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+  return Image.new('RGB', (size, size), colour)
+
+
+def render(rng: np.random.Generator, size: int, clutter: bool = True):
+  """One figure: (image uint8 [size, size, 3], joints [16, 2], vis [16], head length px).
+
+  clutter=False draws the figure on a plain background with no occluder: the same poses and
+  colours with the distractions taken away, for tests that must learn within seconds.
+  """
   joints, unit = make_pose(rng, size)
-  image = _background(rng, size)
+  image = _background(rng, size) if clutter else _plain_background(rng, size)
   draw = ImageDraw.Draw(image)
   jitter = lambda c: tuple(int(np.clip(v + rng.integers(-25, 26), 0, 255)) for v in c)
   torso = [joints[R_SHO], joints[L_SHO], joints[L_HIP], joints[R_HIP]]
@@ -123,7 +139,7 @@ def render(rng: np.random.Generator, size: int):
       draw.ellipse([joints[j][0] - w / 2, joints[j][1] - w / 2, joints[j][0] + w / 2,
                     joints[j][1] + w / 2], fill=jitter(colour))
   vis = np.ones(NUM_JOINTS, np.float32)
-  if rng.random() < 0.35:  # an occluder over part of the body.
+  if clutter and rng.random() < 0.35:  # an occluder over part of the body.
     target = joints[rng.integers(NUM_JOINTS)]
     w, h = rng.uniform(0.6, 2.5, 2) * unit
     x0, y0 = target - rng.uniform(0.2, 0.8, 2) * (w, h)
@@ -146,10 +162,10 @@ def person_box(joints: np.ndarray, unit: float):
   return center, np.array([s, s])
 
 
-def figure_example(seed: int, index: int, size: int):
+def figure_example(seed: int, index: int, size: int, clutter: bool = True):
   """(PersonExample, head box [2, 2] 0-based) for one figure, deterministic in (seed, index)."""
   rng = np.random.default_rng([seed, index])
-  image, joints, vis, head_len = render(rng, size)
+  image, joints, vis, head_len = render(rng, size, clutter)
   center, scale = person_box(joints, head_len)
   head_centre = (joints[NECK] + joints[HEAD]) / 2
   headbox = np.stack([head_centre - head_len / 2, head_centre + head_len / 2])
@@ -178,8 +194,6 @@ def write_gt_valid(path: str, joints: np.ndarray, vis: np.ndarray, headboxes: np
   })
 
 
-
-
 def candidates(examples, split: str) -> list[common.Candidate]:
   """Wraps ready examples as converter candidates (no image file to read)."""
   return [common.Candidate(f'synthetic {split}[{i}]', '', e.image_filename,
@@ -188,11 +202,11 @@ def candidates(examples, split: str) -> list[common.Candidate]:
 
 
 def generate(out_dir: str, num_train: int, num_valid: int, *, size: int = 128, seed: int = 0,
-             show_progress: bool = True) -> dict:
+             clutter: bool = True, show_progress: bool = True) -> dict:
   """Writes train/valid splits (dataset 'mpii') and the valid split's gt_valid.mat."""
   report = common.Report()
-  train = [figure_example(seed, i, size)[0] for i in range(num_train)]
-  valid_pairs = [figure_example(seed + 1_000_003, i, size) for i in range(num_valid)]
+  train = [figure_example(seed, i, size, clutter)[0] for i in range(num_train)]
+  valid_pairs = [figure_example(seed + 1_000_003, i, size, clutter) for i in range(num_valid)]
   valid = [e for e, _ in valid_pairs]
   with tempfile.TemporaryDirectory() as tmp:
     gt_path = os.path.join(tmp, 'gt_valid.mat')
@@ -201,7 +215,7 @@ def generate(out_dir: str, num_train: int, num_valid: int, *, size: int = 128, s
                      np.stack([e.joints_vis for e in valid]),
                      np.stack([h for _, h in valid_pairs]))
     info = {'dataset': 'mpii', 'num_joints': NUM_JOINTS, 'source': 'synthetic', 'seed': seed,
-            'image_size': size}
+            'image_size': size, 'clutter': clutter, records.SIDES_BY_COLOUR: True}
     return common.write_records(
         out_dir, {'train': candidates(train, 'train'), 'valid': candidates(valid, 'valid')},
         info, report=report, extra_files={'gt_valid.mat': gt_path} if valid else None,
@@ -215,8 +229,11 @@ def main(argv=None) -> int:
   parser.add_argument('--num_valid', type=int, default=200, help='valid figures')
   parser.add_argument('--size', type=int, default=128, help='image side in pixels')
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--plain', action='store_true',
+                      help='plain backgrounds and no occluders (quicker to learn)')
   args = parser.parse_args(argv)
-  info = generate(args.out, args.num, args.num_valid, size=args.size, seed=args.seed)
+  info = generate(args.out, args.num, args.num_valid, size=args.size, seed=args.seed,
+                  clutter=not args.plain)
   print(f'wrote {info["splits"]} synthetic figures to {args.out}')
   return 0
 

@@ -64,4 +64,8 @@ def test_runlocal_points_at_bundled_samples():
   config = load('hg4', 'runlocal')
   assert config.data.bundled == 'mpii'
   assert tuple(config.data.input_size) == (64, 64)
-  assert load('coco_hg4', 'runlocal').data.bundled == 'coco'
+  assert not config.data.flip and not config.eval.flip_test  # mostly synthetic figures.
+  coco = load('coco_hg4', 'runlocal')
+  assert coco.data.bundled == 'coco'
+  assert coco.data.flip and coco.eval.flip_test  # real people only.
+  assert load('synthetic').data.bundled == 'synthetic'

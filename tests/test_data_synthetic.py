@@ -7,6 +7,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from PIL import Image
 from scipy.io import loadmat
@@ -16,6 +17,7 @@ from data_prep import bundled
 from data_prep import synthetic
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import pipeline
+from okdhp_jax.data import prepare
 from okdhp_jax.data import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,6 +85,7 @@ def test_bundled_is_idempotent_and_feeds_the_pipeline(tmp_path):
   assert time.perf_counter() - start < 30
   info = records.read_dataset_info(out)
   assert info['splits'] == {'train': 21, 'valid': 8}
+  assert info[records.SIDES_BY_COLOUR] is True  # the figures among the real people.
   stamp = os.path.getmtime(os.path.join(out, records.DATASET_INFO))
   bundled.prepare_bundled(out, num_synthetic_train=16, num_synthetic_valid=3)
   assert os.path.getmtime(os.path.join(out, records.DATASET_INFO)) == stamp
@@ -121,3 +124,40 @@ def test_bundled_coco(tmp_path):
                                             seed=0).as_numpy_iterator())
   assert train['image'].shape == (8, 64, 48, 3) and train['joints'].shape == (8, 17, 2)
   assert np.all(np.isfinite(train['joints']))
+
+
+def test_plain_figures_keep_the_pose_and_drop_clutter():
+  rng_args = (7, 2, 128)
+  busy, _ = synthetic.figure_example(*rng_args)
+  plain, _ = synthetic.figure_example(*rng_args, clutter=False)
+  np.testing.assert_array_equal(busy.joints, plain.joints)
+  image = np.asarray(Image.open(io.BytesIO(plain.image_bytes)).convert('RGB'), float)
+  # A plain background is one colour (up to JPEG noise): the image corner shows it.
+  corner = image[:6, :6].reshape(-1, 3)
+  assert np.abs(corner - corner.mean(0)).max() < 12
+  assert plain.joints_vis[(plain.joints >= 0).all(1) & (plain.joints <= 127).all(1)].all()
+
+
+def test_flips_are_refused_on_figures_told_apart_by_colour(tmp_path):
+  out = bundled.prepare_synthetic(str(tmp_path / 'synthetic'), num_train=8, num_valid=2,
+                                  image_size=64, clutter=False)
+  assert records.read_dataset_info(out)[records.SIDES_BY_COLOUR] is True
+  stamp = os.path.getmtime(os.path.join(out, records.DATASET_INFO))
+  bundled.prepare_synthetic(out, num_train=8, num_valid=2, image_size=64, clutter=False)
+  assert os.path.getmtime(os.path.join(out, records.DATASET_INFO)) == stamp  # already there.
+  config = default.get_config()
+  config.data.records_dir = out
+  for key in ('data.flip', 'eval.flip_test'):
+    config.data.flip, config.eval.flip_test = key == 'data.flip', key == 'eval.flip_test'
+    with pytest.raises(ValueError, match=rf'config\.{key}=True.*Set config\.{key}=False'):
+      prepare.check_flips(config)
+  config.data.flip = config.eval.flip_test = False
+  prepare.check_flips(config)
+
+
+def test_flips_stay_allowed_on_real_people(tmp_path):
+  config = default.get_config()
+  config.data.records_dir = bundled.prepare_bundled_coco(str(tmp_path / 'coco'),
+                                                         with_detections=False)
+  assert config.data.flip and config.eval.flip_test
+  prepare.check_flips(config)

@@ -1,4 +1,4 @@
-"""Makes sure the records a config points at exist, building the bundled samples on demand."""
+"""Makes sure the records a config points at exist and fit it; builds bundled ones on demand."""
 
 from __future__ import annotations
 
@@ -29,7 +29,15 @@ def _prepare_bundled(data: ml_collections.ConfigDict) -> None:
   import jax
   from jax.experimental import multihost_utils
   from data_prep import bundled  # the converters live beside the samples they convert.
-  build = bundled.prepare_bundled_coco if data.bundled == 'coco' else bundled.prepare_bundled
+  builders = {
+      'mpii': bundled.prepare_bundled,
+      'coco': bundled.prepare_bundled_coco,
+      'synthetic': lambda out_dir: bundled.prepare_synthetic(out_dir, **data.synthetic.to_dict()),
+  }
+  if data.bundled not in builders:
+    raise ValueError(f'config.data.bundled={data.bundled!r} must be one of {sorted(builders)} '
+                     "or '' (records converted with data_prep)")
+  build = builders[data.bundled]
   if jax.process_count() == 1:
     build(data.records_dir)
     return
@@ -45,12 +53,32 @@ def ensure_data(config: ml_collections.ConfigDict) -> None:
 
   Raises:
     FileNotFoundError: naming config.data.records_dir and the data_prep command that fills it.
+    ValueError: flips asked of records that cannot be flipped (see check_flips).
   """
   data = config.data
   if data.bundled:
     _prepare_bundled(data)
+  else:
+    _check_converted(data)
+  check_flips(config)
+
+
+def check_flips(config: ml_collections.ConfigDict) -> None:
+  """Refuses flip augmentation and the flip test on records whose sides are told by colour.
+
+  Raises:
+    ValueError: naming the config key to turn off.
+  """
+  info = records.read_dataset_info(config.data.records_dir)
+  if not info.get(records.SIDES_BY_COLOUR):
     return
-  _check_converted(data)
+  for key, value in (('config.data.flip', config.data.flip),
+                     ('config.eval.flip_test', config.eval.flip_test)):
+    if value:
+      raise ValueError(
+          f'{key}=True, but config.data.records_dir={config.data.records_dir!r} holds synthetic '
+          'figures whose right limbs are told from the left ones by colour: mirrored, they '
+          f'would be labelled the wrong way round. Set {key}=False for these records.')
 
 
 def _check_converted(data: ml_collections.ConfigDict) -> None:

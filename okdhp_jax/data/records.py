@@ -33,6 +33,9 @@ import numpy as np
 import tensorflow as tf
 
 DATASET_INFO = 'dataset_info.json'
+# dataset_info.json key, true when some people's left and right are told apart only by colour
+# (data_prep.synthetic figures): a horizontal flip would then give them wrong labels.
+SIDES_BY_COLOUR = 'sides_by_colour'
 
 
 @dataclasses.dataclass
