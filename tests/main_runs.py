@@ -42,13 +42,13 @@ def run_main(workdir, *flags, timeout=420, **kwargs) -> subprocess.CompletedProc
 
 def restored_params(workdir):
   """The newest checkpoint's parameters, as flat numpy arrays keyed by path."""
+  import jax
   import orbax.checkpoint as ocp
   from okdhp_jax import checkpointing
   manager = checkpointing.make_manager(os.path.join(workdir, 'checkpoints'), keep=10,
                                        asynchronous=False)
   step = manager.latest_step()
   # Onto this process's first device, whatever mesh wrote the checkpoint.
-  import jax
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   state_dir = os.path.join(workdir, 'checkpoints', str(step), checkpointing.STATE)
   metadata = ocp.StandardCheckpointer().metadata(state_dir).item_metadata
