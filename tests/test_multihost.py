@@ -34,16 +34,15 @@ def two_process_run(tmp_path_factory):
   root = tmp_path_factory.mktemp('multihost')
   workdir, records = str(root / 'run'), str(root / 'records')
   port = _free_port()
-  processes, logs = [], []
+  processes = []
   for index in range(NUM_PROCESSES):
     env = dict(clean_env(), JAX_COORDINATOR_ADDRESS=f'localhost:{port}',
                JAX_NUM_PROCESSES=str(NUM_PROCESSES), JAX_PROCESS_ID=str(index))
     # Files, not pipes: a process blocked on a full pipe would stall the other in a collective.
-    out, err = open(root / f'p{index}.out', 'w+'), open(root / f'p{index}.err', 'w+')
-    logs.append((out, err))
-    processes.append(subprocess.Popen(main_command(workdir, *TINY, records=records), cwd=ROOT,
-                                      stdout=out, stderr=err, env=env, text=True))
-  results = []
+    # The child keeps its own copies of the file descriptors once started.
+    with open(root / f'p{index}.out', 'w') as out, open(root / f'p{index}.err', 'w') as err:
+      processes.append(subprocess.Popen(main_command(workdir, *TINY, records=records),
+                                        cwd=ROOT, stdout=out, stderr=err, env=env))
   try:
     for process in processes:
       process.wait(timeout=300)  # about 1 minute when nothing hangs
@@ -51,12 +50,10 @@ def two_process_run(tmp_path_factory):
     for process in processes:
       if process.poll() is None:
         process.kill()
-  for process, (out, err) in zip(processes, logs):
-    out.seek(0)
-    err.seek(0)
-    results.append((process.returncode, out.read(), err.read()))
-    out.close()
-    err.close()
+        process.wait()
+  results = [(process.returncode, (root / f'p{index}.out').read_text(),
+              (root / f'p{index}.err').read_text())
+             for index, process in enumerate(processes)]
   return results, workdir, records
 
 

@@ -126,8 +126,9 @@ def test_eight_devices_match_one_in_float64(float64_runs):
   Stated tolerances [measured on a 2-core Xeon]: metrics and BatchNorm statistics rtol 1e-12
   [4e-16 and 4e-14]; each gradient leaf within 1e-11 of the network's largest |gradient|
   [1.3e-14]; new parameters rtol 1e-12 plus atol 1e-14 [3e-15 on a bias that started at 0]
-  wherever the gradient is large enough to fix the sign of Adam's first update. A real sharding bug (a per-device BatchNorm mean, a loss averaged
-  per device) shows up at 1e-2 or more.
+  wherever the gradient is large enough to fix the sign of Adam's first update. A real
+  sharding bug (a per-device BatchNorm mean, a loss averaged per device) shows up at 1e-2 or
+  more.
   """
   (state8, metrics8), (state1, metrics1) = float64_runs
   assert jax.tree.leaves(state8.params)[0].dtype == np.float64
