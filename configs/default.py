@@ -10,10 +10,6 @@ model, batch, steps and data to the bundled samples so the config runs on a lapt
 
 import ml_collections
 
-# The bundled real samples plus generated synthetic figures, converted on first use into
-# this folder (relative to the working directory unless absolute).
-BUNDLED_DATA_DIR = 'data_prep/samples'
-
 
 def parse_args(arg: str | None) -> set[str]:
   """'runlocal,foo' -> {'runlocal', 'foo'}."""
@@ -24,7 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = parse_args(arg)
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.trainer = 'okdhp'  # 'okdhp' (one-stage, also the plain baseline) | 'fpd' (two-stage)
+  config.trainer = 'okdhp'  # okdhp_jax/methods/: 'okdhp' (also the plain baseline) | 'fpd'
 
   # ---------------------------------------------------------------- model
   config.model = ml_collections.ConfigDict()

@@ -1,9 +1,10 @@
 """The bundled quick-start data: the real samples (plus synthetic figures) as records.
 
-`prepare_bundled` is what `runlocal` configs call before training: the 5 real MPII validation
-people (data_prep/samples/mpii) go into both splits, synthetic figures are added to the train
-split (and optionally to valid), and gt_valid_first5.mat becomes gt_valid.mat. It returns at
-once when the folder already holds the same conversion (dataset_info.json is written last and
+`prepare_for_config` is what `python -m okdhp_jax.main` calls before it builds the trainer
+when `config.data.bundled` is set. `prepare_bundled` is the `runlocal` default: the 5 real MPII
+validation people (data_prep/samples/mpii) go into both splits, synthetic figures are added to
+the train split (and optionally to valid), and gt_valid_first5.mat becomes gt_valid.mat. It
+returns at once when the folder already holds the same conversion (dataset_info.json is written last and
 remembers the parameters). `prepare_bundled_coco` does the same for the 14 COCO people, and
 `prepare_synthetic` for synthetic figures alone (configs/synthetic.py).
 """
@@ -131,4 +132,33 @@ def prepare_bundled_coco(out_dir: str, *, force: bool = False, with_detections: 
       show_progress=show_progress)
   info['bundled'] = params
   _write_info(out_dir, info)
+  return out_dir
+
+
+def prepare_for_config(data_config) -> str:
+  """Builds the records `config.data.bundled` names into config.data.records_dir.
+
+  With several processes, process 0 builds first: processes that share a filesystem then find
+  the records current and return at once, instead of converting into the same folder at the
+  same time; hosts with their own disks build their own copy after process 0.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  builders = {
+      'mpii': prepare_bundled,
+      'coco': prepare_bundled_coco,
+      'synthetic': lambda out_dir: prepare_synthetic(out_dir,
+                                                     **data_config.synthetic.to_dict()),
+  }
+  if data_config.bundled not in builders:
+    raise ValueError(f'config.data.bundled={data_config.bundled!r} must be one of '
+                     f"{sorted(builders)} or '' (records converted with data_prep)")
+  build = builders[data_config.bundled]
+  out_dir = data_config.records_dir
+  if jax.process_count() > 1 and jax.process_index() != 0:
+    multihost_utils.sync_global_devices('okdhp: bundled records built by process 0')
+    return build(out_dir)
+  build(out_dir)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('okdhp: bundled records built by process 0')
   return out_dir

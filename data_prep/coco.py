@@ -6,10 +6,10 @@ r"""COCO person keypoints -> sharded person TFRecords.
 Each annotation file becomes a split: 'train' when its name contains 'train', 'valid' when it
 contains 'val' (or force one with --split). Images are looked up as DIR/file_name, then
 DIR/val2017/file_name (the part of the json name after 'person_keypoints_'). GT boxes are
-cleaned as in HRNet (clipped to the image; zero-area boxes skipped) and turned into centre and
-scale with the aspect ratio of the input (--aspect_ratio, w / h; the pipeline re-applies the
-fix for its own input size) and 1.25 padding. The valid annotations are copied to
-OUT/annotations_valid.json for COCOeval.
+cleaned as in HRNet (crowds left out, boxes clipped to the image, people with an empty box or a
+zero area skipped) and turned into centre and scale with the aspect ratio of the input
+(--aspect_ratio, w / h; the pipeline re-applies the fix for its own input size) and 1.25
+padding. The valid annotations are copied to OUT/annotations_valid.json for COCOeval.
 
 With --detections (COCO results json of person boxes), a split 'valid_det' holds one record per
 detection with score >= --det_score_threshold (no joints, box score kept); the json is copied to
@@ -68,8 +68,11 @@ def image_resolver(images_dir: str, annotations_path: str):
   return resolve
 
 
-def clean_box(bbox, width: int, height: int, where: str) -> np.ndarray:
-  """HRNet's box sanitisation: clip to the image; BadInput when nothing is left."""
+def clean_box(bbox, width: int, height: int, where: str, area=None) -> np.ndarray:
+  """HRNet's GT box cleaning: xywh clipped to the image -> [4]; BadInput when nothing is left.
+
+  `area` is the annotation's segment area; HRNet drops people whose area is not positive.
+  """
   try:
     x, y, w, h = (float(v) for v in bbox)
   except (TypeError, ValueError):
@@ -80,6 +83,13 @@ def clean_box(bbox, width: int, height: int, where: str) -> np.ndarray:
   y2 = min(height - 1.0, y1 + max(0.0, h - 1.0))
   if not (x2 >= x1 and y2 >= y1) or w <= 0 or h <= 0:
     raise common.BadInput('empty box', f'{where}: bbox {bbox} in a {width}x{height} image')
+  if area is not None:
+    try:
+      area = float(area)
+    except (TypeError, ValueError):
+      raise common.BadInput('malformed annotation', f'{where}: area {area!r}') from None
+    if not area > 0:
+      raise common.BadInput('empty box', f'{where}: area {area}')
   return np.array([x1, y1, x2 - x1, y2 - y1])
 
 
@@ -94,8 +104,10 @@ def parse_keypoints(annotation, where: str):
 
 def gt_candidates(data: dict, resolve, source: str, aspect_ratio: float):
   images = {im.get('id'): im for im in data['images'] if isinstance(im, dict)}
+  # HRNet (getAnnIds(iscrowd=False)) uses single people only; crowds are not bad input.
   annotations = [a for a in data.get('annotations', [])
-                 if not isinstance(a, dict) or a.get('category_id', 1) == 1]
+                 if not isinstance(a, dict) or (a.get('category_id', 1) == 1
+                                                and not a.get('iscrowd', 0))]
   annotations.sort(key=lambda a: (a.get('image_id', -1) if isinstance(a, dict) else -1))
   out = []
   for a in annotations:
@@ -112,7 +124,7 @@ def gt_candidates(data: dict, resolve, source: str, aspect_ratio: float):
       continue
 
     def build(image, a=a, image_entry=image_entry, joints=joints, vis=vis, where=where):
-      box = clean_box(a['bbox'], image.width, image.height, where)
+      box = clean_box(a['bbox'], image.width, image.height, where, a.get('area'))
       center, scale = geometry.box_to_center_scale(box, aspect_ratio)
       return records.PersonExample(
           image_bytes=image.jpeg_bytes, image_filename=image_entry['file_name'],

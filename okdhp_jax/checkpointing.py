@@ -10,11 +10,12 @@ The manager keeps the latest `keep` checkpoints plus the one with the best valid
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
+
+from okdhp_jax import paths
 
 STATE = 'state'
 PROGRESS = 'progress'
@@ -38,7 +39,7 @@ def make_manager(directory: str, *, keep: int, asynchronous: bool = True) -> ocp
       create=True,
   )
   return ocp.CheckpointManager(
-      directory if '://' in directory else os.path.abspath(directory), options=options,
+      str(paths.resolve(directory)), options=options,
       item_names=(STATE, PROGRESS)
   )
 

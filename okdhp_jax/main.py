@@ -17,6 +17,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from okdhp_jax import paths
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs, samples and exports.')
@@ -65,29 +67,77 @@ def main(argv):
   logging.get_absl_handler().addFilter(_hide_orbax_info)
   if FLAGS.distributed == 'on' or (FLAGS.distributed == 'auto' and _is_multi_host_launch()):
     jax.distributed.initialize(**_distributed_args())
-  # TensorFlow only feeds data; it must not take GPU/TPU memory from JAX.
-  import tensorflow as tf
-  tf.config.set_visible_devices([], 'GPU')
-  tf.config.set_visible_devices([], 'TPU')
-
-  from okdhp_jax import run_modes
+  from okdhp_jax.data import tf_host
+  tf_host.hide_accelerators()  # TensorFlow only feeds data: no GPU or TPU memory for it.
   config = FLAGS.config
-  # Cloud paths (gs://...) stay as they are: every host of a slice must share one workdir.
-  workdir = FLAGS.workdir if '://' in FLAGS.workdir else os.path.abspath(FLAGS.workdir)
+  workdir = str(paths.resolve(FLAGS.workdir))
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
   try:
-    if FLAGS.mode == 'train':
-      run_modes.train(config, workdir)
-    elif FLAGS.mode == 'eval':
-      run_modes.evaluate(config, workdir)
-    else:
-      run_modes.export(config, workdir, FLAGS.export_dir or os.path.join(workdir, 'export'))
-  except (FileNotFoundError, ValueError, run_modes.UserError) as error:
+    if config.data.bundled:
+      # The offline converters build the bundled records before the trainer exists.
+      from data_prep import bundled
+      bundled.prepare_for_config(config.data)
+    {'train': _train, 'eval': _evaluate, 'export': _export}[FLAGS.mode](config, workdir)
+  except (FileNotFoundError, ValueError) as error:
     # Configuration and data problems are the user's to fix: a message, not a traceback.
     logging.debug('Traceback of the error below:', exc_info=True)
     print(f'error: {error}\n(run with --verbosity=1 for the traceback)', file=sys.stderr)
     sys.exit(1)
+
+
+def _train(config, workdir: str) -> None:
+  """Trains (or resumes), exports the best branch, and says where everything went."""
+  import jax
+  from okdhp_jax.evaluation import evaluator, report
+  from okdhp_jax.export.trained import export_trained
+  from okdhp_jax.training import loop
+  trainer = loop.Trainer(config, workdir)
+  progress = loop.train_and_evaluate(config, workdir, trainer)
+  export_dir = export_trained(config, trainer.meta, trainer.state.variables,
+                              int(jax.device_get(trainer.state.step)), progress,
+                              export_dir=os.path.join(workdir, 'export'), source=workdir)
+  if jax.process_index() != 0:
+    return
+  lines = ['', 'Training finished.']
+  if progress['history']:
+    last = progress['history'][-1]
+    table, _ = report.branch_report(last['metrics'], evaluator.headline_metric(trainer.meta.name))
+    lines += [f'Final evaluation (step {last["step"]}):', table]
+  lines += [
+      f'  TensorBoard logs : {workdir}  (tensorboard --logdir {workdir})',
+      f'  checkpoints      : {os.path.join(workdir, "checkpoints")}',
+      f'  drawn samples    : {os.path.join(workdir, "samples")}',
+      f'  eval results     : {os.path.join(workdir, "eval_results.json")}',
+      f'  exported network : {export_dir}',
+  ]
+  print('\n'.join(lines), flush=True)
+
+
+def _evaluate(config, workdir: str) -> None:
+  """Scores the newest checkpoint; writes metrics, MPII's pred.mat and drawings to WORKDIR/eval."""
+  import jax
+  from okdhp_jax.evaluation import evaluator
+  from okdhp_jax.training import loop
+  trainer = loop.Trainer(config, workdir)
+  trainer.restore_or_fail()
+  result = trainer.evaluate(num_images_to_draw=config.train.num_images_to_draw)
+  if jax.process_index() == 0:
+    out_dir = evaluator.write_eval_files(result, trainer.meta, os.path.join(workdir, 'eval'))
+    print(result.table, flush=True)
+    print(f'Predictions and metrics written to {out_dir}', flush=True)
+
+
+def _export(config, workdir: str) -> None:
+  """Writes the chosen branch of the newest checkpoint (config.export.branch, -1: the best)."""
+  import jax
+  from okdhp_jax.export.trained import export_trained
+  from okdhp_jax.training import loop
+  trainer = loop.Trainer(config, workdir)
+  progress = trainer.restore_or_fail()
+  export_trained(config, trainer.meta, trainer.state.variables,
+                 int(jax.device_get(trainer.state.step)), progress,
+                 export_dir=FLAGS.export_dir or os.path.join(workdir, 'export'), source=workdir)
 
 
 if __name__ == '__main__':

@@ -157,7 +157,11 @@ def test_coco_samples_with_gt_boxes_and_detections(tmp_path):
                              rtol=1e-5)
   np.testing.assert_allclose(person['person/joints'][0], [367, 81])
   assert person['image/id'] == 785 and person['person/joints_vis'].sum() == 17
+  assert all(np.all(r['person/score'] == 1.0) for r in valid.values())  # GT boxes score 1.
   dets = read_split(out, 'valid_det', 17)
+  # Every test-time box, GT or detection, gets the input's aspect ratio 192 / 256.
+  scales = np.array([r['person/scale'] for r in [*valid.values(), *dets]]).reshape(-1, 2)
+  np.testing.assert_allclose(scales[:, 0] / scales[:, 1], 0.75, rtol=1e-5)
   assert sorted({int(d['image/id']) for d in dets}) == [785, 40083, 196141, 197388]
   first = [d for d in dets if d['person/index'] == 0][0]
   np.testing.assert_allclose(first['person/score'], 0.9999731779098511, rtol=1e-6)
@@ -170,6 +174,9 @@ def test_coco_detection_threshold_and_malformed_keypoints(tmp_path):
     data = json.load(f)
   data['annotations'][0]['keypoints'] = data['annotations'][0]['keypoints'][:50]
   bad_id = data['annotations'][0]['id']
+  data['annotations'][1]['iscrowd'] = 1  # HRNet leaves crowds out; they are not bad input.
+  data['annotations'][2]['area'] = 0     # HRNet drops people with a zero segment area.
+  zero_area_id = data['annotations'][2]['id']
   path = tmp_path / 'person_keypoints_val2017.json'
   path.write_text(json.dumps(data))
   out = str(tmp_path / 'coco')
@@ -177,9 +184,24 @@ def test_coco_detection_threshold_and_malformed_keypoints(tmp_path):
       [str(path)], COCO_SAMPLES, out,
       detections=os.path.join(COCO_SAMPLES, 'test_coco_det_AP_H_56.json'),
       det_score_threshold=0.5, show_progress=False)
-  assert info['splits']['valid'] == 11
-  assert report.skipped['valid']['malformed annotation'] == 1
+  assert info['splits']['valid'] == 9
+  assert dict(report.skipped['valid']) == {
+      'malformed annotation': 1, 'empty box': 1, 'no visible joints': 2}
   assert any(f'id={bad_id}' in m for m in report.messages)
+  assert any(f'id={zero_area_id}' in m and 'area 0' in m for m in report.messages)
   with open(os.path.join(COCO_SAMPLES, 'test_coco_det_AP_H_56.json')) as f:
-    expected = sum(d['score'] >= 0.5 for d in json.load(f))
+    expected = sum(d['score'] >= 0.5 and d['category_id'] == 1 for d in json.load(f))
   assert info['splits']['valid_det'] == expected < 118
+  assert min(float(d['person/score']) for d in read_split(out, 'valid_det', 17)) >= 0.5
+
+
+def test_coco_clean_box_is_hrnets():
+  # HRNet: x2 = min(W - 1, x1 + max(0, w - 1)), the same for y; the box keeps the clipped size.
+  np.testing.assert_allclose(coco.clean_box([-5.0, 10.0, 20.0, 500.0], 100, 200, 'a.json id=1'),
+                             [0.0, 10.0, 19.0, 189.0])
+  with pytest.raises(common.BadInput, match=r'^empty box: a.json id=2: bbox \[150'):
+    coco.clean_box([150.0, 10.0, 20.0, 20.0], 100, 200, 'a.json id=2')  # right of the image
+  with pytest.raises(common.BadInput, match='^empty box: a.json id=3: area 0'):
+    coco.clean_box([1, 1, 20, 20], 100, 200, 'a.json id=3', area=0)
+  with pytest.raises(common.BadInput, match='^malformed annotation: a.json id=4: bbox'):
+    coco.clean_box([1, 1, 20], 100, 200, 'a.json id=4')

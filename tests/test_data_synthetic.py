@@ -17,7 +17,7 @@ from data_prep import bundled
 from data_prep import synthetic
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import pipeline
-from okdhp_jax.data import prepare
+from okdhp_jax.data import checks
 from okdhp_jax.data import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,9 +150,9 @@ def test_flips_are_refused_on_figures_told_apart_by_colour(tmp_path):
   for key in ('data.flip', 'eval.flip_test'):
     config.data.flip, config.eval.flip_test = key == 'data.flip', key == 'eval.flip_test'
     with pytest.raises(ValueError, match=rf'config\.{key}=True.*Set config\.{key}=False'):
-      prepare.check_flips(config)
+      checks.check_flips(config)
   config.data.flip = config.eval.flip_test = False
-  prepare.check_flips(config)
+  checks.check_flips(config)
 
 
 def test_flips_stay_allowed_on_real_people(tmp_path):
@@ -160,4 +160,4 @@ def test_flips_stay_allowed_on_real_people(tmp_path):
   config.data.records_dir = bundled.prepare_bundled_coco(str(tmp_path / 'coco'),
                                                          with_detections=False)
   assert config.data.flip and config.eval.flip_test
-  prepare.check_flips(config)
+  checks.check_flips(config)

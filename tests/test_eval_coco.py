@@ -1,4 +1,4 @@
-"""COCO AP known answers, rescoring, OKS-NMS, boxes and bad input."""
+"""COCO AP known answers, rescoring, OKS-NMS, NMS areas and bad input."""
 
 from __future__ import annotations
 
@@ -120,18 +120,10 @@ def test_oks_nms_and_soft_nms_on_duplicates():
   assert soft.soft_nms
 
 
-def test_person_boxes():
-  gt_boxes = coco_eval.load_person_boxes(ANNOTATIONS)
-  assert len(gt_boxes) == 12 and np.all(gt_boxes.box_scores == 1.0)
-  with open(DETECTIONS) as f:
-    detections = json.load(f)
-  expected = sum(d['score'] >= 0.5 and d['category_id'] == 1 for d in detections)
-  boxes = coco_eval.load_person_boxes(ANNOTATIONS, DETECTIONS, det_score_threshold=0.5)
-  assert len(boxes) == expected and boxes.box_scores.min() >= 0.5
-  assert len(coco_eval.load_person_boxes(ANNOTATIONS, DETECTIONS)) == 118
-  # Aspect ratio fixed to 192 / 256, padded by 1.25, area = product of the padded sides.
-  np.testing.assert_allclose(boxes.scales[:, 0] / boxes.scales[:, 1], 0.75, rtol=1e-5)
-  np.testing.assert_allclose(boxes.areas, np.prod(boxes.scales * 200.0, axis=1), rtol=1e-6)
+def test_area_from_scale_is_the_padded_box():
+  # HRNet's OKS-NMS area: the product of the padded box sides, scale in units of 200 px.
+  scales = np.array([[0.75, 1.0], [1.5, 2.0]])
+  np.testing.assert_allclose(coco_eval.area_from_scale(scales), [150.0 * 200.0, 300.0 * 400.0])
 
 
 def test_bad_inputs(tmp_path, capsys, labelled):

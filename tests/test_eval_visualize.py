@@ -9,6 +9,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from okdhp_jax.data import augment
 from okdhp_jax.data.meta import MPII
 from okdhp_jax.evaluation import pckh, report, visualize
 
@@ -58,13 +59,20 @@ def test_prediction_and_gt_in_distinct_colours(tmp_path):
   assert np.array_equal(np.asarray(Image.open(path).convert('RGB')), drawn)
 
 
-def test_draw_batch_for_image_writer():
-  images = np.zeros((3, 64, 48, 3), np.uint8)
+def test_draw_crops_skips_padding_and_writes_pngs(tmp_path):
+  """Eval-batch crops (normalised) come back as uint8 drawings, padding rows left out."""
+  grey = (np.full((3, 64, 48, 3), 128.0) / 255.0 - augment.IMAGENET_MEAN) / augment.IMAGENET_STD
   poses = np.stack([_pose(20) * [1, 0.6]] * 3)
-  batch = visualize.draw_batch(images, poses, poses, np.ones((3, 16)), MPII, np.ones((3, 16)),
-                               max_images=2)
-  assert batch.shape == (2, 64, 48, 3) and batch.dtype == np.uint8
-  assert _has_color(batch[1], visualize.PRED_COLOR)
+  batch = {'image': grey, 'joints': poses, 'joints_vis': np.ones((3, 16))}
+  valid = np.array([False, True, True])
+  drawn = visualize.draw_crops(batch, poses + [10, 0], np.ones((3, 16)), valid, MPII, count=5)
+  assert len(drawn) == 2 and all(d.shape == (64, 48, 3) and d.dtype == np.uint8 for d in drawn)
+  assert np.abs(drawn[0][0, 0].astype(int) - 128).max() <= 1  # the crop itself, denormalised.
+  assert _has_color(drawn[0][:, 28:33], visualize.PRED_COLOR)
+  assert _has_color(drawn[0][:, 18:23], visualize.GT_COLOR)
+  paths = visualize.write_pngs(str(tmp_path / 'samples'), drawn, 'step0000010')
+  assert [os.path.basename(p) for p in paths] == ['step0000010_00.png', 'step0000010_01.png']
+  assert np.array_equal(np.asarray(Image.open(paths[1]).convert('RGB')), drawn[1])
 
 
 def test_draw_bad_inputs():
@@ -108,8 +116,8 @@ def test_mpii_branches_in_one_table():
                          'gt_valid_first5.mat')
   gt = pckh.load_mpii_gt(gt_file)
   tompson = scipy.io.loadmat(gt_file)['pos_pred_src'].transpose(2, 0, 1) - 1.0
-  results = report.mpii_branch_results(
-      {'branch_0': tompson, 'branch_1': gt.pos_gt, 'ensemble': gt.pos_gt}, gt)
+  results = {name: pckh.compute_pckh(preds, gt).table for name, preds in
+             (('branch_0', tompson), ('branch_1', gt.pos_gt), ('ensemble', gt.pos_gt))}
   text, best = report.branch_report(results, 'Mean')
   assert best == 'branch_1'
   assert '| model | Head | Sho | Elb | Wri | Hip | Knee | Ank | Mean | Mean@0.1 |' in text

@@ -14,7 +14,7 @@ torch = pytest.importorskip('torch')
 nn = torch.nn
 F = torch.nn.functional
 
-from okdhp_jax.exported import load_exported  # pylint: disable=g-import-not-at-top
+from okdhp_jax.export.store import load_exported  # pylint: disable=g-import-not-at-top
 from okdhp_jax.models import build_model
 from okdhp_jax.models.torch_import import load_torch_state_dict, state_dict_to_variables
 from okdhp_jax.tools import convert_torch

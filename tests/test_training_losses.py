@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from okdhp_jax.models.outputs import PoseOutputs
+from okdhp_jax.methods import okdhp
 from okdhp_jax.training import losses
 
 
@@ -114,7 +115,7 @@ def test_okdhp_total_matches_formula():
   outputs = _outputs(jax.random.key(2), num_branches=3, fau=True)
   target = jax.random.uniform(jax.random.key(3), (2, 4, 4, 3))
   weight = jnp.array([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-  total, metrics = losses.okdhp_loss(outputs, target, weight, loss_config=loss_config(),
+  total, metrics = okdhp.okdhp_loss(outputs, target, weight, loss_config=loss_config(),
                                      epoch=45.0)
   stacks = outputs.all_stack_heatmaps
   assert len(stacks) == 7
@@ -134,7 +135,7 @@ def test_baseline_has_no_teacher_terms():
   outputs = _outputs(jax.random.key(4), num_branches=1, fau=False)
   target = jnp.zeros((2, 4, 4, 3))
   weight = jnp.ones((2, 3))
-  total, metrics = losses.okdhp_loss(outputs, target, weight, loss_config=loss_config(),
+  total, metrics = okdhp.okdhp_loss(outputs, target, weight, loss_config=loss_config(),
                                      epoch=100.0)
   want = sum(_np_mse(h, target, weight) for h in outputs.all_stack_heatmaps)
   np.testing.assert_allclose(total, want, rtol=1e-5)
@@ -145,7 +146,7 @@ def test_baseline_has_no_teacher_terms():
 def test_kd_weight_zero_skips_kd():
   outputs = _outputs(jax.random.key(5), num_branches=2, fau=True)
   target = jnp.zeros((2, 4, 4, 3))
-  _, metrics = losses.okdhp_loss(outputs, target, jnp.ones((2, 3)),
+  _, metrics = okdhp.okdhp_loss(outputs, target, jnp.ones((2, 3)),
                                  loss_config=loss_config(kd_weight=0.0), epoch=100.0)
   assert metrics['kl'] == 0 and metrics['mse_ensemble'] > 0
 
@@ -159,7 +160,7 @@ def test_stop_gradient_teacher(stop_gradient):
   def kd_only(ensemble):
     # Zero target and zero weight on everything but KD: only KL depends on `ensemble`.
     o = outputs.replace(ensemble=ensemble)
-    _, metrics = losses.okdhp_loss(o, jnp.zeros((2, 4, 4, 3)), jnp.ones((2, 3)),
+    _, metrics = okdhp.okdhp_loss(o, jnp.zeros((2, 4, 4, 3)), jnp.ones((2, 3)),
                                    loss_config=config, epoch=90.0)
     return metrics['loss'] - metrics['mse_stacks']
 

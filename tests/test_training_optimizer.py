@@ -10,8 +10,9 @@ import optax
 import pytest
 
 from configs import default
+from okdhp_jax import sharding
 from okdhp_jax.models.outputs import PoseOutputs
-from okdhp_jax.training import optimizer, sharding, state as state_lib
+from okdhp_jax.training import optimizer, state as state_lib
 
 
 def test_steps_per_epoch_keeps_last_partial_batch():
@@ -68,17 +69,22 @@ class TinyNet(nn.Module):
     return PoseOutputs(shared=(), branches=((heatmaps,),), fau_weights=None, ensemble=heatmaps)
 
 
-def test_abstract_state_matches_created_state():
+def test_created_state_is_the_models_tree_replicated():
   config = default.get_config('runlocal')
   mesh = sharding.make_mesh(1)
-  abstract = state_lib.abstract_train_state(config, TinyNet(), mesh=mesh, steps_per_epoch=5)
-  state, state_sharding = state_lib.create_train_state(config, TinyNet(), jax.random.key(0),
-                                                       mesh=mesh, steps_per_epoch=5)
-  assert jax.tree.structure(abstract) == jax.tree.structure(state)
-  for spec, leaf, leaf_sharding in zip(jax.tree.leaves(abstract), jax.tree.leaves(state),
-                                       jax.tree.leaves(state_sharding)):
+  state = state_lib.create_train_state(config, TinyNet(), jax.random.key(0), mesh=mesh,
+                                       steps_per_epoch=5)
+  # What model.init and the optimiser would give, as shapes only.
+  tx, _ = state_lib.make_tx(config, steps_per_epoch=5)
+  variables = jax.eval_shape(lambda: TinyNet().init(
+      jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))
+  expected = state_lib.TrainState(
+      step=jax.ShapeDtypeStruct((), jnp.int32), params=variables['params'],
+      batch_stats=variables['batch_stats'],
+      opt_state=jax.eval_shape(tx.init, variables['params']))
+  assert jax.tree.structure(expected) == jax.tree.structure(state)
+  for spec, leaf in zip(jax.tree.leaves(expected), jax.tree.leaves(state)):
     assert (spec.shape, spec.dtype) == (leaf.shape, leaf.dtype)
-    assert spec.sharding == leaf_sharding == sharding.replicated(mesh)
-    assert leaf.sharding.is_fully_replicated
+    assert leaf.sharding == sharding.replicated(mesh) and leaf.sharding.is_fully_replicated
   assert int(state.step) == 0 and 'batch_stats' in state.variables
   assert isinstance(state.opt_state, tuple) and optax.tree.norm(state.params) > 0

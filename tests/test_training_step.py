@@ -9,13 +9,14 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
                            + ' --xla_force_host_platform_device_count=8')
 
 import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from configs import default  # pylint: disable=g-import-not-at-top
+from okdhp_jax import methods, sharding  # pylint: disable=g-import-not-at-top
 from okdhp_jax.models import build_model  # pylint: disable=g-import-not-at-top
-from okdhp_jax.training import sharding, state as state_lib, step as step_lib  # pylint: disable=g-import-not-at-top
+from okdhp_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+from okdhp_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
 NUM_JOINTS = 16
 STEPS_PER_EPOCH = 4
@@ -56,13 +57,14 @@ def run_steps(config, num_devices: int, num_steps: int):
   # An 'rbg' key: its initialisers compile in seconds where threefry takes ~30 s on CPU.
   init_key = jax.random.key(0, impl='unsafe_rbg')
   state = state_lib.create_train_state(config, model, init_key, mesh=mesh,
-                                       steps_per_epoch=STEPS_PER_EPOCH)[0]
-  train_step = step_lib.make_train_step(config, model, mesh=mesh,
+                                       steps_per_epoch=STEPS_PER_EPOCH)
+  method = methods.create(config, num_joints=NUM_JOINTS)
+  train_step = step_lib.make_train_step(config, model, method, mesh=mesh,
                                         steps_per_epoch=STEPS_PER_EPOCH, num_joints=NUM_JOINTS)
   history = []
   for i in range(num_steps):
     batch = make_batch(i, dtype=np.dtype(config.model.dtype))
-    state, metrics = train_step(state, batch, jax.random.key(1))
+    state, metrics = train_step(state, None, batch)
     history.append((jax.device_get(state), jax.device_get(metrics)))
   return history, train_step
 
@@ -189,5 +191,6 @@ def test_batch_not_divisible_names_config_key():
   config.train.batch_size = 12
   model = build_model(config.model, NUM_JOINTS, config.data.input_size)
   with pytest.raises(ValueError, match='config.train.batch_size'):
-    step_lib.make_train_step(config, model, mesh=sharding.make_mesh(8), steps_per_epoch=4,
+    step_lib.make_train_step(config, model, methods.create(config, num_joints=NUM_JOINTS),
+                             mesh=sharding.make_mesh(8), steps_per_epoch=4,
                              num_joints=NUM_JOINTS)

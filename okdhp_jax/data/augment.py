@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
-
 from okdhp_jax.data import geometry
+from okdhp_jax.data.tf_host import tf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,7 +1,6 @@
 """tf.data input pipelines (train and eval) over person records, and global arrays for a mesh.
 
-TensorFlow only runs on the host here: at import it is told to see no GPU or TPU, so it never
-takes accelerator memory from JAX.
+TensorFlow only runs on the host (okdhp_jax/data/tf_host.py hides accelerators from it).
 
 Each process reads its own part of a split: whole shard files when there are at least as many
 files as processes, otherwise every process_count-th record. Train batches are infinite,
@@ -18,22 +17,11 @@ from typing import Iterator
 
 import jax
 import numpy as np
-import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec
 
 from okdhp_jax.data import augment
 from okdhp_jax.data import records
-
-
-def _hide_accelerators_from_tf():
-  for kind in ('GPU', 'TPU'):
-    try:
-      tf.config.set_visible_devices([], kind)
-    except (RuntimeError, ValueError):  # already initialised, or no such device type.
-      pass
-
-
-_hide_accelerators_from_tf()
+from okdhp_jax.data.tf_host import tf
 
 EVAL_KEYS = ('image', 'joints', 'joints_vis', 'center', 'scale', 'image_id', 'person_index',
              'box', 'score', 'area')

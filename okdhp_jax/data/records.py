@@ -30,7 +30,8 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
+
+from okdhp_jax.data.tf_host import tf
 
 DATASET_INFO = 'dataset_info.json'
 # dataset_info.json key, true when some people's left and right are told apart only by colour

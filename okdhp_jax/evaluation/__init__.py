@@ -1,7 +1,11 @@
-"""Evaluation: heatmap decoding, MPII PCKh, COCO AP with OKS-NMS, branch reports, drawings."""
+"""Evaluation: the predict step, the evaluation pass, MPII PCKh, COCO AP, tables, drawings.
 
-from okdhp_jax.evaluation.coco_eval import CocoKeypointEvaluator, load_person_boxes
-from okdhp_jax.evaluation.decode import decode_heatmaps, heatmaps_to_image_coords, named_heatmaps
-from okdhp_jax.evaluation.pckh import compute_pckh, load_mpii_gt, load_pred_mat, save_pred_mat
-from okdhp_jax.evaluation.report import branch_report
-from okdhp_jax.evaluation.visualize import draw_batch, draw_pose, draw_prediction_and_gt, save_png
+  predict_step.py  the jitted forward pass with the flip test.
+  evaluator.py     one pass over the eval split: every branch and the ensemble, scored.
+  pckh.py          MPII PCKh (HRNet's formula) and gt_valid.mat / pred.mat files.
+  coco_eval.py     COCO keypoint AP: rescoring, OKS-NMS (nms.py), pycocotools' COCOeval.
+  report.py        the paper-style tables and the best branch.
+  visualize.py     skeleton drawings and PNG files.
+
+Decoding heatmaps to joints is the heatmap codec's (okdhp_jax/codecs/heatmap.py).
+"""

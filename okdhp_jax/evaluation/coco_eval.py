@@ -4,13 +4,12 @@ The protocol is HRNet's: each person box gets score
 box_score * mean(keypoint scores above 0.2) (0 when none is above), people of one image go
 through OKS-NMS at 0.9 (soft OKS-NMS as a switch), and pycocotools' COCOeval with iouType
 'keypoints' computes AP. Boxes at test time are the GT boxes or person detections above a score
-threshold (`load_person_boxes`).
+threshold, as data_prep/coco.py writes them to the records.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import logging
@@ -26,6 +25,7 @@ from okdhp_jax.evaluation import nms
 
 # COCOeval.stats order for keypoints.
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'AP_M', 'AP_L', 'AR', 'AR50', 'AR75', 'AR_M', 'AR_L')
+# The columns of HRNet's printed AP table (report.format_table).
 TABLE_METRICS = ('AP', 'AP50', 'AP75', 'AP_M', 'AP_L', 'AR')
 SHORT_HEADERS = {'AP_M': 'AP(M)', 'AP_L': 'AP(L)', 'AR_M': 'AR(M)', 'AR_L': 'AR(L)'}
 PERSON_CATEGORY_ID = 1
@@ -107,22 +107,6 @@ def evaluate_results_file(results_file: str, annotation_file: str, sigmas=None) 
   return run_cocoeval(load_coco(annotation_file), results, sigmas, source=repr(results_file))
 
 
-def format_table(metrics: dict, name: str | None = None) -> str:
-  """| AP | AP50 | AP75 | AP(M) | AP(L) | AR | (values in [0, 1], three decimals like HRNet)."""
-  return format_ap_rows({name: metrics})
-
-
-def format_ap_rows(rows: dict) -> str:
-  named = any(k is not None for k in rows)
-  headers = [SHORT_HEADERS.get(k, k) for k in TABLE_METRICS]
-  lines = ['| ' + ' | '.join((['model'] if named else []) + headers) + ' |',
-           '|' + '---|' * (len(headers) + named)]
-  for row_name, metrics in rows.items():
-    cells = ([str(row_name)] if named else []) + [f'{metrics[k]:.3f}' for k in TABLE_METRICS]
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
-
-
 def area_from_scale(scale) -> np.ndarray:
   """[N, 2] box scales (units of 200 px) -> [N] areas, HRNet's OKS-NMS area (padded box)."""
   scale = np.asarray(scale, np.float64)
@@ -136,96 +120,6 @@ def rescore(box_scores, keypoint_scores, keypoint_score_threshold: float = 0.2) 
   count = above.sum(axis=-1)
   mean = np.where(count > 0, (keypoint_scores * above).sum(axis=-1) / np.maximum(count, 1), 0.0)
   return np.asarray(box_scores, np.float64) * mean
-
-
-@dataclasses.dataclass(frozen=True)
-class PersonBoxes:
-  """Test-time person boxes. Arrays have one row per box.
-
-  Attributes:
-    image_ids: int [N]; boxes: [N, 4] (x, y, w, h); centers, scales: [N, 2] (HRNet's box rule);
-    box_scores: [N] (1 for GT boxes); areas: [N] (`area_from_scale`).
-  """
-
-  image_ids: np.ndarray
-  boxes: np.ndarray
-  centers: np.ndarray
-  scales: np.ndarray
-  box_scores: np.ndarray
-  areas: np.ndarray
-
-  def __len__(self) -> int:
-    return int(self.image_ids.shape[0])
-
-
-def _clean_gt_box(ann: dict, width: float, height: float):
-  """HRNet's box clipping of a GT annotation; None for an empty box."""
-  x, y, w, h = ann['bbox']
-  x1, y1 = max(0.0, x), max(0.0, y)
-  x2 = min(width - 1.0, x1 + max(0.0, w - 1.0))
-  y2 = min(height - 1.0, y1 + max(0.0, h - 1.0))
-  if ann.get('area', 1.0) > 0 and x2 >= x1 and y2 >= y1:
-    return [x1, y1, x2 - x1, y2 - y1]
-  return None
-
-
-def load_person_boxes(annotation_file: str, detections_file: str = '',
-                      det_score_threshold: float = 0.0,
-                      aspect_ratio: float = 192 / 256) -> PersonBoxes:
-  """GT boxes (people with at least one labelled keypoint) or person detections.
-
-  Args:
-    annotation_file: person_keypoints json.
-    detections_file: '' for GT boxes (score 1), else a detection json in COCO results format
-      (`bbox`, `score`, `image_id`, `category_id`), as config.data.detections.
-    det_score_threshold: detections scoring below it are dropped (config.data.det_score_threshold).
-    aspect_ratio: input width / height (192 / 256 for 256x192 inputs).
-  """
-  coco = load_coco(annotation_file)
-  rows = []
-  if not detections_file:
-    for image_id in sorted(coco.getImgIds()):
-      info = coco.loadImgs(image_id)[0]
-      for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=False)):
-        if ann.get('category_id') != PERSON_CATEGORY_ID or max(ann.get('keypoints', [0])) == 0:
-          continue
-        box = _clean_gt_box(ann, info['width'], info['height'])
-        if box is not None:
-          rows.append((image_id, box, 1.0))
-  else:
-    if not os.path.exists(detections_file):
-      raise FileNotFoundError(f'detections file {detections_file!r} (config.data.detections) '
-                              'does not exist')
-    with open(detections_file) as f:
-      detections = json.load(f)
-    known = set(coco.getImgIds())
-    dropped = 0
-    for i, det in enumerate(detections):
-      if not {'bbox', 'score', 'image_id'} <= set(det):
-        raise ValueError(f'{detections_file!r}: detection {i} lacks bbox/score/image_id')
-      if det.get('category_id', PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID:
-        continue
-      if det['image_id'] not in known:
-        dropped += 1
-        continue
-      if det['score'] >= det_score_threshold:
-        rows.append((det['image_id'], list(det['bbox']), float(det['score'])))
-    if dropped:
-      logging.warning('%d detections in %s are for images not in %s; ignored', dropped,
-                      detections_file, annotation_file)
-  if not rows:
-    raise ValueError(f'no person boxes from {detections_file or annotation_file!r} '
-                     f'(det_score_threshold={det_score_threshold})')
-  centers, scales = zip(*(geometry.box_to_center_scale(box, aspect_ratio) for _, box, _ in rows))
-  scales = np.stack(scales)
-  return PersonBoxes(
-      image_ids=np.array([r[0] for r in rows], np.int64),
-      boxes=np.array([r[1] for r in rows], np.float64),
-      centers=np.stack(centers),
-      scales=scales,
-      box_scores=np.array([r[2] for r in rows], np.float64),
-      areas=area_from_scale(scales),
-  )
 
 
 class CocoKeypointEvaluator:
@@ -298,5 +192,3 @@ class CocoKeypointEvaluator:
         json.dump(results, f)
     return run_cocoeval(self.coco, results, self.meta.oks_sigmas,
                         source=f'predictions for {self.annotation_file!r}')
-
-  format_table = staticmethod(format_table)

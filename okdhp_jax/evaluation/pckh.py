@@ -144,7 +144,8 @@ class PCKhResult:
     per_joint: [16] PCKh (percent) at `threshold`; NaN where a joint is never visible.
     per_joint_low: [16] PCKh at `mean_at_0_1_threshold`.
     joint_counts: [16] visible counts.
-    table: {'Head', 'Shoulder', 'Elbow', 'Wrist', 'Hip', 'Knee', 'Ankle', 'Mean', 'Mean@0.1'}.
+    table: {'Head', 'Shoulder', 'Elbow', 'Wrist', 'Hip', 'Knee', 'Ankle', 'Mean', 'Mean@0.1'}
+      (`report.format_table` prints it).
     threshold, mean_at_0_1_threshold: the normalised-distance thresholds used.
   """
 
@@ -154,22 +155,6 @@ class PCKhResult:
   table: dict
   threshold: float
   mean_at_0_1_threshold: float
-
-  def format_table(self, name: str | None = None) -> str:
-    """Markdown table like the paper's: | Head | Sho | Elb | Wri | Hip | Knee | Ank | Mean | ..."""
-    return format_pckh_rows({name: self.table} if name else {None: self.table})
-
-
-def format_pckh_rows(rows: dict) -> str:
-  """Markdown table of PCKh table dicts, one row per entry (a None key: no name column)."""
-  named = any(k is not None for k in rows)
-  headers = [SHORT_HEADERS.get(k, k) for k in TABLE_KEYS]
-  lines = ['| ' + ' | '.join((['model'] if named else []) + headers) + ' |',
-           '|' + '---|' * (len(headers) + named)]
-  for row_name, table in rows.items():
-    cells = ([str(row_name)] if named else []) + [f'{table[k]:.2f}' for k in TABLE_KEYS]
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
 
 
 def compute_pckh(preds, gt: MpiiGroundTruth, *, threshold: float = 0.5,

@@ -1,4 +1,4 @@
-"""One table for a multi-branch model: every branch, the ensemble, and the best branch.
+"""Paper-style markdown tables of metrics, and the multi-branch report built on them.
 
 OKDHP deploys one student branch (config.export.branch = -1 picks the best on validation); the
 ensemble (FAU teacher) is shown for reference but never chosen, since it needs every branch.
@@ -25,11 +25,28 @@ def _row_order(names) -> list[str]:
   return branches + others + ([ENSEMBLE] if ENSEMBLE in names else [])
 
 
-def _format(value: float, column: str) -> str:
+def _format(value: float | None, column: str) -> str:
   """PCKh columns are percentages (2 decimals), COCO metrics fractions (3, like HRNet)."""
   if value is None or math.isnan(value):
     return 'nan'
   return f'{value:.2f}' if column in pckh.TABLE_KEYS else f'{value:.3f}'
+
+
+def format_table(rows: dict, columns) -> str:
+  """Markdown table, one row per model; a missing value prints as 'nan'.
+
+  Args:
+    rows: {label: {metric: value}}; a lone None label leaves out the 'model' column.
+    columns: metric keys in order, e.g. pckh.TABLE_KEYS or coco_eval.TABLE_METRICS; headers
+      are the paper's short names (Shoulder -> Sho, AP_M -> AP(M)).
+  """
+  named = any(label is not None for label in rows)
+  headers = (['model'] if named else []) + [_SHORT.get(c, c) for c in columns]
+  lines = ['| ' + ' | '.join(headers) + ' |', '|' + '---|' * len(headers)]
+  for label, values in rows.items():
+    cells = ([str(label)] if named else []) + [_format(values.get(c), c) for c in columns]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
 
 
 def best_branch(results: dict, metric_key: str) -> str:
@@ -64,32 +81,6 @@ def branch_report(results: dict, metric_key: str) -> tuple[str, str]:
   columns += sorted(shared - set(columns))
   if metric_key not in columns:
     columns.append(metric_key)
-  lines = ['| model | ' + ' | '.join(_SHORT.get(c, c) for c in columns) + ' |',
-           '|' + '---|' * (len(columns) + 1)]
-  for name in rows:
-    label = f'{name} *' if name == best else name
-    cells = [_format(results[name].get(c), c) for c in columns]
-    lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+  table = format_table({(f'{n} *' if n == best else n): results[n] for n in rows}, columns)
   best_value = _format(results[best][metric_key], metric_key)
-  lines.append(f'best branch by {metric_key}: {best} ({best_value})')
-  return '\n'.join(lines), best
-
-
-def mpii_branch_results(preds_by_name: dict, gt: pckh.MpiiGroundTruth, **pckh_kwargs) -> dict:
-  """{name: PCKh table} for every head's 0-based predictions [N, 16, 2] (see compute_pckh)."""
-  return {name: pckh.compute_pckh(preds, gt, **pckh_kwargs).table
-          for name, preds in preds_by_name.items()}
-
-
-def coco_branch_results(evaluator: coco_eval.CocoKeypointEvaluator, decoded_by_name: dict,
-                        image_ids, box_scores, areas, result_dir: str | None = None) -> dict:
-  """{name: AP metrics} for every head; decoded_by_name is {name: (preds, keypoint_scores)}.
-
-  With `result_dir`, each head's results json is written there as '<name>_results.json'.
-  """
-  return {
-      name: evaluator.evaluate(
-          preds, scores, image_ids, box_scores, areas,
-          result_file=None if result_dir is None else f'{result_dir}/{name}_results.json')
-      for name, (preds, scores) in decoded_by_name.items()
-  }
+  return f'{table}\nbest branch by {metric_key}: {best} ({best_value})', best

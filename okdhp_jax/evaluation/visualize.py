@@ -1,4 +1,4 @@
-"""Skeleton drawings of predicted and GT poses, as uint8 arrays (clu's write_images) or PNGs.
+"""Skeleton drawings of predicted and GT poses, as uint8 arrays (clu's write_images) and PNGs.
 
 Limbs come from `DatasetMeta.skeleton`, so every dataset draws with its own layout. Joints whose
 score (or visibility) is below the threshold, or whose coordinates are not finite, are not drawn,
@@ -7,11 +7,14 @@ nor are limbs touching them.
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from okdhp_jax import paths
+from okdhp_jax.data import augment
 from okdhp_jax.data.meta import DatasetMeta
 
 PRED_COLOR = (255, 48, 48)   # red
@@ -68,27 +71,38 @@ def draw_prediction_and_gt(image, pred, gt, gt_vis, meta: DatasetMeta, scores=No
                    score_threshold=score_threshold)
 
 
-def draw_batch(images, preds, gts, gt_vis, meta: DatasetMeta, scores=None, *,
-               max_images: int | None = None, score_threshold: float = 0.2) -> np.ndarray:
-  """`draw_prediction_and_gt` over a batch: uint8 [N, H, W, 3] for writer.write_images.
+def draw_crops(batch, pred_xy, pred_scores, valid, meta: DatasetMeta,
+               count: int) -> list[np.ndarray]:
+  """Predicted and GT skeletons on the network-input crops of an eval batch (no re-reading).
 
   Args:
-    images: uint8 [B, H, W, 3]; preds, gts: [B, J, 2] in those images' pixels;
-    gt_vis: [B, J]; scores: [B, J] or None; max_images: draw only the first N.
+    batch: an eval batch: 'image' [B, H, W, 3] normalised, 'joints' [B, J, 2], 'joints_vis'.
+    pred_xy: [B, J, 2] predictions in input pixels; pred_scores: [B, J].
+    valid: bool [B], padding rows are skipped; count: how many to draw at most.
+
+  Returns:
+    up to `count` uint8 [H, W, 3] images.
   """
-  count = len(images) if max_images is None else min(max_images, len(images))
-  if count == 0:
-    return np.zeros((0,) + np.shape(images)[1:], np.uint8)
-  return np.stack([
-      draw_prediction_and_gt(images[i], preds[i], gts[i], gt_vis[i], meta,
-                             None if scores is None else scores[i],
-                             score_threshold=score_threshold)
-      for i in range(count)
-  ])
+  images = []
+  for i in np.flatnonzero(valid)[:count]:
+    crop = np.clip(augment.denormalize(batch['image'][i]), 0, 255).astype(np.uint8)
+    images.append(draw_prediction_and_gt(crop, pred_xy[i], batch['joints'][i],
+                                         batch['joints_vis'][i], meta, pred_scores[i]))
+  return images
 
 
-def save_png(path: str, image) -> None:
-  """Writes a uint8 [H, W, 3] image as PNG, creating the folder."""
+def save_png(path: str, image) -> str:
+  """Writes a uint8 [H, W, 3] image as PNG (local or gs://), creating the folder."""
   image = _check_image(image)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  Image.fromarray(image).save(path, format='PNG')
+  target = paths.resolve(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='PNG')
+  target.write_bytes(buffer.getvalue())
+  return str(target)
+
+
+def write_pngs(directory: str, images: list[np.ndarray], prefix: str) -> list[str]:
+  """`save_png` of each image as DIRECTORY/PREFIX_NN.png; returns the paths."""
+  return [save_png(os.path.join(directory, f'{prefix}_{i:02d}.png'), image)
+          for i, image in enumerate(images)]

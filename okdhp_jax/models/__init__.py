@@ -1,175 +1,25 @@
-"""Pose networks: stacked hourglass (plain and OKDHP multi-branch) and MobilePose.
+"""Pose networks: stacked hourglass (plain and OKDHP multi-branch), FAU, MobilePose.
 
-`build_model(config.model, num_joints, config.data.input_size)` is the one entry point; it
-checks the config and returns a Linen module with `__call__(images, *, train) -> PoseOutputs`.
+  hourglass.py     the stacked hourglass (released layer layout): Stem, HourglassStack.
+  multi_branch.py  OKDHP's network: shared stacks, private stacks per branch, FAU, ensemble.
+  fau.py           the Feature Aggregation Unit (`released` and `paper`) and the ensemble sum.
+  mobilepose.py    MobilePose: shared encoder, one DUC decoder per branch.
+  outputs.py       PoseOutputs, the structured output every network returns.
+  factory.py       config.model -> module, with checks that name the bad key.
+  initializers.py  PyTorch-style initial variables, fast to compile.
+  stats.py         parameter and MAC counts; torch_import.py: PyTorch hourglass weights.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
-import flax.linen as nn
-import flax.traverse_util
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
-
-from okdhp_jax.models.fau import FAU_KINDS, ensemble_heatmaps, make_fau
+from okdhp_jax.models.factory import build_model, input_divisor, validate_model_config
+from okdhp_jax.models.fau import ensemble_heatmaps, make_fau
 from okdhp_jax.models.hourglass import Bottleneck, HourglassStack, StackedHourglass, Stem
-from okdhp_jax.models.mobilepose import BACKBONES, ENCODER_STRIDE, MobilePose
+from okdhp_jax.models.initializers import init_variables
+from okdhp_jax.models.mobilepose import MobilePose
 from okdhp_jax.models.multi_branch import MultiBranchHourglass
 from okdhp_jax.models.outputs import PoseOutputs
-
-MODEL_NAMES = ('hourglass', 'mobilepose')
-# float64 is for numerical checks on the CPU (it needs jax_enable_x64), not for training.
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16,
-          'float64': jnp.float64}
-HOURGLASS_STEM_STRIDE = 4
 
 __all__ = [
     'Bottleneck', 'HourglassStack', 'MobilePose', 'MultiBranchHourglass', 'PoseOutputs',
     'StackedHourglass', 'Stem', 'build_model', 'ensemble_heatmaps', 'init_variables',
     'input_divisor', 'make_fau', 'validate_model_config',
 ]
-
-
-def _dtype(model_config: Any, key: str):
-  value = model_config[key]
-  if isinstance(value, str):
-    if value not in DTYPES:
-      raise ValueError(f'config.model.{key} must be one of {tuple(DTYPES)}, got {value!r}')
-    if value == 'float64' and not jax.config.jax_enable_x64:
-      raise ValueError(f'config.model.{key}=float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 '
-                       '(without it jax silently computes in float32)')
-    return DTYPES[value]
-  return jnp.dtype(value).type
-
-
-def input_divisor(model_config: Any) -> int:
-  """What input height and width must be divisible by (64 for a depth-4 hourglass)."""
-  if model_config['name'] == 'mobilepose':
-    return ENCODER_STRIDE
-  return HOURGLASS_STEM_STRIDE * 2 ** int(model_config['depth'])
-
-
-def validate_model_config(model_config: Any, num_joints: int,
-                          input_size: tuple[int, int] | None = None) -> None:
-  """Raises ValueError naming the config key of the first invalid field."""
-  name = model_config['name']
-  if name not in MODEL_NAMES:
-    raise ValueError(f'config.model.name must be one of {MODEL_NAMES}, got {name!r}')
-  if int(num_joints) < 1:
-    raise ValueError(f'num_joints must be >= 1 (from config.data.dataset), got {num_joints}')
-  branch_stacks = tuple(model_config['branch_stacks'])
-  if not branch_stacks:
-    raise ValueError('config.model.branch_stacks must be non-empty: one entry (private stack '
-                     'count) per branch, e.g. (2, 2, 2), or (N,) for a plain network')
-  fau = model_config['fau']
-  if fau not in FAU_KINDS:
-    raise ValueError(f'config.model.fau must be one of {FAU_KINDS}, got {fau!r}')
-  if fau != 'none' and int(model_config['fau_hidden']) < 1:
-    raise ValueError(f'config.model.fau_hidden must be >= 1, got {model_config["fau_hidden"]}')
-  _dtype(model_config, 'dtype')
-  _dtype(model_config, 'param_dtype')
-  if name == 'hourglass':
-    num_shared = int(model_config['num_shared_stacks'])
-    if num_shared < 0:
-      raise ValueError(f'config.model.num_shared_stacks must be >= 0, got {num_shared}')
-    if any(int(n) < 1 for n in branch_stacks):
-      raise ValueError(
-          f'config.model.branch_stacks entries must be >= 1 (every branch needs a private '
-          f'stack; share stacks with config.model.num_shared_stacks), got {branch_stacks}')
-    features = int(model_config['features'])
-    if features < 4 or features % 4:
-      raise ValueError(f'config.model.features must be a positive multiple of 4, got {features}')
-    if int(model_config['depth']) < 1:
-      raise ValueError(f'config.model.depth must be >= 1, got {model_config["depth"]}')
-  else:
-    num_shared = int(model_config['num_shared_stacks'])
-    if num_shared:
-      raise ValueError(f'config.model.num_shared_stacks={num_shared}, but MobilePose has no '
-                       'stacks to share (its whole encoder is shared); set it to 0')
-    if model_config['backbone'] not in BACKBONES:
-      raise ValueError(f'config.model.backbone must be one of {BACKBONES}, '
-                       f'got {model_config["backbone"]!r}')
-  if input_size is not None:
-    divisor = input_divisor(model_config)
-    size = tuple(int(s) for s in input_size)
-    if len(size) != 2 or any(s < divisor or s % divisor for s in size):
-      reason = (f'the stem (stride {HOURGLASS_STEM_STRIDE}) and {model_config["depth"]} '
-                'hourglass halvings' if name == 'hourglass' else 'the encoder stride')
-      raise ValueError(f'config.data.input_size {size} must be divisible by {divisor} in both '
-                       f'height and width ({reason}), e.g. (256, 256)')
-
-
-def build_model(model_config: ml_collections.ConfigDict, num_joints: int,
-                input_size: tuple[int, int] | None = None) -> nn.Module:
-  """The network described by `config.model` (see configs/default.py).
-
-  Hourglass: `MultiBranchHourglass` (one branch and no shared stacks = plain baseline).
-  MobilePose: one decoder per entry of `config.model.branch_stacks` (their values are unused),
-  sharing the encoder. Both return `PoseOutputs` from `__call__(images, *, train)`.
-  """
-  validate_model_config(model_config, num_joints, input_size)
-  dtypes = dict(dtype=_dtype(model_config, 'dtype'),
-                param_dtype=_dtype(model_config, 'param_dtype'))
-  branch_stacks = tuple(int(n) for n in model_config['branch_stacks'])
-  if model_config['name'] == 'mobilepose':
-    return MobilePose(num_joints=int(num_joints), backbone=model_config['backbone'],
-                      num_branches=len(branch_stacks), fau=model_config['fau'],
-                      fau_hidden=int(model_config['fau_hidden']), **dtypes)
-  return MultiBranchHourglass(
-      num_joints=int(num_joints), num_shared_stacks=int(model_config['num_shared_stacks']),
-      branch_stacks=branch_stacks, features=int(model_config['features']),
-      depth=int(model_config['depth']), fau=model_config['fau'],
-      fau_hidden=int(model_config['fau_hidden']), **dtypes)
-
-
-def init_variables(model: nn.Module, rng: jax.Array,
-                   input_shape: tuple[int, int, int, int] = (1, 256, 256, 3)) -> dict[str, Any]:
-  """Fresh {'params', 'batch_stats'} for `model`, fast to compile; use instead of `model.init`.
-
-  `model.init` draws every parameter with its own random call, and XLA on CPU takes tens of
-  seconds to compile the hundreds of draws of a multi-branch hourglass. Here the tree comes
-  from `jax.eval_shape` and ONE uniform draw fills it, with PyTorch's default initialisation
-  (what the released code trains from): conv/dense kernels and their biases
-  U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BatchNorm scale 1, bias 0, mean 0, var 1.
-
-  Args:
-    model: any module of this package (called as `model(images, train=False)`).
-    rng: a JAX PRNG key.
-    input_shape: [batch, height, width, 3]; only shapes matter, batch 1 is enough.
-  """
-  abstract = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros(input_shape, jnp.float32), train=False))
-  params = flax.traverse_util.flatten_dict(abstract['params'])
-  random_paths = [path for path in params if _torch_fan_in(params, path) is not None]
-  sizes = [int(np.prod(params[path].shape)) for path in random_paths]
-  # Slicing on the host: compiling thousands of device slices is what we are avoiding.
-  uniform = np.asarray(jax.random.uniform(rng, (sum(sizes),), jnp.float32, -1.0, 1.0))
-  values, offset = {}, 0
-  for path, size in zip(random_paths, sizes):
-    bound = 1.0 / np.sqrt(_torch_fan_in(params, path))
-    leaf = params[path]
-    values[path] = jnp.asarray(
-        (uniform[offset:offset + size] * bound).reshape(leaf.shape), leaf.dtype)
-    offset += size
-  for path, leaf in params.items():
-    if path not in values:
-      if path[-1] not in ('scale', 'bias'):
-        raise ValueError(f'init_variables: no rule for parameter {"/".join(path)}')
-      values[path] = (jnp.ones if path[-1] == 'scale' else jnp.zeros)(leaf.shape, leaf.dtype)
-  stats = flax.traverse_util.flatten_dict(abstract.get('batch_stats', {}))
-  stat_values = {path: (jnp.ones if path[-1] == 'var' else jnp.zeros)(leaf.shape, leaf.dtype)
-                 for path, leaf in stats.items()}
-  return {'params': flax.traverse_util.unflatten_dict(values),
-          'batch_stats': flax.traverse_util.unflatten_dict(stat_values)}
-
-
-def _torch_fan_in(params: dict[tuple[str, ...], Any], path: tuple[str, ...]) -> int | None:
-  """fan_in of a kernel, or of the kernel beside a bias; None for BatchNorm parameters."""
-  kernel = params.get(path[:-1] + ('kernel',))
-  if path[-1] not in ('kernel', 'bias') or kernel is None:
-    return None
-  return int(np.prod(kernel.shape[:-1]))

@@ -49,8 +49,8 @@ class _BranchLogits(nn.Module):
     return jax.nn.softmax(at_least_float32(logits), axis=1)
 
 
-class ReleasedFAU(nn.Module):
-  """The released code's FAU. [b, h, w, c] -> weights [b, branches, joints]."""
+class _FAUFields(nn.Module):
+  """What both FAU variants are configured with (`make_fau` fills it from config.model)."""
 
   num_branches: int
   num_joints: int
@@ -58,6 +58,10 @@ class ReleasedFAU(nn.Module):
   hidden: int = 64
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+
+
+class ReleasedFAU(_FAUFields):
+  """The released code's FAU. [b, h, w, c] -> weights [b, branches, joints]."""
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -72,15 +76,8 @@ class ReleasedFAU(nn.Module):
                          name='head', **kw)(pooled)
 
 
-class PaperFAU(nn.Module):
+class PaperFAU(_FAUFields):
   """The paper's FAU. [b, h, w, c] -> weights [b, branches, joints]."""
-
-  num_branches: int
-  num_joints: int
-  features: int = 256
-  hidden: int = 64
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from okdhp_jax.precision import at_least_float32
+
 # PyTorch BatchNorm momentum 0.1 is Flax momentum 0.9.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -157,7 +159,7 @@ class HourglassStack(nn.Module):
 class StackedHourglass(nn.Module):
   """Plain N-stack hourglass: `images [b, H, W, 3] -> tuple of N heatmaps [b, H/4, W/4, J]`.
 
-  Every stack's heatmaps are returned (intermediate supervision), cast to float32.
+  Every stack's heatmaps are returned (intermediate supervision), at least float32.
   """
 
   num_stacks: int
@@ -178,5 +180,5 @@ class StackedHourglass(nn.Module):
     for k in range(self.num_stacks):
       x, score = HourglassStack(self.num_joints, has_next=k < self.num_stacks - 1,
                                 name=f'stack_{k}', **kw)(x, train=train)
-      heatmaps.append(score.astype(jnp.float32))
+      heatmaps.append(at_least_float32(score))
     return tuple(heatmaps)

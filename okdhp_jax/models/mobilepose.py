@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from okdhp_jax.models.fau import ensemble_heatmaps, make_fau
 from okdhp_jax.models.hourglass import batch_norm, conv
 from okdhp_jax.models.outputs import PoseOutputs
+from okdhp_jax.precision import at_least_float32
 
 BACKBONES = ('resnet18', 'mobilenetv2', 'shufflenetv2')
 ENCODER_STRIDE = 32
@@ -195,9 +196,9 @@ class MobilePose(nn.Module):
     features = ENCODERS[self.backbone](name='encoder', **kw)(images.astype(self.dtype),
                                                            train=train)
     branches = tuple(
-        (DUCDecoder(num_joints=self.num_joints, features=self.decoder_features,
-                    name=f'decoder_{b}', **kw)(
-            features, train=train).astype(jnp.float32),)
+        (at_least_float32(DUCDecoder(num_joints=self.num_joints,
+                                     features=self.decoder_features, name=f'decoder_{b}',
+                                     **kw)(features, train=train)),)
         for b in range(self.num_branches))
     fau = make_fau(self.fau, num_branches=self.num_branches, num_joints=self.num_joints,
                    features=self.decoder_features, hidden=self.fau_hidden, **kw)

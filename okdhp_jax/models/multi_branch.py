@@ -9,7 +9,7 @@ A network with ONE branch names its stacks like `StackedHourglass` (`stem`, `sta
 `stack_{S+n-1}`, shared first), so the plain baseline, an exported branch and a converted
 PyTorch model all share one variable layout. With several branches the names are `shared_k`
 and `branch_{b}_stack_k`; exporting branch b is then a re-keying, shared_k -> stack_k and
-branch_b_stack_k -> stack_{S+k} (see models/export.py).
+branch_b_stack_k -> stack_{S+k} (see okdhp_jax/export/branch.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from okdhp_jax.models.fau import ensemble_heatmaps, make_fau
 from okdhp_jax.models.hourglass import HourglassStack, Stem
 from okdhp_jax.models.outputs import PoseOutputs
+from okdhp_jax.precision import at_least_float32
 
 
 def shared_name(k: int, num_branches: int) -> str:
@@ -36,7 +37,8 @@ def branch_stack_name(branch: int, k: int, num_shared_stacks: int, num_branches:
 
 
 class MultiBranchHourglass(nn.Module):
-  """`images [b, H, W, 3] -> PoseOutputs`; heatmaps [b, H/4, W/4, J], float32."""
+  """`images [b, H, W, 3] -> PoseOutputs`; heatmaps [b, H/4, W/4, J], float32 (float64 for
+  a float64 network: numerical checks keep their precision end to end)."""
 
   num_joints: int
   num_shared_stacks: int = 2
@@ -60,7 +62,7 @@ class MultiBranchHourglass(nn.Module):
       # Every branch has at least one private stack, so shared stacks always feed a next one.
       name = shared_name(k, num_branches)
       x, score = HourglassStack(self.num_joints, has_next=True, name=name, **kw)(x, train=train)
-      shared.append(score.astype(jnp.float32))
+      shared.append(at_least_float32(score))
 
     branches = []
     for b, num_private in enumerate(self.branch_stacks):
@@ -70,7 +72,7 @@ class MultiBranchHourglass(nn.Module):
         name = branch_stack_name(b, k, self.num_shared_stacks, num_branches)
         y, score = HourglassStack(self.num_joints, has_next=k < num_private - 1, name=name,
                                   **kw)(y, train=train)
-        heatmaps.append(score.astype(jnp.float32))
+        heatmaps.append(at_least_float32(score))
       branches.append(tuple(heatmaps))
 
     fau = make_fau(self.fau, num_branches=num_branches, num_joints=self.num_joints,

@@ -4,7 +4,7 @@ r"""Prints the training throughput of a config's train step on the devices prese
   python -m okdhp_jax.tools.bench_step --config configs/default.py:runlocal --batch 8 --steps 5
 
 Synthetic batches (random images and joints) on a `data` mesh over every device; parameters
-are freshly initialised (an FPD config gets a randomly initialised teacher of
+are freshly initialised, and so is the method's frozen state (FPD: a random teacher of
 config.fpd.teacher_num_stacks stacks). Reports images/s, ms per step, the first call's time
 (trace + compile + one step) and peak device memory where the backend reports it (GPU, TPU).
 """
@@ -18,10 +18,12 @@ import jax
 import ml_collections
 import numpy as np
 
+from okdhp_jax import methods, sharding
 from okdhp_jax.data.meta import get_meta
 from okdhp_jax.models import build_model
 from okdhp_jax.tools.model_stats import load_config
-from okdhp_jax.training import fpd, sharding, state as state_lib, step as step_lib
+from okdhp_jax.training import state as state_lib
+from okdhp_jax.training import step as step_lib
 
 
 def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, num_joints: int,
@@ -32,23 +34,6 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, num_join
   return {'image': rng.normal(size=(batch_size, height, width, 3)).astype(np.float32),
           'joints': joints.astype(np.float32),
           'joints_vis': np.ones((batch_size, num_joints), np.float32)}
-
-
-def make_step(config, model, mesh, num_joints, rng):
-  """The config's train step: OKDHP (or baseline) or FPD with a random teacher."""
-  if config.get('trainer', 'okdhp') == 'fpd':
-    teacher_config = ml_collections.ConfigDict(config.model.to_dict())
-    teacher_config.update(dict(num_shared_stacks=0, fau='none',
-                               branch_stacks=(config.fpd.teacher_num_stacks,)))
-    teacher = build_model(teacher_config, num_joints, tuple(config.data.input_size))
-    height, width = config.data.input_size
-    teacher_variables = jax.jit(
-        lambda r: teacher.init(r, np.zeros((1, height, width, 3), np.float32), train=False),
-        out_shardings=sharding.replicated(mesh))(rng)
-    return fpd.make_fpd_train_step(config, model, teacher, teacher_variables, mesh=mesh,
-                                   steps_per_epoch=1000, num_joints=num_joints)
-  return step_lib.make_train_step(config, model, mesh=mesh, steps_per_epoch=1000,
-                                  num_joints=num_joints)
 
 
 def peak_memory_gib() -> str:
@@ -80,22 +65,25 @@ def main(argv: list[str] | None = None) -> None:
   model = build_model(config.model, num_joints, tuple(config.data.input_size))
   # 'rbg' keys: initialisers compile much faster than with threefry; init is not timed.
   rng = jax.random.key(config.seed, impl='unsafe_rbg')
-  state, _ = state_lib.create_train_state(config, model, rng, mesh=mesh, steps_per_epoch=1000)
-  train_step = make_step(config, model, mesh, num_joints, rng)
+  state = state_lib.create_train_state(config, model, rng, mesh=mesh, steps_per_epoch=1000)
+  method = methods.create(config, num_joints=num_joints)
+  frozen = method.stand_in_frozen_state(mesh, rng)
+  train_step = step_lib.make_train_step(config, model, method, mesh=mesh, steps_per_epoch=1000,
+                                        num_joints=num_joints)
   batch = jax.device_put(synthetic_batch(config, batch_size, num_joints),
                          sharding.data_sharded(mesh))
 
   start = time.perf_counter()
-  state, metrics = train_step(state, batch, rng)
+  state, metrics = train_step(state, frozen, batch)
   jax.block_until_ready(metrics)
   first_call_s = time.perf_counter() - start
   for _ in range(args.warmup):
-    state, metrics = train_step(state, batch, rng)
+    state, metrics = train_step(state, frozen, batch)
   jax.block_until_ready(metrics)
 
   start = time.perf_counter()
   for _ in range(args.steps):
-    state, metrics = train_step(state, batch, rng)
+    state, metrics = train_step(state, frozen, batch)
   jax.block_until_ready((state, metrics))
   step_s = (time.perf_counter() - start) / args.steps
 

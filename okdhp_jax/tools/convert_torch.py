@@ -4,7 +4,7 @@ r"""Converts a PyTorch (pytorch-pose `hg`) hourglass checkpoint into an okdhp_ja
       --out /tmp/hg8_export
 
 The checkpoint is read with torch.load(weights_only=True) (no pickled code runs). The export
-(Orbax variables + model.json) loads with `okdhp_jax.exported.load_exported` and
+(Orbax variables + model.json) loads with `okdhp_jax.export.store.load_exported` and
 `okdhp_jax.models.build_model`, e.g. as the FPD teacher.
 """
 
@@ -14,8 +14,8 @@ import argparse
 import os
 import sys
 
-from okdhp_jax.exported import save_exported
-from okdhp_jax.models.export import plain_hourglass_config
+from okdhp_jax.export.branch import plain_hourglass_config
+from okdhp_jax.export.store import save_exported
 from okdhp_jax.models.torch_import import (infer_hourglass_dims, load_torch_state_dict,
                                            state_dict_to_variables)
 

@@ -13,7 +13,7 @@ import json
 import sys
 
 from okdhp_jax.data.meta import COCO
-from okdhp_jax.evaluation import coco_eval
+from okdhp_jax.evaluation import coco_eval, report
 
 
 def main(argv=None) -> int:
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     print(json.dumps(metrics, indent=2))
   else:
     print(f'COCO keypoint AP of {args.results}')
-    print(coco_eval.format_table(metrics))
+    print(report.format_table({None: metrics}, coco_eval.TABLE_METRICS))
   return 0
 
 

@@ -14,7 +14,7 @@ import math
 import sys
 
 from okdhp_jax.data.meta import MPII
-from okdhp_jax.evaluation import pckh
+from okdhp_jax.evaluation import pckh, report
 
 
 def _finite_or_none(value: float):
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
   else:
     print(f'PCKh@{result.threshold:g} of {args.predictions} ({gt.num_people} people; '
           f'Mean@0.1 at {result.mean_at_0_1_threshold:g})')
-    print(result.format_table())
+    print(report.format_table({None: result.table}, pckh.TABLE_KEYS))
   return 0
 
 

@@ -4,7 +4,7 @@ r"""Runs an exported pose network on one image: prints joints and scores, draws 
       [--box x,y,w,h] --out pose.png
 
 The person box defaults to the whole image. The crop, flip test and decoding are the ones the
-evaluation uses (tf.data crop op, flip-test predict step, quarter-pixel decoding).
+evaluation uses (tf.data crop op, flip-test predict step, the heatmap codec's decoding).
 """
 
 from __future__ import annotations
@@ -49,17 +49,16 @@ def read_jpeg(path: str) -> tuple[bytes, np.ndarray]:
 def predict(checkpoint: str, image_path: str, box=None):
   """Returns (joints [J, 2] image pixels, scores [J], meta, RGB image)."""
   import ml_collections
-  import tensorflow as tf
-  tf.config.set_visible_devices([], 'GPU')
-  tf.config.set_visible_devices([], 'TPU')
 
-  from okdhp_jax import exported
+  from okdhp_jax import sharding
+  from okdhp_jax.codecs import heatmap as heatmap_codec
   from okdhp_jax.data import augment, geometry, meta as meta_lib
-  from okdhp_jax.evaluation import decode
+  from okdhp_jax.data.tf_host import tf
+  from okdhp_jax.evaluation import predict_step as predict_step_lib
+  from okdhp_jax.export import store
   from okdhp_jax.models import build_model
-  from okdhp_jax.training import inference, sharding
 
-  variables, description = exported.load_exported(checkpoint)
+  variables, description = store.load_exported(checkpoint)
   meta = meta_lib.get_meta(description.get('dataset', 'mpii'))
   input_size = tuple(description.get('input_size', (256, 256)))
   encoded, pixels = read_jpeg(image_path)
@@ -72,10 +71,11 @@ def predict(checkpoint: str, image_path: str, box=None):
   model = build_model(ml_collections.ConfigDict(description['model']), meta.num_joints,
                       input_size)
   eval_config = ml_collections.ConfigDict({'eval': {'flip_test': True, 'shift_heatmap': True}})
-  predict_step = inference.make_predict_step(eval_config, model, mesh=sharding.make_mesh(1),
-                                             flip_perm=meta.flip_permutation())
+  predict_step = predict_step_lib.make_predict_step(eval_config, model,
+                                                    mesh=sharding.make_mesh(1),
+                                                    flip_perm=meta.flip_permutation())
   heatmaps = np.asarray(predict_step(variables, crop.numpy()[None])['ensemble'])
-  joints, scores = decode.heatmaps_to_image_coords(heatmaps, center[None], scale[None])
+  joints, scores = heatmap_codec.heatmaps_to_image_coords(heatmaps, center[None], scale[None])
   return joints[0], scores[0], meta, pixels
 
 

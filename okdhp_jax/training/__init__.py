@@ -1,11 +1,8 @@
-"""Training: targets, the OKDHP losses, optimiser, train state, sharding, train/predict steps.
+"""Training: loss terms, optimiser, train state, the sharded train step and the loop.
 
-  targets.py    GT heatmaps and target weights, rendered on device.
-  losses.py     JointsMSE, pixel-wise KL, KD ramp, the OKDHP total loss (the method).
+  losses.py     JointsMSE, pixel-wise KL, KD ramp: the terms methods combine (okdhp_jax/methods/).
   optimizer.py  Adam with step decay; epochs -> steps.
-  state.py      TrainState pytree, shape-first creation, Orbax restore target.
-  sharding.py   the `data` mesh and its shardings.
-  step.py       the jitted train step (OKDHP, and the plain baseline).
-  inference.py  the jitted predict step with flip test.
-  fpd.py        the FPD trainer variant (frozen exported teacher).
+  state.py      the TrainState pytree and its creation.
+  step.py       the jitted train step, one for every method.
+  loop.py       Trainer and train_and_evaluate: data, steps, logging, evaluation, checkpoints.
 """

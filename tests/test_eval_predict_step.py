@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from okdhp_jax import sharding
+from okdhp_jax.codecs.heatmap import flip_back
+from okdhp_jax.evaluation import predict_step as predict_step_lib
 from okdhp_jax.models.outputs import PoseOutputs
-from okdhp_jax.training import inference, sharding
 
 FLIP_PERM = np.array([1, 0, 3, 2], np.int32)  # pairs (0, 1), (2, 3)
 
@@ -53,17 +55,17 @@ def numpy_flip_back(maps):
 def test_flip_back_known_peak():
   heatmap = np.zeros((1, 8, 16, 4), np.float32)
   heatmap[0, 3, 5, 0] = 1.0  # joint 0 at x = 5 in the mirrored image
-  back = np.asarray(inference.flip_back(heatmap, FLIP_PERM, shift=True))
+  back = np.asarray(flip_back(heatmap, FLIP_PERM, shift=True))
   # mirrored x = 15 - 5 = 10, becomes joint 1, shifted right by one: x = 11.
   assert back[0, 3, 11, 1] == 1.0 and back.sum() == 1.0
-  no_shift = np.asarray(inference.flip_back(heatmap, FLIP_PERM, shift=False))
+  no_shift = np.asarray(flip_back(heatmap, FLIP_PERM, shift=False))
   assert no_shift[0, 3, 10, 1] == 1.0 and no_shift.sum() == 1.0
 
 
 def test_predict_with_flip_test_matches_hand_computation():
   images = np.random.default_rng(0).normal(size=(2, 8, 16, 4)).astype(np.float32)
   mesh = sharding.make_mesh(1)
-  predict = inference.make_predict_step(eval_config(), EchoModel(), mesh=mesh,
+  predict = predict_step_lib.make_predict_step(eval_config(), EchoModel(), mesh=mesh,
                                         flip_perm=FLIP_PERM)
   result = jax.device_get(predict({}, images))
 
@@ -80,7 +82,7 @@ def test_predict_with_flip_test_matches_hand_computation():
 
 def test_predict_without_flip_is_plain_forward():
   images = np.random.default_rng(1).normal(size=(2, 8, 16, 4)).astype(np.float32)
-  predict = inference.make_predict_step(eval_config(flip_test=False), EchoModel(),
+  predict = predict_step_lib.make_predict_step(eval_config(flip_test=False), EchoModel(),
                                         mesh=sharding.make_mesh(1), flip_perm=FLIP_PERM)
   result = jax.device_get(predict({}, images))
   branches, ensemble, _ = numpy_outputs(images.astype(np.float64))

@@ -2,7 +2,9 @@
 
 `train_and_evaluate(config, workdir)` is what `python -m okdhp_jax.main` runs. The same code runs
 on one CPU, several local devices, and a multi-host slice: the step is one `jax.jit` over a mesh,
-each process feeds its own shard of the data, and only process 0 writes logs.
+each process feeds its own shard of the data, and only process 0 writes logs. The loop knows no
+method by name: `config.trainer` picks one from okdhp_jax/methods/, whose loss the step
+minimises and whose metrics are logged.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import ml_collections
 import numpy as np
 from clu import metric_writers, parameter_overview, periodic_actions
 
-from okdhp_jax import checkpointing, evaluate as evaluate_lib, exported
+from okdhp_jax import checkpointing, methods, paths, sharding
+from okdhp_jax.data import checks, pipeline
 from okdhp_jax.data import meta as meta_lib
-from okdhp_jax.data import pipeline, prepare
+from okdhp_jax.evaluation import evaluator, predict_step, visualize
 from okdhp_jax.models import build_model
-from okdhp_jax.training import fpd, inference, sharding, state as state_lib, step as step_lib
+from okdhp_jax.training import state as state_lib
+from okdhp_jax.training import step as step_lib
 from okdhp_jax.training.optimizer import steps_per_epoch as compute_steps_per_epoch
 
 
@@ -32,51 +36,35 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Trainer:
-  """Everything a run needs, built once from the config: mesh, model, state, steps."""
+  """Everything a run needs, built once from the config: mesh, model, method, state, steps.
+
+  The records must exist already (main builds bundled ones before this). The method's frozen
+  state (FPD's teacher) is loaded when training starts, so evaluation and export never read it.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config = config
     self.workdir = workdir
     self.meta = meta_lib.get_meta(config.data.dataset)
-    prepare.ensure_data(config)
+    checks.check_records(config)
     self.mesh = sharding.make_mesh()
-    num_devices = self.mesh.devices.size
-    if config.train.batch_size % num_devices:
-      raise ValueError(
-          f'config.train.batch_size={config.train.batch_size} must be divisible by the '
-          f'{num_devices} devices of the mesh')
     num_examples = config.data.num_train_examples or pipeline.count_examples(
         config.data, config.data.train_split)
     self.num_train_examples = num_examples
     self.steps_per_epoch = compute_steps_per_epoch(num_examples, config.train.batch_size)
     self.total_steps = self.steps_per_epoch * config.train.num_epochs
     self.model = build_model(config.model, self.meta.num_joints, tuple(config.data.input_size))
-    self.state, self.state_sharding = state_lib.create_train_state(
+    self.method = methods.create(config, num_joints=self.meta.num_joints)
+    self.train_step = step_lib.make_train_step(
+        config, self.model, self.method, mesh=self.mesh, steps_per_epoch=self.steps_per_epoch,
+        num_joints=self.meta.num_joints)
+    self.state = state_lib.create_train_state(
         config, self.model, jax.random.PRNGKey(config.seed), mesh=self.mesh,
         steps_per_epoch=self.steps_per_epoch)
-    if config.trainer == 'fpd':
-      if not config.fpd.teacher_checkpoint:
-        raise ValueError('config.fpd.teacher_checkpoint is empty: FPD needs an exported '
-                         'teacher (python -m okdhp_jax.main --mode export) or a converted '
-                         'PyTorch one (python -m okdhp_jax.tools.convert_torch)')
-      teacher, teacher_variables = fpd.load_fpd_teacher(config.fpd.teacher_checkpoint)
-      self.train_step = fpd.make_fpd_train_step(
-          config, self.model, teacher, teacher_variables, mesh=self.mesh,
-          steps_per_epoch=self.steps_per_epoch, num_joints=self.meta.num_joints)
-    elif config.trainer == 'okdhp':
-      self.train_step = step_lib.make_train_step(
-          config, self.model, mesh=self.mesh, steps_per_epoch=self.steps_per_epoch,
-          num_joints=self.meta.num_joints)
-    else:
-      raise ValueError(f"config.trainer={config.trainer!r} must be 'okdhp' or 'fpd'")
-    self.predict_step = inference.make_predict_step(
+    self.predict_step = predict_step.make_predict_step(
         config, self.model, mesh=self.mesh, flip_perm=self.meta.flip_permutation())
     self.manager = checkpointing.make_manager(
         os.path.join(workdir, 'checkpoints'), keep=config.train.keep_checkpoints)
-
-  def variables(self, state=None) -> dict[str, Any]:
-    state = self.state if state is None else state
-    return {'params': state.params, 'batch_stats': state.batch_stats}
 
   def restore(self) -> dict[str, Any]:
     """Resumes from the workdir's newest checkpoint if there is one; returns loop progress."""
@@ -86,9 +74,16 @@ class Trainer:
     self.state, progress = restored
     return progress
 
-  def evaluate(self, num_images_to_draw: int = 0) -> evaluate_lib.EvalResult:
-    return evaluate_lib.evaluate(self.config, self.variables(), self.predict_step, self.mesh,
-                                 num_images_to_draw=num_images_to_draw)
+  def restore_or_fail(self) -> dict[str, Any]:
+    """`restore`, or a FileNotFoundError when the workdir has no checkpoint yet."""
+    if self.manager.latest_step() is None:
+      raise FileNotFoundError(f'{self.workdir} has no checkpoint to load; train first with '
+                              '--mode train')
+    return self.restore()
+
+  def evaluate(self, num_images_to_draw: int = 0) -> evaluator.EvalResult:
+    return evaluator.evaluate(self.config, self.state.variables, self.predict_step, self.mesh,
+                              num_images_to_draw=num_images_to_draw)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -112,7 +107,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       process_index=jax.process_index(), process_count=jax.process_count(),
       start_step=start_step)
   batches = pipeline.global_batches(dataset, trainer.mesh, prefetch=config.data.prefetch)
-  base_rng = jax.random.PRNGKey(config.seed + 1)
+  frozen = trainer.method.frozen_state(trainer.mesh)
   report = periodic_actions.ReportProgress(num_train_steps=trainer.total_steps, writer=writer,
                                            every_secs=60.0)
   eval_every_steps = max(1, int(config.train.eval_every_epochs * trainer.steps_per_epoch))
@@ -121,8 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   for step in range(start_step + 1, trainer.total_steps + 1):
     batch = next(batches)
-    trainer.state, metrics = trainer.train_step(trainer.state, batch,
-                                                jax.random.fold_in(base_rng, step))
+    trainer.state, metrics = trainer.train_step(trainer.state, frozen, batch)
     report(step)
     if step == start_step + 1:
       jax.block_until_ready(metrics)
@@ -152,7 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   trainer.manager.wait_until_finished()
   writer.flush()
   if is_chief and progress['history']:
-    (exported.resolve(workdir) / 'eval_results.json').write_text(json.dumps(progress, indent=2))
+    (paths.resolve(workdir) / 'eval_results.json').write_text(json.dumps(progress, indent=2))
   return progress
 
 
@@ -168,7 +162,7 @@ def _check_finite(metrics, step: int, last_good_step: int, checkpoint_dir) -> di
   return scalars
 
 
-def _log_eval(writer, step: int, result: evaluate_lib.EvalResult, workdir: str | None) -> None:
+def _log_eval(writer, step: int, result: evaluator.EvalResult, workdir: str | None) -> None:
   scalars = {f'eval/{name}/{metric}': value for name, table in result.metrics.items()
              for metric, value in table.items()}
   scalars['eval/best_branch'] = result.best_branch
@@ -176,8 +170,7 @@ def _log_eval(writer, step: int, result: evaluate_lib.EvalResult, workdir: str |
   if result.images:
     writer.write_images(step, {'eval/skeletons': np.stack(result.images)})
     if workdir:
-      evaluate_lib.write_samples(os.path.join(workdir, 'samples'), result.images,
-                                 f'step{step:07d}')
+      visualize.write_pngs(os.path.join(workdir, 'samples'), result.images, f'step{step:07d}')
   logging.info('Evaluation at step %d:\n%s', step, result.table)
 
 

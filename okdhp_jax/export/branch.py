@@ -2,8 +2,8 @@
 
 At deployment OKDHP keeps the shared stacks and one branch: a plain N-stack hourglass with the
 same parameters. Because the multi-branch module names its stacks `shared_k` and
-`branch_b_stack_k` (and a plain one names them `stack_k`, see models/multi_branch.py), export
-is a re-keying of the variable tree, with no arithmetic on the values.
+`branch_b_stack_k` (and a plain one names them `stack_k`, see models/multi_branch.py), export is
+a re-keying of the variable tree, with no arithmetic on the values.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Device mesh and shardings: data parallelism over one `data` axis.
+"""Device mesh, shardings, and rows gathered across processes: data parallelism over `data`.
 
 The same code runs on 1 CPU, 8 fake CPU devices, one GPU or a TPU pod: the batch is split over
 the `data` axis, everything else (parameters, optimiser state, BatchNorm statistics) is
@@ -9,6 +9,8 @@ BatchNorm mean over the batch axis is a mean over the GLOBAL batch, as on one de
 from __future__ import annotations
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = 'data'
@@ -46,3 +48,39 @@ def check_batch_divisible(batch_size: int, mesh: Mesh,
     raise ValueError(
         f'{config_key}={batch_size} (the global batch) must be divisible by the number of '
         f'devices in the mesh ({num_devices})')
+
+
+def local_rows(array: jax.Array) -> np.ndarray:
+  """The rows of a batch-sharded global array that belong to this process."""
+  if jax.process_count() == 1:
+    return np.asarray(jax.device_get(array))
+  shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
+  return np.concatenate([np.asarray(s.data) for s in shards], axis=0)
+
+
+def gather_rows(local):
+  """Every process's rows of each array of a pytree, in process order.
+
+  All arrays of one process have the same number of rows, but processes may have different
+  numbers (the split's shards differ by a record or more). The collective needs equal shapes,
+  so rows are padded to the largest count and cut back afterwards. Rows travel as raw bytes:
+  without 64-bit JAX, float64 coordinates and int64 ids would arrive as 32-bit values.
+  """
+  if jax.process_count() == 1:
+    return local
+  count = len(jax.tree.leaves(local)[0])
+  counts = np.asarray(multihost_utils.process_allgather(np.array([count]))).reshape(-1)
+  most = int(counts.max())
+
+  def to_padded_bytes(a):
+    rows = np.ascontiguousarray(a).reshape(len(a), -1).view(np.uint8)
+    return np.concatenate([rows, np.zeros((most - len(a), rows.shape[1]), np.uint8)])
+
+  def from_bytes(gathered, like):
+    rows = np.concatenate([np.asarray(gathered[p])[:n] for p, n in enumerate(counts)])
+    return rows.view(like.dtype).reshape((len(rows),) + like.shape[1:])
+
+  # [processes, most, bytes per row] per leaf.
+  gathered = multihost_utils.process_allgather(jax.tree.map(to_padded_bytes, local),
+                                               tiled=False)
+  return jax.tree.map(from_bytes, gathered, local)

@@ -1,4 +1,9 @@
-"""Makes sure the records a config points at exist and fit it; builds bundled ones on demand."""
+"""Checks that the records a config points at exist and fit it, before anything is built.
+
+Making records is data_prep's job (offline converters; `python -m okdhp_jax.main` has the
+bundled samples built before the trainer). These checks only read what the converters wrote
+and say which command makes what is missing.
+"""
 
 from __future__ import annotations
 
@@ -19,47 +24,15 @@ _BUNDLED_HINT = ('or try the bundled samples on a CPU first: python -m okdhp_jax
                  '--config configs/hg4.py:runlocal --workdir /tmp/okdhp')
 
 
-def _prepare_bundled(data: ml_collections.ConfigDict) -> None:
-  """Builds the bundled records; with several processes, process 0 first.
-
-  Processes that share a filesystem then find the records current and return at once, instead
-  of converting into the same folder at the same time; hosts with their own disks build their
-  own copy after process 0.
-  """
-  import jax
-  from jax.experimental import multihost_utils
-  from data_prep import bundled  # the converters live beside the samples they convert.
-  builders = {
-      'mpii': bundled.prepare_bundled,
-      'coco': bundled.prepare_bundled_coco,
-      'synthetic': lambda out_dir: bundled.prepare_synthetic(out_dir, **data.synthetic.to_dict()),
-  }
-  if data.bundled not in builders:
-    raise ValueError(f'config.data.bundled={data.bundled!r} must be one of {sorted(builders)} '
-                     "or '' (records converted with data_prep)")
-  build = builders[data.bundled]
-  if jax.process_count() == 1:
-    build(data.records_dir)
-    return
-  if jax.process_index() == 0:
-    build(data.records_dir)
-  multihost_utils.sync_global_devices('okdhp: bundled records built by process 0')
-  if jax.process_index() != 0:
-    build(data.records_dir)
-
-
-def ensure_data(config: ml_collections.ConfigDict) -> None:
-  """Builds bundled records if asked, else checks that config.data.records_dir holds records.
+def check_records(config: ml_collections.ConfigDict) -> None:
+  """Raises unless config.data.records_dir holds converted records that `config` can use.
 
   Raises:
-    FileNotFoundError: naming config.data.records_dir and the data_prep command that fills it.
+    FileNotFoundError: naming config.data.records_dir (or eval_annotations) and the data_prep
+      command that fills it.
     ValueError: flips asked of records that cannot be flipped (see check_flips).
   """
-  data = config.data
-  if data.bundled:
-    _prepare_bundled(data)
-  else:
-    _check_converted(data)
+  _check_converted(config.data)
   check_flips(config)
 
 

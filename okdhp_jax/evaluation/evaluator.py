@@ -1,29 +1,31 @@
-"""One evaluation pass of a (multi-branch) model: every branch and the ensemble at once.
+"""The evaluation pass of a (multi-branch) model: every branch and the ensemble at once.
 
 Runs the flip-test predict step over the evaluation split, decodes each branch's heatmaps and
-the ensemble's to image coordinates, and scores them with PCKh (MPII) or COCO AP. Returns the
-per-branch table the paper prints and the best branch, plus a few drawn samples.
+the ensemble's to image coordinates with the heatmap codec, gathers every process's rows, and
+scores them with PCKh (MPII) or COCO AP. Returns the per-branch table the paper prints and the
+best branch, plus a few drawn samples. `write_eval_files` saves what `--mode eval` leaves behind.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
+import json
 import logging
+import os
+import tempfile
 import time
 from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
-from PIL import Image
+from etils import epath
 
-from okdhp_jax import exported
+from okdhp_jax import paths, sharding
+from okdhp_jax.codecs.heatmap import HeatmapCodec
 from okdhp_jax.data import meta as meta_lib
-from okdhp_jax.data import augment, pipeline
-from okdhp_jax.evaluation import decode, pckh, report, visualize
-from okdhp_jax.evaluation.coco_eval import CocoKeypointEvaluator
+from okdhp_jax.data import pipeline
+from okdhp_jax.evaluation import coco_eval, pckh, report, visualize
 
 ENSEMBLE = 'ensemble'
 
@@ -57,11 +59,17 @@ def branch_names(num_branches: int) -> list[str]:
   return [f'branch_{b}' for b in range(num_branches)]
 
 
+def headline_metric(dataset: str) -> str:
+  """The metric that ranks branches: 'AP' for COCO, PCKh@0.5 'Mean' for MPII."""
+  return 'AP' if dataset == 'coco' else 'Mean'
+
+
 def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
              predict_step: Callable, mesh: jax.sharding.Mesh, *,
              num_images_to_draw: int = 0) -> EvalResult:
   """Evaluates `variables` on `config.data.eval_split`; see EvalResult."""
   meta = meta_lib.get_meta(config.data.dataset)
+  codec = HeatmapCodec.from_config(config.data)
   local_batch = config.eval.batch_size // jax.process_count()
   dataset = pipeline.build_eval_dataset(
       config.data, meta, split=config.data.eval_split, local_batch_size=local_batch,
@@ -73,39 +81,39 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
   for batch in dataset.as_numpy_iterator():
     valid = batch['valid'].astype(bool)
     out = predict_step(variables, pipeline.make_global_batch({'image': batch['image']}, mesh)['image'])
-    out = jax.tree.map(_local_rows, out)
+    out = jax.tree.map(sharding.local_rows, out)
     heatmaps = {name: out['branches'][b] for b, name in enumerate(
         branch_names(out['branches'].shape[0]))}
     heatmaps[ENSEMBLE] = out['ensemble']
     for name, maps in heatmaps.items():
-      xy, conf = decode.heatmaps_to_image_coords(maps[valid], batch['center'][valid],
-                                                 batch['scale'][valid])
+      xy, conf = codec.decode(maps[valid], batch['center'][valid], batch['scale'][valid])
       coords.setdefault(name, []).append(xy)
       scores.setdefault(name, []).append(conf)
     for key in info:
       info[key].append(batch[key][valid])
     if len(drawn) < num_images_to_draw:
-      drawn += _draw_samples(batch, heatmaps[ENSEMBLE], valid, meta, config,
-                             num_images_to_draw - len(drawn))
+      drawn += visualize.draw_crops(batch, *codec.decode_to_input(heatmaps[ENSEMBLE]),
+                                    valid, meta, num_images_to_draw - len(drawn))
     seen += int(valid.sum())
     logging.info('eval: %d examples, %.1f img/s', seen, seen / max(time.time() - start, 1e-6))
 
   # Each process scored its own shard; every process needs the whole split.
-  coords, scores, info = _gather_rows(jax.tree.map(
+  coords, scores, info = sharding.gather_rows(jax.tree.map(
       np.concatenate, (coords, scores, info), is_leaf=lambda x: isinstance(x, list)))
   names = [n for n in coords if n != ENSEMBLE] + [ENSEMBLE]
 
+  metric_key = headline_metric(meta.name)
   if meta.name == 'coco':
-    metric_key = 'AP'
-    evaluator = CocoKeypointEvaluator(
+    evaluator = coco_eval.CocoKeypointEvaluator(
         config.data.eval_annotations, meta, oks_nms_threshold=config.eval.oks_nms_threshold,
         soft_nms=config.eval.soft_nms,
         keypoint_score_threshold=config.eval.keypoint_score_threshold)
+    # HRNet's OKS-NMS area is that of the padded crop box, not the annotation's segment area.
+    areas = coco_eval.area_from_scale(info['scale'])
     metrics = {name: evaluator.evaluate(coords[name], scores[name], info['image_id'],
-                                        info['score'], info['area'])
+                                        info['score'], areas)
                for name in names}
   else:
-    metric_key = 'Mean'
     gt = pckh.load_mpii_gt(config.data.eval_annotations)
     threshold_0_1 = (pckh.HRNET_MEAN_AT_0_1_THRESHOLD if config.eval.hrnet_mean_at_0_11
                      else 0.1)
@@ -122,65 +130,20 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
                     predictions=coords, person_index=info['person_index'], images=drawn)
 
 
-def _local_rows(array: jax.Array) -> np.ndarray:
-  """The rows of a batch-sharded global array that belong to this process."""
-  if jax.process_count() == 1:
-    return np.asarray(jax.device_get(array))
-  shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
-  return np.concatenate([np.asarray(s.data) for s in shards], axis=0)
-
-
-def _gather_rows(local):
-  """Every process's rows of each array of a pytree, in process order.
-
-  All arrays of one process have the same number of rows, but processes may have different
-  numbers (the split's shards differ by a record or more). The collective needs equal shapes,
-  so rows are padded to the largest count and cut back afterwards. Rows travel as raw bytes:
-  without 64-bit JAX, float64 coordinates and int64 ids would arrive as 32-bit values.
-  """
-  if jax.process_count() == 1:
-    return local
-  count = len(jax.tree.leaves(local)[0])
-  counts = np.asarray(multihost_utils.process_allgather(np.array([count]))).reshape(-1)
-  most = int(counts.max())
-
-  def to_padded_bytes(a):
-    rows = np.ascontiguousarray(a).reshape(len(a), -1).view(np.uint8)
-    return np.concatenate([rows, np.zeros((most - len(a), rows.shape[1]), np.uint8)])
-
-  def from_bytes(gathered, like):
-    rows = np.concatenate([np.asarray(gathered[p])[:n] for p, n in enumerate(counts)])
-    return rows.view(like.dtype).reshape((len(rows),) + like.shape[1:])
-
-  # [processes, most, bytes per row] per leaf.
-  gathered = multihost_utils.process_allgather(jax.tree.map(to_padded_bytes, local),
-                                               tiled=False)
-  return jax.tree.map(from_bytes, gathered, local)
-
-
-def _draw_samples(batch, ensemble_heatmaps, valid, meta, config, count) -> list[np.ndarray]:
-  """Draws predicted and GT skeletons on the network-input crops (no image re-reading)."""
-  in_h, in_w = config.data.input_size
-  hm_h, hm_w = ensemble_heatmaps.shape[1:3]
-  xy, conf = decode.decode_heatmaps(ensemble_heatmaps)
-  xy = xy * np.array([in_w / hm_w, in_h / hm_h])
-  images = []
-  for i in np.flatnonzero(valid)[:count]:
-    crop = np.clip(augment.denormalize(batch['image'][i]), 0, 255).astype(np.uint8)
-    images.append(visualize.draw_prediction_and_gt(
-        crop, xy[i], batch['joints'][i], batch['joints_vis'][i], meta, conf[i]))
-  return images
-
-
-def write_samples(directory: str, images: list[np.ndarray], prefix: str) -> list[str]:
-  """Writes drawn samples as PNG files (local or gs://); returns their paths."""
-  path = exported.resolve(directory)
+def write_eval_files(result: EvalResult, meta: meta_lib.DatasetMeta, out_dir: str) -> str:
+  """What `--mode eval` leaves: metrics.json, MPII's pred.mat (best branch) and the drawings."""
+  path = paths.resolve(out_dir)
   path.mkdir(parents=True, exist_ok=True)
-  written = []
-  for i, image in enumerate(images):
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format='PNG')
-    target = path / f'{prefix}_{i:02d}.png'
-    target.write_bytes(buffer.getvalue())
-    written.append(str(target))
-  return written
+  if meta.name == 'mpii':
+    best = result.predictions[f'branch_{result.best_branch}']
+    # The official MATLAB tool expects rows in gt_valid.mat column order.
+    in_gt_order = np.asarray(best)[np.argsort(result.person_index)]
+    # scipy writes .mat files locally; the copy also reaches gs:// workdirs.
+    with tempfile.TemporaryDirectory() as tmp:
+      local = os.path.join(tmp, 'pred.mat')
+      pckh.save_pred_mat(local, in_gt_order)
+      epath.Path(local).copy(path / 'pred.mat', overwrite=True)
+  (path / 'metrics.json').write_text(
+      json.dumps({'metrics': result.metrics, 'best_branch': result.best_branch}, indent=2))
+  visualize.write_pngs(str(path / 'samples'), result.images, 'eval')
+  return str(path)

@@ -1,4 +1,4 @@
-"""Exported models: a plain network's variables as an Orbax checkpoint plus a JSON description.
+"""The export folder: a plain network's variables as an Orbax checkpoint plus a JSON description.
 
 Layout of an export directory:
   DIR/variables/      Orbax checkpoint of {'params': ..., 'batch_stats': ...}
@@ -12,13 +12,13 @@ so anything that can load one can load the others.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from etils import epath
+
+from okdhp_jax import paths
 
 VARIABLES_SUBDIR = 'variables'
 DESCRIPTION_FILE = 'model.json'
@@ -42,7 +42,7 @@ def save_exported(directory: str, variables: dict[str, Any], description: dict[s
   for key in ('model', 'num_joints'):
     if key not in description:
       raise ValueError(f'export description is missing {key!r}; got keys {sorted(description)}')
-  path = resolve(directory)
+  path = paths.resolve(directory)
   path.mkdir(parents=True, exist_ok=True)
   host_variables = jax.tree.map(np.asarray, jax.device_get(variables))
   checkpointer = ocp.StandardCheckpointer()
@@ -58,7 +58,7 @@ def save_exported(directory: str, variables: dict[str, Any], description: dict[s
 
 def load_exported(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
   """Reads an export written by `save_exported`; returns (variables, description)."""
-  path = resolve(directory)
+  path = paths.resolve(directory)
   description_path = path / DESCRIPTION_FILE
   if not description_path.exists():
     raise FileNotFoundError(
@@ -68,11 +68,6 @@ def load_exported(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
   description = json.loads(description_path.read_text())
   variables = ocp.StandardCheckpointer().restore(path / VARIABLES_SUBDIR)
   return variables, description
-
-
-def resolve(directory: str) -> epath.Path:
-  """Local paths made absolute; cloud paths (gs://...) kept as they are."""
-  return epath.Path(directory if '://' in str(directory) else os.path.abspath(directory))
 
 
 def _to_json(value):

@@ -1,12 +1,8 @@
-"""Test-time prediction with the flip test (HRNet protocol, used by OKDHP).
+"""The jitted prediction step, with HRNet's flip test (used by OKDHP).
 
-Flip test (HRNet): run the network on the image and on its mirror image; flip the second
-heatmaps back, swap left/right joints, shift them one pixel to the right, and average with the
-first. The shift: HRNet's `output_flipped[:, :, :, 1:] = output_flipped[:, :, :, :-1]` (NCHW),
-i.e. in NHWC `out[:, :, 1:] = out[:, :, :-1]`; column 0 keeps its value. Why: mirroring the
-image (x -> W_in - 1 - x) and mirroring the heatmap (u -> W_out - 1 - u) differ by
-1 - 1 / stride heatmap pixels (0.75 at stride 4), so the flipped-back map sits that far to the
-left; the one-pixel shift compensates (leaving 0.25 px to the right).
+Flip test: run the network on the image and on its mirror image, flip the second heatmaps back
+(swapping left/right joints and shifting one pixel, see codecs/heatmap.py `flip_back`), and
+average with the first. The evaluation pass and the predict tool both predict through it.
 """
 
 from __future__ import annotations
@@ -18,21 +14,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from okdhp_jax.training import sharding as sharding_lib
-
-
-def flip_back(heatmaps: jax.Array, flip_perm, *, shift: bool) -> jax.Array:
-  """Mirrors heatmaps of a flipped image back and swaps left/right joints.
-
-  Args:
-    heatmaps: [..., height, width, joints] predicted on horizontally flipped images.
-    flip_perm: [joints] int, DatasetMeta.flip_permutation().
-    shift: move the result one pixel to the right (HRNet's shift_heatmap).
-  """
-  flipped = jnp.flip(heatmaps, axis=-2)[..., jnp.asarray(flip_perm)]
-  if shift:
-    flipped = jnp.concatenate([flipped[..., :1, :], flipped[..., :-1, :]], axis=-2)
-  return flipped
+from okdhp_jax import sharding as sharding_lib
+from okdhp_jax.codecs.heatmap import flip_back
 
 
 def make_predict_step(config: ml_collections.ConfigDict, model: nn.Module, *, mesh: Mesh,

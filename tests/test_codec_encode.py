@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from okdhp_jax.training.targets import render_heatmaps
+from okdhp_jax.codecs.heatmap import render_heatmaps
 
 
 def numpy_reference(joints, joints_vis, input_size, heatmap_size, sigma):

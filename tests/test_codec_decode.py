@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from okdhp_jax.data import geometry
-from okdhp_jax.evaluation import decode
-from okdhp_jax.models.outputs import PoseOutputs
+from okdhp_jax.codecs import heatmap as heatmap_codec
 
 
 def _one_map(height, width, peak, neighbours=None, value=1.0):
@@ -22,14 +21,14 @@ def _one_map(height, width, peak, neighbours=None, value=1.0):
 
 def test_quarter_pixel_moves_toward_higher_neighbour():
   hm = _one_map(8, 12, (6, 3), {(1, 0): 0.5, (-1, 0): 0.2, (0, 1): 0.1, (0, -1): 0.3})
-  coords, scores = decode.decode_heatmaps(hm)
+  coords, scores = heatmap_codec.decode_heatmaps(hm)
   np.testing.assert_allclose(coords[0, 0], [6.25, 2.75])
   np.testing.assert_allclose(scores[0, 0], 1.0)
 
 
 def test_symmetric_neighbours_do_not_move():
   hm = _one_map(8, 12, (4, 5), {(1, 0): 0.5, (-1, 0): 0.5, (0, 1): 0.5, (0, -1): 0.5})
-  coords, _ = decode.decode_heatmaps(hm)
+  coords, _ = heatmap_codec.decode_heatmaps(hm)
   np.testing.assert_allclose(coords[0, 0], [4.0, 5.0])
 
 
@@ -37,7 +36,7 @@ def test_gaussian_at_subpixel_location():
   height, width = 16, 20
   ys, xs = np.mgrid[:height, :width]
   g = np.exp(-((xs - 5.4) ** 2 + (ys - 7.8) ** 2) / (2 * 2.0 ** 2))
-  coords, scores = decode.decode_heatmaps(g[None, :, :, None])
+  coords, scores = heatmap_codec.decode_heatmaps(g[None, :, :, None])
   # argmax (5, 8); right neighbour (6) is nearer 5.4 than 4, upper (7) nearer 7.8 than 9.
   np.testing.assert_allclose(coords[0, 0], [5.25, 7.75])
   np.testing.assert_allclose(scores[0, 0], g[8, 5], rtol=1e-6)
@@ -63,7 +62,7 @@ def test_borders(peak, expected):
     hm[0, y, x + 1, 0] = 0.5
   if y - 1 >= 0:
     hm[0, y - 1, x, 0] = 0.5
-  coords, _ = decode.decode_heatmaps(hm)
+  coords, _ = heatmap_codec.decode_heatmaps(hm)
   np.testing.assert_allclose(coords[0, 0], expected)
 
 
@@ -71,7 +70,7 @@ def test_nhwc_batch_and_joint_layout():
   hm = np.zeros((2, 8, 12, 3), np.float32)
   hm[1, 2, 9, 2] = 0.7  # batch 1, joint 2, (x=9, y=2)
   hm[0, 6, 3, 0] = 0.4
-  coords, scores = decode.decode_heatmaps(hm)
+  coords, scores = heatmap_codec.decode_heatmaps(hm)
   assert coords.shape == (2, 3, 2) and scores.shape == (2, 3)
   np.testing.assert_allclose(coords[1, 2], [9.0, 2.0])
   np.testing.assert_allclose(coords[0, 0], [3.0, 6.0])
@@ -84,7 +83,7 @@ def test_nhwc_batch_and_joint_layout():
 def test_negative_maximum_decodes_to_origin():
   hm = np.full((1, 8, 8, 1), -1.0, np.float32)
   hm[0, 4, 5, 0] = -0.5
-  coords, scores = decode.decode_heatmaps(hm)
+  coords, scores = heatmap_codec.decode_heatmaps(hm)
   np.testing.assert_allclose(coords[0, 0], [0.0, 0.0])
   np.testing.assert_allclose(scores[0, 0], -0.5)
 
@@ -94,7 +93,7 @@ def test_back_projection_hand_computed():
   # (32, 32) is the box centre. Map (40, 20) -> (100 + 8 / 0.32, 200 - 12 / 0.32).
   hm = np.zeros((1, 64, 64, 1), np.float32)
   hm[0, 20, 40, 0] = 1.0
-  coords, scores = decode.heatmaps_to_image_coords(hm, [[100.0, 200.0]], [[1.0, 1.0]])
+  coords, scores = heatmap_codec.heatmaps_to_image_coords(hm, [[100.0, 200.0]], [[1.0, 1.0]])
   np.testing.assert_allclose(coords[0, 0], [125.0, 162.5], atol=1e-9)
   assert scores[0, 0] == 1.0
 
@@ -107,24 +106,31 @@ def test_back_projection_round_trip_non_square():
   hm = np.zeros((1, 64, 48, 2), np.float32)
   for j, (x, y) in enumerate(np.round(map_points).astype(int)):
     hm[0, y, x, j] = 1.0
-  coords, _ = decode.heatmaps_to_image_coords(hm, center, scale)
+  coords, _ = heatmap_codec.heatmaps_to_image_coords(hm, center, scale)
   # Integer rounding in map pixels is at most 0.5 map px = 0.5 * 300 / 48 image px.
   np.testing.assert_allclose(coords, image_points, atol=0.5 * 300 / 48 * np.sqrt(2))
 
 
 def test_bad_inputs():
   with pytest.raises(ValueError, match='batch, height, width, joints'):
-    decode.decode_heatmaps(np.zeros((8, 8, 3)))
+    heatmap_codec.decode_heatmaps(np.zeros((8, 8, 3)))
   with pytest.raises(ValueError, match='NaN'):
-    decode.decode_heatmaps(np.full((1, 4, 4, 1), np.nan))
+    heatmap_codec.decode_heatmaps(np.full((1, 4, 4, 1), np.nan))
   with pytest.raises(ValueError, match='center'):
-    decode.heatmaps_to_image_coords(np.zeros((2, 4, 4, 1)), np.zeros((1, 2)), np.ones((2, 2)))
+    heatmap_codec.heatmaps_to_image_coords(np.zeros((2, 4, 4, 1)), np.zeros((1, 2)), np.ones((2, 2)))
 
 
-def test_named_heatmaps_from_outputs():
-  maps = [np.full((1, 4, 4, 2), v, np.float32) for v in (0.1, 0.2, 0.3)]
-  outputs = PoseOutputs(shared=(), branches=((maps[0],), (maps[2], maps[1])), fau_weights=None,
-                        ensemble=maps[2])
-  named = decode.named_heatmaps(outputs)
-  assert list(named) == ['branch_0', 'branch_1', 'ensemble']
-  assert named['branch_1'][0, 0, 0, 0] == pytest.approx(0.2)  # the branch's last stack
+def test_codec_round_trip_on_heatmap_pixel_centres():
+  """Joints on heatmap pixel centres encode to symmetric peaks and decode back exactly."""
+  codec = heatmap_codec.HeatmapCodec(input_size=(64, 48), heatmap_size=(16, 12), sigma=1.0)
+  joints = np.array([[[8.0, 12.0], [20.0, 40.0], [44.0, 60.0]]], np.float32)  # stride 4.
+  heatmaps, weight = codec.encode(joints, np.ones((1, 3), np.float32))
+  assert heatmaps.shape == (1, 16, 12, 3)
+  np.testing.assert_array_equal(weight, np.ones((1, 3)))
+  xy, scores = codec.decode_to_input(np.asarray(heatmaps))
+  np.testing.assert_allclose(xy, joints)
+  np.testing.assert_allclose(scores, 1.0)
+  # Image pixels: centre (100, 200), scale 0.32 x 0.24 * 200 px = 64 x 48 px box, so the
+  # crop is the identity up to the shift of its top-left corner to (76, 168).
+  image_xy, _ = codec.decode(np.asarray(heatmaps), [[100.0, 200.0]], [[0.24, 0.32]])
+  np.testing.assert_allclose(image_xy, joints + np.array([76.0, 168.0]), atol=1e-9)

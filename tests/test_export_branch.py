@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from okdhp_jax.models import MultiBranchHourglass, StackedHourglass, build_model, init_variables
-from okdhp_jax.models.export import export_branch, exported_model_config
+from okdhp_jax.export.branch import export_branch, exported_model_config
 
 J = 16
 FEATURES = 16

@@ -1,4 +1,4 @@
-"""FPD trainer: teacher loaded from an export, frozen, its last stack as the soft target."""
+"""FPD method: teacher loaded from an export, frozen, its last stack as the soft target."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from configs import default
-from okdhp_jax.exported import save_exported
+from okdhp_jax import methods, sharding
+from okdhp_jax.codecs.heatmap import render_heatmaps
+from okdhp_jax.export.store import save_exported
+from okdhp_jax.methods import fpd
 from okdhp_jax.models import build_model
-from okdhp_jax.training import fpd, sharding, state as state_lib
-from okdhp_jax.training.targets import render_heatmaps
+from okdhp_jax.training import state as state_lib
+from okdhp_jax.training import step as step_lib
 
 NUM_JOINTS = 16
 def init_key():
@@ -28,6 +31,7 @@ def model_config(num_stacks: int) -> ml_collections.ConfigDict:
 def fpd_config():
   config = default.get_config('runlocal')  # 64x64 input, 16x16 maps, batch 8
   config.model = model_config(1)
+  config.trainer = 'fpd'
   return config
 
 
@@ -58,21 +62,24 @@ def teacher_export(tmp_path_factory):
 @pytest.fixture(scope='module')
 def fpd_run(teacher_export):
   path, _ = teacher_export
-  teacher, teacher_variables = fpd.load_fpd_teacher(path)
   config = fpd_config()
+  config.fpd.teacher_checkpoint = path
   mesh = sharding.make_mesh(1)
   student = build_model(config.model, NUM_JOINTS, config.data.input_size)
-  state, _ = state_lib.create_train_state(config, student, init_key(), mesh=mesh,
-                                          steps_per_epoch=10)
+  method = methods.create(config, num_joints=NUM_JOINTS)
+  assert isinstance(method, fpd.FPD)
+  frozen = method.frozen_state(mesh)
+  state = state_lib.create_train_state(config, student, init_key(), mesh=mesh,
+                                       steps_per_epoch=10)
   initial = jax.device_get(state)
-  train_step = fpd.make_fpd_train_step(config, student, teacher, teacher_variables, mesh=mesh,
-                                       steps_per_epoch=10, num_joints=NUM_JOINTS)
+  train_step = step_lib.make_train_step(config, student, method, mesh=mesh, steps_per_epoch=10,
+                                        num_joints=NUM_JOINTS)
   history = []
   for i in range(3):
-    state, metrics = train_step(state, make_batch(i), jax.random.key(2))
+    state, metrics = train_step(state, frozen, make_batch(i))
     history.append(jax.device_get(metrics))
-  return dict(config=config, student=student, teacher=teacher,
-              teacher_variables=teacher_variables, initial=initial, history=history,
+  return dict(config=config, student=student, teacher=method.teacher,
+              teacher_variables=frozen.variables, initial=initial, history=history,
               train_step=train_step)
 
 
@@ -111,14 +118,14 @@ def test_loss_is_alpha_mix_of_gt_and_teacher(fpd_run):
 def test_trains_and_compiles_once(fpd_run):
   losses = [m['loss'] for m in fpd_run['history']]
   assert all(np.isfinite(losses))
-  assert fpd_run['train_step'].jitted._cache_size() == 1  # pylint: disable=protected-access
+  assert fpd_run['train_step']._cache_size() == 1  # pylint: disable=protected-access
 
 
 def test_bad_alpha_and_empty_path():
   config = fpd_config()
   config.fpd.alpha = 1.5
   with pytest.raises(ValueError, match='config.fpd.alpha'):
-    fpd.make_fpd_train_step(config, None, None, {}, mesh=sharding.make_mesh(1),
-                            steps_per_epoch=1, num_joints=NUM_JOINTS)
+    methods.create(config, num_joints=NUM_JOINTS)
+  config.fpd.alpha = 0.5
   with pytest.raises(ValueError, match='config.fpd.teacher_checkpoint'):
-    fpd.load_fpd_teacher('')
+    methods.create(config, num_joints=NUM_JOINTS).frozen_state(sharding.make_mesh(1))

@@ -1,0 +1,123 @@
+"""What a training method is, and the registry that maps `config.trainer` to one.
+
+A method owns what differs between OKDHP, FPD and the plain baseline: the loss it minimises, the
+metrics it logs, and any frozen state its loss reads (FPD's teacher). The train step, the loop
+and the train state reach it only through this interface and know no method by name, so a new
+method (OKDDip, a self-distillation variant) is one new module:
+
+  @register('my_method')
+  class MyMethod(Method):
+    def loss(self, outputs, targets, *, images, epoch, frozen):
+      ...
+      return total, {'loss': total, ...}
+
+and `--config.trainer=my_method` selects it (the module must be imported; the built-in ones are
+imported by okdhp_jax/methods/__init__.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import flax.struct
+import jax
+import ml_collections
+from jax.sharding import Mesh
+
+from okdhp_jax.models.outputs import PoseOutputs
+
+Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class Targets:
+  """What a batch is supervised with, rendered on the device by the heatmap codec.
+
+  Attributes:
+    heatmaps: [batch, height, width, joints] GT heatmaps.
+    weight: [batch, joints] target weights (0 for invisible or out-of-map joints).
+  """
+
+  heatmaps: jax.Array
+  weight: jax.Array
+
+
+class Method:
+  """Base class of training methods; subclasses override `loss` and, if needed, the rest.
+
+  Attributes:
+    name: the `config.trainer` value it is registered under (set by `register`).
+    config: the experiment config.
+    num_joints: joints per person of the dataset.
+  """
+
+  name: ClassVar[str] = ''
+
+  def __init__(self, config: ml_collections.ConfigDict, *, num_joints: int):
+    self.config = config
+    self.num_joints = int(num_joints)
+    self.check_config()
+
+  def check_config(self) -> None:
+    """Raises ValueError naming the config key of a setting this method cannot use."""
+
+  def frozen_state(self, mesh: Mesh) -> Any:
+    """A pytree the loss reads but training never changes, replicated on `mesh`, or None.
+
+    Called once when training starts (not for evaluation or export). It is passed to the jitted
+    step as an argument rather than captured, so it is not baked into the program as constants.
+    """
+    del mesh
+    return None
+
+  def stand_in_frozen_state(self, mesh: Mesh, rng: jax.Array) -> Any:
+    """A frozen state of the real shapes from random values, for benchmarks (reads no files)."""
+    del rng
+    return self.frozen_state(mesh)
+
+  def loss(self, outputs: PoseOutputs, targets: Targets, *, images: jax.Array,
+           epoch: jax.Array, frozen: Any) -> tuple[jax.Array, Metrics]:
+    """The loss of one batch and the scalars to log, traced under jit.
+
+    Args:
+      outputs: the network's PoseOutputs in training mode.
+      targets: GT heatmaps and target weights.
+      images: [batch, height, width, 3] the network's input (e.g. for a teacher to see).
+      epoch: float32 scalar, step / steps_per_epoch (for warm-ups and ramps).
+      frozen: what `frozen_state` returned.
+
+    Returns:
+      (total, metrics): a scalar to minimise and {name: scalar}, logged as train/<name>; it
+      must hold 'loss'.
+    """
+    raise NotImplementedError(f'{type(self).__name__} must define loss()')
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(name: str):
+  """Class decorator: makes a Method subclass selectable as `config.trainer=name`."""
+  def add(cls: type[Method]) -> type[Method]:
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+      raise TypeError(f'register({name!r}) decorates Method subclasses, got {cls!r}')
+    known = _REGISTRY.get(name)
+    if known is not None and known.__qualname__ != cls.__qualname__:
+      raise ValueError(f'a method named {name!r} is already registered ({known.__qualname__})')
+    cls.name = name
+    _REGISTRY[name] = cls
+    return cls
+  return add
+
+
+def registered_names() -> tuple[str, ...]:
+  return tuple(sorted(_REGISTRY))
+
+
+def create(config: ml_collections.ConfigDict, *, num_joints: int) -> Method:
+  """The method `config.trainer` names, built for `config`."""
+  name = config.trainer
+  if name not in _REGISTRY:
+    raise ValueError(f'config.trainer={name!r} is not a registered training method; choose one '
+                     f'of {registered_names()} (the plain baseline is okdhp with one branch)')
+  return _REGISTRY[name](config, num_joints=num_joints)

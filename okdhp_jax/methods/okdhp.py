@@ -1,0 +1,90 @@
+"""OKDHP (Li et al., ICCV 2021): one-stage online distillation from an FAU-built ensemble.
+
+  total = sum_s MSE(stack_s, GT) + ensemble_weight * MSE(ensemble, GT)
+          + kd_weight * ramp(epoch) * sum_s KL(p_ensemble || p_stack_s)
+
+over every stack output s (shared and private). The ensemble (the FAU-weighted sum of the
+branches' last heatmaps, models/fau.py) is the teacher. A network with one branch and no FAU
+has no teacher: its ensemble and KD terms are 0, which is the plain baseline.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from okdhp_jax.methods.base import Method, Metrics, Targets, register
+from okdhp_jax.models.outputs import PoseOutputs
+from okdhp_jax.precision import at_least_float32
+from okdhp_jax.training.losses import joints_mse, kd_ramp, pixelwise_kl
+
+
+def has_teacher(outputs: PoseOutputs) -> bool:
+  """An ensemble teacher exists when there are several branches or an FAU."""
+  return outputs.num_branches > 1 or outputs.fau_weights is not None
+
+
+def okdhp_loss(
+    outputs: PoseOutputs,
+    target: jax.Array,
+    target_weight: jax.Array,
+    *,
+    loss_config: ml_collections.ConfigDict,
+    epoch: jax.Array | float,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The total OKDHP loss and its parts.
+
+  Args:
+    outputs: the network's PoseOutputs (training mode).
+    target: [batch, height, width, joints] GT heatmaps.
+    target_weight: [batch, joints].
+    loss_config: config.loss (use_target_weight, ensemble_weight, kd_weight, kd_temperature,
+      kd_ramp_epochs, stop_gradient_teacher).
+    epoch: float epoch (step / steps_per_epoch), drives the KD ramp.
+
+  Returns:
+    (total, metrics) with scalar metrics: loss, mse_stacks (sum over stacks), mse/branch_b
+    (each branch's last stack), mse_ensemble, kl (sum over stacks), kd_ramp, and
+    fau_weight/branch_b (mean FAU weight) when the network has an FAU.
+  """
+  if not loss_config.use_target_weight:
+    target_weight = jnp.ones_like(target_weight)
+  stacks = outputs.all_stack_heatmaps
+  mse_stacks = sum(joints_mse(h, target, target_weight) for h in stacks)
+  zero = jnp.zeros((), jnp.float32)
+  ramp = kd_ramp(epoch, loss_config.kd_ramp_epochs)
+
+  mse_ensemble, kl = zero, zero
+  if has_teacher(outputs):
+    mse_ensemble = joints_mse(outputs.ensemble, target, target_weight)
+    if loss_config.kd_weight:
+      teacher = outputs.ensemble
+      if loss_config.stop_gradient_teacher:
+        teacher = jax.lax.stop_gradient(teacher)
+      kl = sum(pixelwise_kl(h, teacher, target_weight, loss_config.kd_temperature)
+               for h in stacks)
+
+  total = (mse_stacks + loss_config.ensemble_weight * mse_ensemble
+           + loss_config.kd_weight * ramp * kl)
+
+  metrics = {'loss': total, 'mse_stacks': mse_stacks, 'mse_ensemble': mse_ensemble,
+             'kl': kl, 'kd_ramp': ramp}
+  for b, heatmaps in enumerate(outputs.branch_heatmaps):
+    metrics[f'mse/branch_{b}'] = joints_mse(heatmaps, target, target_weight)
+  if outputs.fau_weights is not None:
+    mean_weight = jnp.mean(at_least_float32(outputs.fau_weights), axis=(0, 2))
+    for b in range(outputs.num_branches):
+      metrics[f'fau_weight/branch_{b}'] = mean_weight[b]
+  return total, metrics
+
+
+@register('okdhp')
+class OKDHP(Method):
+  """OKDHP's loss on a multi-branch network; the plain baseline on a one-branch one."""
+
+  def loss(self, outputs: PoseOutputs, targets: Targets, *, images: jax.Array,
+           epoch: jax.Array, frozen: None) -> tuple[jax.Array, Metrics]:
+    del images, frozen  # the teacher is built from the outputs themselves.
+    return okdhp_loss(outputs, targets.heatmaps, targets.weight, loss_config=self.config.loss,
+                      epoch=epoch)

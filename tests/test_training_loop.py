@@ -1,0 +1,119 @@
+"""The training loop: a method registered here trains through it; the NaN stop; the progress line."""
+
+from __future__ import annotations
+
+import glob
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from data_prep import bundled
+from okdhp_jax import methods, sharding
+from okdhp_jax.training import loop
+from okdhp_jax.training.losses import joints_mse
+
+TOY = 'toy_scaled_last_stack'
+TOY_SCALE = 0.5
+
+
+@methods.register(TOY)
+class ScaledLastStack(methods.Method):
+  """A method the loop has never heard of: branch 0's last stack vs GT, times a frozen scale."""
+
+  def frozen_state(self, mesh):
+    return {'scale': jax.device_put(jnp.float32(TOY_SCALE), sharding.replicated(mesh))}
+
+  def loss(self, outputs, targets, *, images, epoch, frozen):
+    del images, epoch
+    mse = joints_mse(outputs.branch_heatmaps[0], targets.heatmaps, targets.weight)
+    total = frozen['scale'] * mse
+    return total, {'loss': total, 'toy/mse': mse}
+
+
+def toy_config(tmp_path):
+  """Two steps (16 generated figures, batch 8, one epoch) of a tiny two-branch network."""
+  config = default.get_config('runlocal')
+  config.trainer = TOY
+  config.model.update(features=16, depth=1, num_shared_stacks=0, branch_stacks=(1, 1),
+                      fau_hidden=8)
+  records = str(tmp_path / 'records')
+  config.data.update(bundled='synthetic', records_dir=records,
+                     eval_annotations=f'{records}/gt_valid.mat')
+  config.data.synthetic.update(num_train=16, num_valid=8, image_size=64)
+  config.train.update(num_epochs=1, log_every_steps=1, num_images_to_draw=0)
+  config.eval.batch_size = 8
+  return config
+
+
+def logged_scalars(workdir, tag):
+  """{step: value} of one TensorBoard scalar the loop wrote."""
+  import tensorflow as tf
+  from tensorboard.backend.event_processing import event_accumulator
+  (path,) = glob.glob(f'{workdir}/events.out.tfevents.*')
+  events = event_accumulator.EventAccumulator(path, size_guidance={event_accumulator.TENSORS: 0})
+  events.Reload()
+  return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+
+
+def test_a_method_registered_in_a_test_trains_through_the_real_loop(tmp_path):
+  config = toy_config(tmp_path)
+  bundled.prepare_for_config(config.data)
+  workdir = str(tmp_path / 'run')
+  trainer = loop.Trainer(config, workdir)
+  assert isinstance(trainer.method, ScaledLastStack) and trainer.total_steps == 2
+  initial = jax.device_get(trainer.state.params)
+  progress = loop.train_and_evaluate(config, workdir, trainer)
+
+  assert int(trainer.state.step) == 2 and progress['history'][-1]['step'] == 2
+  assert set(progress['history'][-1]['metrics']) == {'branch_0', 'branch_1', 'ensemble'}
+  # The method's own metrics are what the loop logged, and its frozen state reached the loss.
+  mse, loss = logged_scalars(workdir, 'train/toy/mse'), logged_scalars(workdir, 'train/loss')
+  assert sorted(mse) == sorted(loss) == [1, 2]
+  np.testing.assert_allclose([loss[s] for s in (1, 2)], [TOY_SCALE * mse[s] for s in (1, 2)],
+                             rtol=1e-6)
+  # Only what the toy loss reads was trained: branch 1's private stack got no gradient.
+  final = jax.device_get(trainer.state.params)
+  assert not np.allclose(final['branch_0_stack_0']['score']['kernel'],
+                         initial['branch_0_stack_0']['score']['kernel'])
+  for a, b in zip(jax.tree.leaves(final['branch_1_stack_0']),
+                  jax.tree.leaves(initial['branch_1_stack_0'])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_trainer_names_the_key_and_the_choices():
+  config = default.get_config('runlocal')
+  config.trainer = 'okddip'
+  with pytest.raises(ValueError, match=r"config.trainer='okddip'.*'fpd'.*'okdhp'"):
+    methods.create(config, num_joints=16)
+
+
+def test_a_name_cannot_be_registered_twice():
+  with pytest.raises(ValueError, match='already registered'):
+    @methods.register('okdhp')
+    class Another(methods.Method):  # pylint: disable=unused-variable
+      pass
+
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint():
+  metrics = {'loss': np.float32(np.nan), 'kl': np.float32(0.5), 'grad_norm': np.float32(np.inf)}
+  with pytest.raises(loop.NonFiniteLossError) as error:
+    loop._check_finite(metrics, step=120, last_good_step=100, checkpoint_dir='/w/checkpoints')
+  message = str(error.value)
+  assert 'step 120' in message and 'grad_norm' in message and 'loss' in message
+  assert 'step 100' in message and '/w/checkpoints' in message
+
+
+def test_finite_metrics_pass_through_as_floats():
+  scalars = loop._check_finite({'loss': np.float32(0.25)}, 3, 0, '/w')
+  assert scalars == {'loss': 0.25}
+
+
+def test_progress_line_reports_rate_and_eta():
+  line = loop._ProgressLine(total_steps=100, global_batch=16, start_step=0)
+  line.start_time -= 10.0  # pretend 10 s passed for 20 steps: 2 steps/s, 32 img/s.
+  text = line(20)
+  assert text.startswith('step 20/100 (20.0%)')
+  assert '32.0 img/s' in text and 'ETA 00:00:40' in text
