@@ -112,7 +112,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- export
   config.export = ml_collections.ConfigDict()
-  config.export.branch = -1              # -1: the best branch on validation.
+  config.export.branch = -1              # -1: the best branch of the exported step's evaluation.
+  # 'best': the checkpoint with the best validation score; 'latest': the newest checkpoint.
+  config.export.checkpoint = 'best'
 
   # ---------------------------------------------------------------- FPD (two-stage baseline)
   config.fpd = ml_collections.ConfigDict()

@@ -1,6 +1,6 @@
 r"""Host input pipeline throughput: augmented training crops per second, per core and in total.
 
-  python -m data_prep.bench --records DIR [--input_size 256 256] [--seconds 20]
+  python -m data_prep.bench --records DIR [--input-size 256 256] [--seconds 20]
 
 Runs the real training pipeline (decode, crop, scale/rotation/flip, normalise, batch) twice:
 once restricted to one thread (per-core rate) and once with all cores, and prints a table.
@@ -12,16 +12,15 @@ import argparse
 import os
 import time
 
-import tensorflow as tf
-
 from configs import default
 from okdhp_jax.data import meta as meta_lib
-from okdhp_jax.data import pipeline
 from okdhp_jax.data import records
+from okdhp_jax.data.tf_host import tf
 
 
 def measure(data_config, meta, *, batch_size: int, seconds: float, threads: int | None):
   """Images per second over `seconds` after one warm-up batch."""
+  from okdhp_jax.data import pipeline  # imports JAX: not before --help is answered.
   ds = pipeline.build_train_dataset(data_config, meta, local_batch_size=batch_size, seed=0)
   if threads is not None:
     options = tf.data.Options()
@@ -40,8 +39,9 @@ def measure(data_config, meta, *, batch_size: int, seconds: float, threads: int 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--records', required=True)
-  parser.add_argument('--input_size', type=int, nargs=2, default=(256, 256), help='height width')
-  parser.add_argument('--batch_size', type=int, default=32)
+  parser.add_argument('--input-size', '--input_size', dest='input_size',
+                      type=int, nargs=2, default=(256, 256), help='height width')
+  parser.add_argument('--batch-size', '--batch_size', dest='batch_size', type=int, default=32)
   parser.add_argument('--seconds', type=float, default=20.0)
   args = parser.parse_args(argv)
   info = records.read_dataset_info(args.records)

@@ -4,9 +4,9 @@
 when `config.data.bundled` is set. `prepare_bundled` is the `runlocal` default: the 5 real MPII
 validation people (data_prep/samples/mpii) go into both splits, synthetic figures are added to
 the train split (and optionally to valid), and gt_valid_first5.mat becomes gt_valid.mat. It
-returns at once when the folder already holds the same conversion (dataset_info.json is written last and
-remembers the parameters). `prepare_bundled_coco` does the same for the 14 COCO people, and
-`prepare_synthetic` for synthetic figures alone (configs/synthetic.py).
+returns at once when the folder already holds the same conversion (dataset_info.json is
+written last and remembers the parameters). `prepare_bundled_coco` does the same for the 14
+COCO people, and `prepare_synthetic` for synthetic figures alone (configs/synthetic.py).
 """
 
 from __future__ import annotations

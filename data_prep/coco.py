@@ -8,11 +8,11 @@ contains 'val' (or force one with --split). Images are looked up as DIR/file_nam
 DIR/val2017/file_name (the part of the json name after 'person_keypoints_'). GT boxes are
 cleaned as in HRNet (crowds left out, boxes clipped to the image, people with an empty box or a
 zero area skipped) and turned into centre and scale with the aspect ratio of the input
-(--aspect_ratio, w / h; the pipeline re-applies the fix for its own input size) and 1.25
+(--aspect-ratio, w / h; the pipeline re-applies the fix for its own input size) and 1.25
 padding. The valid annotations are copied to OUT/annotations_valid.json for COCOeval.
 
 With --detections (COCO results json of person boxes), a split 'valid_det' holds one record per
-detection with score >= --det_score_threshold (no joints, box score kept); the json is copied to
+detection with score >= --det-score-threshold (no joints, box score kept); the json is copied to
 OUT/person_detection_results.json. The eval pipeline reads 'valid_det' instead of 'valid' when
 config.data.detections is set.
 """
@@ -235,11 +235,14 @@ def main(argv=None) -> int:
   parser.add_argument('--split', default='', choices=['', 'train', 'valid'],
                       help='force the split of a single annotation file')
   parser.add_argument('--detections', default='', help='person detections (COCO results json)')
-  parser.add_argument('--det_score_threshold', type=float, default=0.0)
-  parser.add_argument('--aspect_ratio', type=float, default=192 / 256,
+  parser.add_argument('--det-score-threshold', '--det_score_threshold', dest='det_score_threshold',
+                      type=float, default=0.0)
+  parser.add_argument('--aspect-ratio', '--aspect_ratio', dest='aspect_ratio',
+                      type=float, default=192 / 256,
                       help='input width / height used for centre and scale')
   parser.add_argument('--strict', action='store_true', help='stop at the first bad input')
-  parser.add_argument('--examples_per_shard', type=int, default=1024)
+  parser.add_argument('--examples-per-shard', '--examples_per_shard', dest='examples_per_shard',
+                      type=int, default=1024)
   args = parser.parse_args(argv)
   try:
     _, report = convert(args.annotations, args.images, args.out, split=args.split,

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from okdhp_jax.data import records
+from okdhp_jax.data.tf_host import tf
 
 
 class BadInput(Exception):
@@ -179,8 +180,6 @@ class ShardWriter:
   """Writes one split as shards of at most `examples_per_shard` under a temporary folder."""
 
   def __init__(self, tmp_dir: str, split: str, examples_per_shard: int):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self._tf = tf
     self.tmp_dir, self.split, self.per_shard = tmp_dir, split, examples_per_shard
     self.lengths: list[int] = []
     self._writer = None
@@ -189,7 +188,7 @@ class ShardWriter:
     if self._writer is None or self.lengths[-1] >= self.per_shard:
       self._close_current()
       path = os.path.join(self.tmp_dir, f'{self.split}-part{len(self.lengths):05d}')
-      self._writer = self._tf.io.TFRecordWriter(path)
+      self._writer = tf.io.TFRecordWriter(path)
       self.lengths.append(0)
     self._writer.write(records.serialize(example))
     self.lengths[-1] += 1
@@ -204,7 +203,7 @@ class ShardWriter:
     self._close_current()
     if not self.lengths:  # an empty split is still one (empty) shard, so readers find it.
       path = os.path.join(self.tmp_dir, f'{self.split}-part00000')
-      self._tf.io.TFRecordWriter(path).close()
+      tf.io.TFRecordWriter(path).close()
       self.lengths.append(0)
     n = len(self.lengths)
     return [(os.path.join(self.tmp_dir, f'{self.split}-part{i:05d}'),

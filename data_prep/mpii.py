@@ -133,7 +133,8 @@ def main(argv=None) -> int:
   parser.add_argument('--images', required=True, help='folder of MPII images')
   parser.add_argument('--out', required=True, help='records folder to write')
   parser.add_argument('--strict', action='store_true', help='stop at the first bad input')
-  parser.add_argument('--examples_per_shard', type=int, default=1024)
+  parser.add_argument('--examples-per-shard', '--examples_per_shard', dest='examples_per_shard',
+                      type=int, default=1024)
   args = parser.parse_args(argv)
   try:
     _, report = convert(args.annotations, args.images, args.out, strict=args.strict,

@@ -1,6 +1,6 @@
 r"""Synthetic articulated figures with exact joints, in the MPII layout and record format.
 
-  python -m data_prep.synthetic --out DIR --num 2000 [--num_valid 200] [--size 128] [--seed 0]
+  python -m data_prep.synthetic --out DIR --num 2000 [--num-valid 200] [--size 128] [--seed 0]
       [--plain]
 
 Each image holds one 16-joint figure (MPII joint order) built from proportions of a human body
@@ -226,7 +226,8 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out', required=True)
   parser.add_argument('--num', type=int, default=2000, help='train figures')
-  parser.add_argument('--num_valid', type=int, default=200, help='valid figures')
+  parser.add_argument('--num-valid', '--num_valid', dest='num_valid',
+                      type=int, default=200, help='valid figures')
   parser.add_argument('--size', type=int, default=128, help='image side in pixels')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--plain', action='store_true',

@@ -62,12 +62,12 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, progress: dict[s
   return saved
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
-                   ) -> tuple[Any, dict[str, Any]] | None:
-  """Restores the newest checkpoint into the shapes/shardings of `abstract_state`, or None."""
-  step = manager.latest_step()
-  if step is None:
-    return None
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any
+            ) -> tuple[Any, dict[str, Any]]:
+  """Restores checkpoint `step` into the shapes/shardings of `abstract_state`."""
+  if step not in manager.all_steps():
+    raise FileNotFoundError(f'{manager.directory} holds no checkpoint of step {step} (it has '
+                            f'{sorted(manager.all_steps())})')
   restored = manager.restore(
       step,
       args=ocp.args.Composite(**{
@@ -78,3 +78,9 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
   logging.info('Restored checkpoint of step %d from %s', step, manager.directory)
   return restored[STATE], dict(restored[PROGRESS])
 
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
+                   ) -> tuple[Any, dict[str, Any]] | None:
+  """Restores the newest checkpoint into the shapes/shardings of `abstract_state`, or None."""
+  step = manager.latest_step()
+  return None if step is None else restore(manager, step, abstract_state)

@@ -24,6 +24,7 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs, samples and exports.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'export'], 'What to run.')
 flags.DEFINE_string('export_dir', None, 'Where --mode export writes (default WORKDIR/export).')
+flags.DEFINE_alias('export-dir', 'export_dir')  # the other tools spell flags with dashes.
 flags.DEFINE_enum('distributed', 'auto', ['auto', 'on', 'off'],
                   'Call jax.distributed.initialize(): auto does when launched multi-host.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -55,16 +56,24 @@ def _distributed_args() -> dict[str, int]:
   return args
 
 
-def _hide_orbax_info(record: pylogging.LogRecord) -> bool:
-  return record.levelno >= pylogging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
+def _console_filter(record: pylogging.LogRecord) -> bool:
+  """Keeps Orbax's file-by-file INFO lines and JAX's backend probing off the console.
+
+  Also Orbax's 'Waiting for previous save' warning: the loop saves at every evaluation, and
+  waiting a few seconds for the previous asynchronous save is expected, not a fault (the
+  progress line's img/s shows what it costs).
+  """
+  if f'{os.sep}orbax{os.sep}' in record.pathname:
+    return (record.levelno >= pylogging.WARNING
+            and 'Waiting for previous save' not in record.getMessage())
+  return not record.getMessage().startswith('Unable to initialize backend')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   import jax  # after flag parsing, so --help stays fast.
-  # Orbax logs every file it writes at INFO; keep the console for training progress.
-  logging.get_absl_handler().addFilter(_hide_orbax_info)
+  logging.get_absl_handler().addFilter(_console_filter)
   if FLAGS.distributed == 'on' or (FLAGS.distributed == 'auto' and _is_multi_host_launch()):
     jax.distributed.initialize(**_distributed_args())
   from okdhp_jax.data import tf_host
@@ -90,13 +99,12 @@ def _train(config, workdir: str) -> None:
   """Trains (or resumes), exports the best branch, and says where everything went."""
   import jax
   from okdhp_jax.evaluation import evaluator, report
-  from okdhp_jax.export.trained import export_trained
+  from okdhp_jax.export.trained import export_checkpoint
   from okdhp_jax.training import loop
   trainer = loop.Trainer(config, workdir)
   progress = loop.train_and_evaluate(config, workdir, trainer)
-  export_dir = export_trained(config, trainer.meta, trainer.state.variables,
-                              int(jax.device_get(trainer.state.step)), progress,
-                              export_dir=os.path.join(workdir, 'export'), source=workdir)
+  export_dir = os.path.join(workdir, 'export')
+  exported = export_checkpoint(trainer, export_dir=export_dir)
   if jax.process_index() != 0:
     return
   lines = ['', 'Training finished.']
@@ -109,7 +117,8 @@ def _train(config, workdir: str) -> None:
       f'  checkpoints      : {os.path.join(workdir, "checkpoints")}',
       f'  drawn samples    : {os.path.join(workdir, "samples")}',
       f'  eval results     : {os.path.join(workdir, "eval_results.json")}',
-      f'  exported network : {export_dir}',
+      f'  exported network : {export_dir}  (branch {exported["branch"]} of step '
+      f'{exported["step"]}, the {exported["checkpoint"]} checkpoint)',
   ]
   print('\n'.join(lines), flush=True)
 
@@ -129,15 +138,11 @@ def _evaluate(config, workdir: str) -> None:
 
 
 def _export(config, workdir: str) -> None:
-  """Writes the chosen branch of the newest checkpoint (config.export.branch, -1: the best)."""
-  import jax
-  from okdhp_jax.export.trained import export_trained
+  """Writes one branch of an evaluated checkpoint (config.export: the best one by default)."""
+  from okdhp_jax.export.trained import export_checkpoint
   from okdhp_jax.training import loop
-  trainer = loop.Trainer(config, workdir)
-  progress = trainer.restore_or_fail()
-  export_trained(config, trainer.meta, trainer.state.variables,
-                 int(jax.device_get(trainer.state.step)), progress,
-                 export_dir=FLAGS.export_dir or os.path.join(workdir, 'export'), source=workdir)
+  export_checkpoint(loop.Trainer(config, workdir),
+                    export_dir=FLAGS.export_dir or os.path.join(workdir, 'export'))
 
 
 if __name__ == '__main__':

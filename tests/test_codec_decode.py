@@ -117,7 +117,8 @@ def test_bad_inputs():
   with pytest.raises(ValueError, match='NaN'):
     heatmap_codec.decode_heatmaps(np.full((1, 4, 4, 1), np.nan))
   with pytest.raises(ValueError, match='center'):
-    heatmap_codec.heatmaps_to_image_coords(np.zeros((2, 4, 4, 1)), np.zeros((1, 2)), np.ones((2, 2)))
+    heatmap_codec.heatmaps_to_image_coords(np.zeros((2, 4, 4, 1)), np.zeros((1, 2)),
+                                           np.ones((2, 2)))
 
 
 def test_codec_round_trip_on_heatmap_pixel_centres():

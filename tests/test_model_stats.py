@@ -57,15 +57,31 @@ def test_hand_computed_counts():
   assert stats.params == (conv1 + 8) + (conv2 + 8) + 2 * 8 + (dense + 5)
 
 
-def test_tool_prints_the_configured_network(capsys):
+def test_tool_prints_the_training_network_and_its_student(capsys):
   model_stats_tool.main(['--config', 'configs/default.py:runlocal'])
   lines = capsys.readouterr().out.strip().splitlines()
-  assert 'params (M)' in lines[0] and 'GMACs' in lines[0]
-  assert lines[1].startswith('config: hourglass') and len(lines) == 2
+  assert 'params (M)' in lines[0] and 'GMACs' in lines[0] and 'kind' in lines[0]
+  assert len(lines) == 3
+  assert lines[1].startswith('config: hourglass') and ' training ' in lines[1]
+  assert 'student' in lines[2] and ' deployed ' in lines[2]
+  model_stats_tool.main(['--config', 'configs/hg4_baseline.py:runlocal'])
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 2 and ' both ' in lines[1]
+
+
+def test_all_needs_no_config(capsys, monkeypatch):
+  every_variant = model_stats_tool.paper_variants
+  monkeypatch.setattr(model_stats_tool, 'paper_variants', lambda: every_variant()[:1])
+  model_stats_tool.main(['--all'])
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert lines[1].split()[:2] == ['HG2', 'deployed']
 
 
 def test_tool_lists_every_paper_variant():
-  names = [name for name, _ in model_stats_tool.paper_variants()]
+  variants = model_stats_tool.paper_variants()
+  names = [name for name, _, _ in variants]
+  kinds = {name: kind for name, kind, _ in variants}
+  assert kinds['HG4'] == 'deployed' and kinds['OKDHP-HG4 balanced fau=released'] == 'training'
   assert names[:3] == ['HG2', 'HG4', 'HG8']
   for fau in ('none', 'released', 'paper'):
     assert f'OKDHP-HG4 balanced fau={fau}' in names

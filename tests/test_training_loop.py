@@ -1,4 +1,4 @@
-"""The training loop: a method registered here trains through it; the NaN stop; the progress line."""
+"""The training loop: a method registered here trains through it; NaN stop; progress line."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from configs import default
 from data_prep import bundled
-from okdhp_jax import methods, sharding
+from okdhp_jax import methods, progress, sharding
 from okdhp_jax.training import loop
 from okdhp_jax.training.losses import joints_mse
 
@@ -112,8 +112,11 @@ def test_finite_metrics_pass_through_as_floats():
 
 
 def test_progress_line_reports_rate_and_eta():
-  line = loop._ProgressLine(total_steps=100, global_batch=16, start_step=0)
+  line = progress.ProgressLine(total=100, images_per_unit=16, start=0)
   line.start_time -= 10.0  # pretend 10 s passed for 20 steps: 2 steps/s, 32 img/s.
   text = line(20)
   assert text.startswith('step 20/100 (20.0%)')
   assert '32.0 img/s' in text and 'ETA 00:00:40' in text
+  people = progress.ProgressLine(total=50, images_per_unit=1, label='eval')
+  people.start_time -= 5.0  # 10 people in 5 s: 2 img/s, 40 left.
+  assert people(10) == 'eval 10/50 (20.0%) | 2.0 img/s | ETA 00:00:20'

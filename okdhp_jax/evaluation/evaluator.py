@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from okdhp_jax import paths, sharding
+from okdhp_jax import paths, progress, sharding
 from okdhp_jax.codecs.heatmap import HeatmapCodec
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import pipeline
@@ -77,10 +77,14 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
   coords, scores, info = {}, {}, {k: [] for k in ('center', 'scale', 'image_id',
                                                    'person_index', 'score', 'area')}
   drawn: list[np.ndarray] = []
-  start, seen = time.time(), 0
+  # This process's share (detections below the score threshold make it an upper bound).
+  total = -(-pipeline.count_examples(config.data, config.data.eval_split) // jax.process_count())
+  line = progress.ProgressLine(total, images_per_unit=1, label='eval')
+  seen, last_log = 0, time.time()
   for batch in dataset.as_numpy_iterator():
     valid = batch['valid'].astype(bool)
-    out = predict_step(variables, pipeline.make_global_batch({'image': batch['image']}, mesh)['image'])
+    images = pipeline.make_global_batch({'image': batch['image']}, mesh)['image']
+    out = predict_step(variables, images)
     out = jax.tree.map(sharding.local_rows, out)
     heatmaps = {name: out['branches'][b] for b, name in enumerate(
         branch_names(out['branches'].shape[0]))}
@@ -95,7 +99,10 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
       drawn += visualize.draw_crops(batch, *codec.decode_to_input(heatmaps[ENSEMBLE]),
                                     valid, meta, num_images_to_draw - len(drawn))
     seen += int(valid.sum())
-    logging.info('eval: %d examples, %.1f img/s', seen, seen / max(time.time() - start, 1e-6))
+    if time.time() - last_log > 30:  # a line every 30 s, and one at the end.
+      logging.info('%s', line(seen))
+      last_log = time.time()
+  logging.info('%s', line(seen))
 
   # Each process scored its own shard; every process needs the whole split.
   coords, scores, info = sharding.gather_rows(jax.tree.map(

@@ -78,6 +78,17 @@ def exported_model_config(model_config: Mapping[str, Any], branch: int) -> dict[
                                 param_dtype=str(model_config['param_dtype']))
 
 
+def deployed_model_config(model_config: Mapping[str, Any], branch: int = 0) -> dict[str, Any]:
+  """`config.model` (as a dict) of what is deployed from a training network: one branch.
+
+  Hourglass: the shared stacks and the branch's private stacks as a plain hourglass
+  (`exported_model_config`). MobilePose: the shared encoder and one decoder, no FAU.
+  """
+  if model_config['name'] == 'hourglass':
+    return exported_model_config(model_config, branch)
+  return dict(dict(model_config.items()), branch_stacks=(1,), fau='none')
+
+
 def plain_hourglass_config(num_stacks: int, *, features: int = 256, depth: int = 4,
                            dtype: str = 'float32', param_dtype: str = 'float32') -> dict[str, Any]:
   """`config.model` fields (a dict) of a plain `num_stacks`-stack hourglass."""

@@ -1,67 +1,102 @@
-"""`--mode export` (and the end of training): a trained run's chosen branch as an export folder."""
+"""`--mode export` (and the end of training): an evaluated checkpoint's branch as an export.
+
+The weights and the branch always come from the same evaluated step: by default the checkpoint
+that scored best on validation (config.export.checkpoint='best'), else the newest one
+('latest'), with the branch that scored best in that step's evaluation unless
+config.export.branch names one. model.json records the step, which checkpoint it was and what
+the exported branch scored there.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import ml_collections
 
-from okdhp_jax.data.meta import DatasetMeta
+from okdhp_jax import checkpointing
+from okdhp_jax.evaluation import evaluator, report
 from okdhp_jax.export import branch as branch_lib
 from okdhp_jax.export import store
 
+if TYPE_CHECKING:
+  from okdhp_jax.training.loop import Trainer
 
-def choose_branch(config: ml_collections.ConfigDict, progress: dict[str, Any]) -> int:
-  """config.export.branch, or (when it is -1) the best branch on validation so far."""
+CHECKPOINT_CHOICES = ('best', 'latest')
+
+
+def step_to_export(config: ml_collections.ConfigDict, progress: dict[str, Any],
+                   latest_step: int) -> int:
+  """The checkpoint step config.export.checkpoint asks for, given the newest progress."""
+  which = config.export.checkpoint
+  if which not in CHECKPOINT_CHOICES:
+    raise ValueError(f'config.export.checkpoint={which!r} must be one of {CHECKPOINT_CHOICES}')
+  if which == 'latest':
+    return latest_step
+  if progress.get('best_step') is None:
+    raise ValueError(f'no checkpoint has been evaluated yet, so there is no best one: set '
+                     f"config.export.checkpoint='latest' (and config.export.branch) to export "
+                     f'step {latest_step}')
+  return int(progress['best_step'])
+
+
+def choose_branch(config: ml_collections.ConfigDict, metrics: dict[str, Any] | None,
+                  step: int) -> int:
+  """config.export.branch, or (-1) the best branch of step `step`'s evaluation `metrics`."""
   num_branches = len(config.model.branch_stacks)
   branch = config.export.branch
   if branch < 0:
-    branch = progress.get('best_branch')
-    if branch is None:
-      branch = 0
-      logging.warning('No validation result yet: exporting branch 0.')
+    if metrics is None:
+      raise ValueError(f'step {step} was not evaluated, so it has no best branch: set '
+                       f"config.export.branch, or config.export.checkpoint='best'")
+    best = report.best_branch(metrics, evaluator.headline_metric(config.data.dataset))
+    branch = int(best.split('_')[-1])
   if not 0 <= branch < num_branches:
     raise ValueError(f'config.export.branch={branch} is out of range: the model has '
                      f'{num_branches} branches (config.model.branch_stacks)')
   return branch
 
 
-def export_trained(config: ml_collections.ConfigDict, meta: DatasetMeta,
-                   variables: dict[str, Any], step: int, progress: dict[str, Any], *,
-                   export_dir: str, source: str) -> str:
-  """Writes the chosen branch of `variables` as a plain hourglass; returns the folder.
+def export_checkpoint(trainer: 'Trainer', *, export_dir: str) -> dict[str, Any]:
+  """Writes the branch config.export asks for, from the checkpoint it asks for.
 
-  Args:
-    config: the run's config (model, data sizes, export.branch).
-    meta: the dataset's meta (its name and joint count go into model.json).
-    variables: {'params', 'batch_stats'} of the multi-branch network (device or host arrays).
-    step: the training step the variables come from.
-    progress: the loop's progress dict (best branch, evaluation history).
-    export_dir: where to write; source: recorded in model.json (the workdir).
+  Returns the model.json description (branch, step, checkpoint, metrics, ...).
+
+  Every process calls it (restoring and saving are collective). Raises FileNotFoundError when
+  the workdir has no checkpoint, ValueError for a config.export the run cannot satisfy.
   """
+  config = trainer.config
   if config.model.name != 'hourglass':
     raise ValueError(f'--mode export writes plain hourglasses; config.model.name is '
                      f'{config.model.name!r}')
-  branch = choose_branch(config, progress)
-  exported = branch_lib.export_branch(
-      jax.device_get(variables), branch, config.model.num_shared_stacks,
+  progress = trainer.restore_or_fail()
+  latest = int(jax.device_get(trainer.state.step))
+  step = step_to_export(config, progress, latest)
+  state = trainer.state
+  if step != latest:
+    state, progress = checkpointing.restore(trainer.manager, step, trainer.state)
+  evaluation = next((e for e in progress.get('history', []) if e['step'] == step), None)
+  metrics = None if evaluation is None else evaluation['metrics']
+  branch = choose_branch(config, metrics, step)
+  variables = branch_lib.export_branch(
+      jax.device_get(state.variables), branch, config.model.num_shared_stacks,
       tuple(config.model.branch_stacks))
-  metrics = {}
-  for entry in progress.get('history', [])[-1:]:
-    metrics = entry['metrics'].get(f'branch_{branch}', {})
   description = {
       'model': branch_lib.exported_model_config(config.model, branch),
-      'num_joints': meta.num_joints,
-      'dataset': meta.name,
+      'num_joints': trainer.meta.num_joints,
+      'dataset': trainer.meta.name,
       'input_size': list(config.data.input_size),
       'heatmap_size': list(config.data.heatmap_size),
       'branch': branch,
-      'step': int(step),
-      'metrics': metrics,
-      'source': source,
+      'step': step,
+      'checkpoint': config.export.checkpoint,
+      'metrics': {} if metrics is None else metrics.get(f'branch_{branch}', {}),
+      'source': trainer.workdir,
   }
-  store.save_exported(export_dir, exported, description)  # collective: every process.
-  logging.info('Exported branch %d (%s) to %s', branch, description['model'], export_dir)
-  return export_dir
+  store.save_exported(export_dir, variables, description)  # collective: every process.
+  scored = description['metrics'].get(evaluator.headline_metric(trainer.meta.name))
+  logging.info('Exported branch %d of step %d (%s checkpoint%s) to %s', branch, step,
+               config.export.checkpoint, '' if scored is None else f', scored {scored:.2f}',
+               export_dir)
+  return description

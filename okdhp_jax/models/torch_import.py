@@ -36,7 +36,11 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
 
   A training checkpoint ({'state_dict': ..., 'epoch': ...}) and a bare state_dict both work.
   """
-  import torch  # pylint: disable=g-import-not-at-top  (optional dependency)
+  try:
+    import torch  # pylint: disable=g-import-not-at-top  (optional dependency)
+  except ModuleNotFoundError:
+    raise ValueError('reading PyTorch checkpoints needs PyTorch: pip install "okdhp_jax[torch]" '
+                     '(or pip install torch; the CPU build is enough)') from None
 
   try:
     checkpoint = torch.load(path, map_location='cpu', weights_only=True)

@@ -14,19 +14,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import jax
-import ml_collections
 import numpy as np
 
-from okdhp_jax import methods, sharding
-from okdhp_jax.data.meta import get_meta
-from okdhp_jax.models import build_model
-from okdhp_jax.tools.model_stats import load_config
-from okdhp_jax.training import state as state_lib
-from okdhp_jax.training import step as step_lib
 
-
-def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, num_joints: int,
+def synthetic_batch(config, batch_size: int, num_joints: int,
                     seed: int = 0) -> dict[str, np.ndarray]:
   height, width = config.data.input_size
   rng = np.random.default_rng(seed)
@@ -37,6 +28,7 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, num_join
 
 
 def peak_memory_gib() -> str:
+  import jax
   peaks = []
   for device in jax.local_devices():
     stats = device.memory_stats() or {}
@@ -53,6 +45,15 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--steps', type=int, default=10, help='timed steps')
   parser.add_argument('--warmup', type=int, default=2, help='untimed steps after compiling')
   args = parser.parse_args(argv)
+
+  # Imported after parsing, so --help answers at once.
+  import jax
+  from okdhp_jax import methods, sharding
+  from okdhp_jax.data.meta import get_meta
+  from okdhp_jax.models import build_model
+  from okdhp_jax.tools.config_file import load_config
+  from okdhp_jax.training import state as state_lib
+  from okdhp_jax.training import step as step_lib
 
   config = load_config(args.config)
   if args.batch is not None:

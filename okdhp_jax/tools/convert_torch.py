@@ -14,14 +14,14 @@ import argparse
 import os
 import sys
 
-from okdhp_jax.export.branch import plain_hourglass_config
-from okdhp_jax.export.store import save_exported
-from okdhp_jax.models.torch_import import (infer_hourglass_dims, load_torch_state_dict,
-                                           state_dict_to_variables)
 
 
 def convert_checkpoint(checkpoint: str, num_stacks: int, out_dir: str) -> str:
   """Reads `checkpoint`, writes the export to `out_dir`, returns its absolute path."""
+  from okdhp_jax.export.branch import plain_hourglass_config
+  from okdhp_jax.export.store import save_exported
+  from okdhp_jax.models.torch_import import (infer_hourglass_dims, load_torch_state_dict,
+                                             state_dict_to_variables)
   state_dict = load_torch_state_dict(checkpoint)
   features, num_joints, depth = infer_hourglass_dims(state_dict)
   variables = state_dict_to_variables(state_dict, num_stacks)
@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> None:
   args = parser.parse_args(argv)
   if args.num_stacks < 1:
     parser.error(f'--num-stacks must be >= 1, got {args.num_stacks}')
-  print(f'wrote {convert_checkpoint(args.checkpoint, args.num_stacks, args.out)}')
+  try:
+    print(f'wrote {convert_checkpoint(args.checkpoint, args.num_stacks, args.out)}')
+  except (FileNotFoundError, ValueError) as error:
+    print(f'convert_torch: error: {error}', file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

@@ -19,13 +19,15 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from clu import metric_writers, parameter_overview, periodic_actions
+from clu import metric_writers, parameter_overview
 
 from okdhp_jax import checkpointing, methods, paths, sharding
+from okdhp_jax import progress as progress_line
 from okdhp_jax.data import checks, pipeline
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.evaluation import evaluator, predict_step, visualize
-from okdhp_jax.models import build_model
+from okdhp_jax.export.branch import deployed_model_config
+from okdhp_jax.models import build_model, stats
 from okdhp_jax.training import state as state_lib
 from okdhp_jax.training import step as step_lib
 from okdhp_jax.training.optimizer import steps_per_epoch as compute_steps_per_epoch
@@ -91,11 +93,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains (resuming if the workdir has checkpoints) and returns the final progress dict."""
   trainer = trainer or Trainer(config, workdir)
   is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  # TensorBoard only: the console gets one progress line per log step, not every scalar.
+  writer = (metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(workdir)])
+            if is_chief else metric_writers.MultiWriter([]))
   progress = trainer.restore()
   start_step = int(jax.device_get(trainer.state.step))
   if start_step == 0 and is_chief:
-    parameter_overview.log_parameter_overview(trainer.state.params)
+    _log_model_summary(config, trainer, workdir)
     writer.write_hparams(_flat_hparams(config))
   logging.info('Training %d steps (%d epochs x %d steps, global batch %d, %d examples) on %s',
                trainer.total_steps, config.train.num_epochs, trainer.steps_per_epoch,
@@ -108,19 +112,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       start_step=start_step)
   batches = pipeline.global_batches(dataset, trainer.mesh, prefetch=config.data.prefetch)
   frozen = trainer.method.frozen_state(trainer.mesh)
-  report = periodic_actions.ReportProgress(num_train_steps=trainer.total_steps, writer=writer,
-                                           every_secs=60.0)
   eval_every_steps = max(1, int(config.train.eval_every_epochs * trainer.steps_per_epoch))
-  line = _ProgressLine(trainer.total_steps, config.train.batch_size, start_step)
+  line = progress_line.ProgressLine(trainer.total_steps, config.train.batch_size, start_step)
   last_good_step = start_step
 
   for step in range(start_step + 1, trainer.total_steps + 1):
     batch = next(batches)
+    if step == start_step + 1:
+      logging.info('Compiling the train step (the first call traces and compiles it)...')
+      compile_start = time.time()
     trainer.state, metrics = trainer.train_step(trainer.state, frozen, batch)
-    report(step)
     if step == start_step + 1:
       jax.block_until_ready(metrics)
-      line.restart(step)  # the first step compiles; rates and ETA count from here.
+      logging.info('Compiled and ran the first step in %.1f s.', time.time() - compile_start)
+      line.restart(step)  # rates and ETA count from here.
     is_last = step == trainer.total_steps
     log_now = step % config.train.log_every_steps == 0 or is_last
     eval_now = step % eval_every_steps == 0 or is_last
@@ -129,7 +134,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       # One fetch per step, before anything is written: a NaN state is never saved.
       scalars = _check_finite(metrics, step, last_good_step, trainer.manager.directory)
     if log_now:
-      writer.write_scalars(step, {f'train/{k}': v for k, v in scalars.items()})
+      writer.write_scalars(step, {**{f'train/{k}': v for k, v in scalars.items()},
+                                  'perf/img_per_sec': line.images_per_second(step)})
       logging.info('%s | loss %.5f', line(step), scalars['loss'])
     if eval_now:
       result = trainer.evaluate(num_images_to_draw=config.train.num_images_to_draw)
@@ -148,6 +154,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if is_chief and progress['history']:
     (paths.resolve(workdir) / 'eval_results.json').write_text(json.dumps(progress, indent=2))
   return progress
+
+
+def _log_model_summary(config: ml_collections.ConfigDict, trainer: Trainer, workdir: str) -> None:
+  """Parameters and MACs per part of the training network and the deployed student; the
+  per-parameter table goes to WORKDIR/parameters.txt (a screen is too small for it)."""
+  input_size = tuple(config.data.input_size)
+  student = build_model(ml_collections.ConfigDict(deployed_model_config(config.model)),
+                        trainer.meta.num_joints, input_size)
+  table = stats.summary_table([('training network', trainer.model),
+                               ('deployed student', student)], (*input_size, 3))
+  path = paths.resolve(workdir) / 'parameters.txt'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(parameter_overview.get_parameter_overview(trainer.state.params) + '\n')
+  logging.info('Model at %dx%d (MACs per image; every parameter: %s):\n%s', *input_size, path,
+               table)
 
 
 def _check_finite(metrics, step: int, last_good_step: int, checkpoint_dir) -> dict[str, float]:
@@ -185,26 +206,3 @@ def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
         flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
   visit('', config)
   return flat
-
-
-class _ProgressLine:
-  """'step 120/4500 (2.7%) | 85.3 img/s | ETA 0:51:02' from wall-clock time since start."""
-
-  def __init__(self, total_steps: int, global_batch: int, start_step: int):
-    self.total = total_steps
-    self.batch = global_batch
-    self.start_step = start_step
-    self.start_time = time.time()
-
-  def restart(self, step: int) -> None:
-    self.start_step = step
-    self.start_time = time.time()
-
-  def __call__(self, step: int) -> str:
-    elapsed = max(time.time() - self.start_time, 1e-6)
-    done = step - self.start_step
-    rate = done / elapsed
-    eta = (self.total - step) / rate if rate > 0 else float('inf')
-    eta_text = time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '?'
-    return (f'step {step}/{self.total} ({100.0 * step / self.total:.1f}%) | '
-            f'{rate * self.batch:.1f} img/s | ETA {eta_text}')

@@ -1,0 +1,87 @@
+"""`--mode export`: weights and branch always come from one evaluated checkpoint."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from data_prep import bundled
+from okdhp_jax import checkpointing
+from okdhp_jax.export import store
+from okdhp_jax.export.trained import export_checkpoint
+from okdhp_jax.training import loop
+
+
+def evaluation(step, branch_0, branch_1):
+  return {'step': step, 'metrics': {'branch_0': {'Mean': branch_0}, 'branch_1': {'Mean': branch_1},
+                                    'ensemble': {'Mean': 99.0}}}
+
+
+@pytest.fixture(scope='module')
+def workdir_with_three_checkpoints(tmp_path_factory):
+  """Step 10 scored best (branch 1 at 90), step 20 worse (branch 0 at 70), step 30 unevaluated.
+
+  Each step's parameters differ (initial + step), so an export shows which step it came from.
+  """
+  tmp = tmp_path_factory.mktemp('export')
+  config = default.get_config('runlocal')
+  config.model.update(features=16, depth=1, num_shared_stacks=0, branch_stacks=(1, 1),
+                      fau_hidden=8)
+  records = str(tmp / 'records')
+  config.data.update(bundled='synthetic', records_dir=records,
+                     eval_annotations=f'{records}/gt_valid.mat')
+  config.data.synthetic.update(num_train=8, num_valid=8, image_size=64)
+  bundled.prepare_for_config(config.data)
+  workdir = str(tmp / 'run')
+  trainer = loop.Trainer(config, workdir)
+  initial = trainer.state
+  history = []
+  for step, scores, best in ((10, (80.0, 90.0), 10), (20, (70.0, 60.0), 10), (30, None, 10)):
+    if scores:
+      history.append(evaluation(step, *scores))
+    state = initial.replace(step=initial.step + step,
+                            params=jax.tree.map(lambda p, s=step: p + s, initial.params))
+    progress = {'best_metric': 90.0, 'best_branch': 1, 'best_step': best,
+                'history': list(history)}
+    checkpointing.save(trainer.manager, step, state, progress,
+                       metric=max(scores) if scores else None, force=True)
+  trainer.manager.wait_until_finished()
+  return config, workdir, jax.device_get(initial.params)
+
+
+def export(config, workdir, tmp_path, **overrides):
+  config = config.copy_and_resolve_references()
+  config.export.update(overrides)
+  description = export_checkpoint(loop.Trainer(config, workdir), export_dir=str(tmp_path))
+  variables, saved = store.load_exported(str(tmp_path))
+  for key in ('branch', 'step', 'checkpoint', 'metrics', 'num_joints', 'dataset'):
+    assert saved[key] == description[key], key  # model.json says what was exported.
+  return description, variables
+
+
+def test_best_checkpoint_by_default_with_its_own_best_branch(workdir_with_three_checkpoints,
+                                                              tmp_path):
+  config, workdir, initial = workdir_with_three_checkpoints
+  description, variables = export(config, workdir, tmp_path)
+  assert (description['step'], description['branch'], description['checkpoint']) == (10, 1, 'best')
+  assert description['metrics'] == {'Mean': 90.0}
+  np.testing.assert_allclose(variables['params']['stack_0']['score']['kernel'],
+                             initial['branch_1_stack_0']['score']['kernel'] + 10, rtol=1e-6)
+
+
+def test_latest_needs_an_evaluation_or_a_branch(workdir_with_three_checkpoints, tmp_path):
+  config, workdir, initial = workdir_with_three_checkpoints
+  with pytest.raises(ValueError, match='step 30 was not evaluated.*config.export.branch'):
+    export(config, workdir, tmp_path / 'a', checkpoint='latest')
+  description, variables = export(config, workdir, tmp_path / 'b', checkpoint='latest', branch=0)
+  assert (description['step'], description['branch'], description['metrics']) == (30, 0, {})
+  np.testing.assert_allclose(variables['params']['stack_0']['score']['kernel'],
+                             initial['branch_0_stack_0']['score']['kernel'] + 30, rtol=1e-6)
+
+
+def test_bad_checkpoint_choice_names_the_key(workdir_with_three_checkpoints, tmp_path):
+  config, workdir, _ = workdir_with_three_checkpoints
+  with pytest.raises(ValueError, match="config.export.checkpoint='newest'"):
+    export(config, workdir, tmp_path, checkpoint='newest')
