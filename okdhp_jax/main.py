@@ -104,7 +104,7 @@ def _train(config, workdir: str) -> None:
   trainer = loop.Trainer(config, workdir)
   progress = loop.train_and_evaluate(config, workdir, trainer)
   export_dir = os.path.join(workdir, 'export')
-  exported = export_checkpoint(trainer, export_dir=export_dir)
+  exported = export_checkpoint(trainer, export_dir=export_dir, progress=progress)
   if jax.process_index() != 0:
     return
   lines = ['', 'Training finished.']

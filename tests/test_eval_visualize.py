@@ -43,36 +43,57 @@ def test_draw_pose_colours_limbs_and_skips_low_scores():
   assert coloured[:, 0].min() >= 17 and coloured[:, 0].max() <= 23
 
 
-def test_prediction_and_gt_in_distinct_colours(tmp_path):
+def test_prediction_in_side_colours_over_thin_white_gt(tmp_path):
   image = np.full((100, 100, 3), 128, np.uint8)
   drawn = visualize.draw_prediction_and_gt(image, _pose(30), _pose(70), np.ones(16), MPII,
                                            np.ones(16))
-  assert visualize.PRED_COLOR != visualize.GT_COLOR
-  assert _has_color(drawn[:, 25:35], visualize.PRED_COLOR)
-  assert not _has_color(drawn[:, 25:35], visualize.GT_COLOR)
-  assert _has_color(drawn[:, 65:75], visualize.GT_COLOR)
+  centre, gt = visualize.SIDE_COLORS['centre'], visualize.GT_COLOR
+  # A vertical pose puts every joint on one line: the centre limbs (pelvis, thorax, neck) show.
+  assert _has_color(drawn[:, 25:35], centre) and not _has_color(drawn[:, 25:35], gt)
+  assert _has_color(drawn[:, 65:75], gt) and not _has_color(drawn[:, 65:75], centre)
+  # Between two joints (rows 10 and 15.3), the GT line is thinner than the prediction's.
+  gt_width = (drawn[13, 60:80] == gt).all(-1).sum()
+  pred_width = (drawn[13, 20:40] != 128).any(-1).sum()
+  assert 1 <= gt_width < pred_width
   invisible_gt = visualize.draw_prediction_and_gt(image, _pose(30), _pose(70), np.zeros(16),
                                                   MPII, np.ones(16))
-  assert not _has_color(invisible_gt, visualize.GT_COLOR)
+  assert not _has_color(invisible_gt, gt)
   path = str(tmp_path / 'pictures' / 'sample_0.png')
   visualize.save_png(path, drawn)
   assert np.array_equal(np.asarray(Image.open(path).convert('RGB')), drawn)
 
 
-def test_draw_crops_skips_padding_and_writes_pngs(tmp_path):
-  """Eval-batch crops (normalised) come back as uint8 drawings, padding rows left out."""
+def test_left_and_right_limbs_differ_in_colour():
+  """MPII's right forearm (r_elbow-r_wrist) and left forearm, drawn apart horizontally."""
+  joints = np.full((16, 2), np.nan)
+  joints[MPII.joint_index('r_elbow')], joints[MPII.joint_index('r_wrist')] = (10, 50), (40, 50)
+  joints[MPII.joint_index('l_elbow')], joints[MPII.joint_index('l_wrist')] = (60, 50), (90, 50)
+  drawn = visualize.draw_pose(np.zeros((100, 100, 3), np.uint8), joints, MPII)
+  assert tuple(drawn[50, 25]) == visualize.SIDE_COLORS['right']
+  assert tuple(drawn[50, 75]) == visualize.SIDE_COLORS['left']
+  assert MPII.joint_sides[MPII.joint_index('thorax')] == 'centre'
+
+
+def test_draw_crops_enlarges_skips_padding_and_grids_with_a_legend(tmp_path):
+  """Eval-batch crops (normalised) come back enlarged to >= 256 px, padding rows left out."""
   grey = (np.full((3, 64, 48, 3), 128.0) / 255.0 - augment.IMAGENET_MEAN) / augment.IMAGENET_STD
   poses = np.stack([_pose(20) * [1, 0.6]] * 3)
   batch = {'image': grey, 'joints': poses, 'joints_vis': np.ones((3, 16))}
   valid = np.array([False, True, True])
   drawn = visualize.draw_crops(batch, poses + [10, 0], np.ones((3, 16)), valid, MPII, count=5)
-  assert len(drawn) == 2 and all(d.shape == (64, 48, 3) and d.dtype == np.uint8 for d in drawn)
-  assert np.abs(drawn[0][0, 0].astype(int) - 128).max() <= 1  # the crop itself, denormalised.
-  assert _has_color(drawn[0][:, 28:33], visualize.PRED_COLOR)
-  assert _has_color(drawn[0][:, 18:23], visualize.GT_COLOR)
-  paths = visualize.write_pngs(str(tmp_path / 'samples'), drawn, 'step0000010')
-  assert [os.path.basename(p) for p in paths] == ['step0000010_00.png', 'step0000010_01.png']
-  assert np.array_equal(np.asarray(Image.open(paths[1]).convert('RGB')), drawn[1])
+  # 48 px wide -> factor 6 -> 288 x 384.
+  assert len(drawn) == 2 and all(d.shape == (384, 288, 3) and d.dtype == np.uint8 for d in drawn)
+  assert tuple(drawn[0][0, 0]) == (128, 128, 128)  # the crop itself, denormalised.
+  # x = 30 -> (30 + 0.5) * 6 - 0.5 = 182.5 (prediction); x = 20 -> 122.5 (GT).
+  assert _has_color(drawn[0][:, 178:188], visualize.SIDE_COLORS['centre'])
+  assert _has_color(drawn[0][:, 120:126], visualize.GT_COLOR)
+  picture = visualize.grid(drawn, columns=4)
+  assert picture.shape == (4 + 384 + 4 + visualize.LEGEND_HEIGHT, 4 + 2 * (288 + 4), 3)
+  legend = picture[-visualize.LEGEND_HEIGHT:]
+  for color in (*visualize.SIDE_COLORS.values(), visualize.GT_COLOR):
+    assert _has_color(legend, color)
+  path = visualize.save_png(str(tmp_path / 'samples' / 'step0000010.png'), picture)
+  assert np.array_equal(np.asarray(Image.open(path).convert('RGB')), picture)
 
 
 def test_draw_bad_inputs():

@@ -49,6 +49,9 @@ def test_eval_mode_writes_pred_mat_for_the_official_tool(trained):
   from okdhp_jax.evaluation import pckh
   preds = pckh.load_pred_mat(os.path.join(workdir, 'eval', 'pred.mat'))
   assert preds.shape == (5, 16, 2) and np.isfinite(preds).all()
+  from PIL import Image
+  width, height = Image.open(os.path.join(workdir, 'eval', 'predictions.png')).size
+  assert width >= 256 and height >= 256  # drawn, enlarged, and kept.
 
 
 def test_predict_tool_draws_the_exported_network(trained, tmp_path):

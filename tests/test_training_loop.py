@@ -74,6 +74,10 @@ def test_a_method_registered_in_a_test_trains_through_the_real_loop(tmp_path):
   assert sorted(mse) == sorted(loss) == [1, 2]
   np.testing.assert_allclose([loss[s] for s in (1, 2)], [TOY_SCALE * mse[s] for s in (1, 2)],
                              rtol=1e-6)
+  # The curves for people who do not open TensorBoard.
+  from PIL import Image
+  assert Image.open(f'{workdir}/training_curves.png').size == (1100, 400)
+  assert [step for step, _ in progress['train_loss']] == [1, 2]
   # Only what the toy loss reads was trained: branch 1's private stack got no gradient.
   final = jax.device_get(trainer.state.params)
   assert not np.allclose(final['branch_0_stack_0']['score']['kernel'],

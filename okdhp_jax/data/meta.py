@@ -48,6 +48,17 @@ class DatasetMeta:
       perm[left], perm[right] = right, left
     return perm
 
+  @property
+  def joint_sides(self) -> tuple[str, ...]:
+    """'left', 'right' or 'centre' per joint, read from the joint names (for drawing)."""
+    def side(name: str) -> str:
+      if name.startswith(('l_', 'left_')):
+        return 'left'
+      if name.startswith(('r_', 'right_')):
+        return 'right'
+      return 'centre'
+    return tuple(side(name) for name in self.joint_names)
+
   def joint_index(self, name: str) -> int:
     try:
       return self.joint_names.index(name)

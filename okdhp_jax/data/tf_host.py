@@ -8,7 +8,6 @@ memory from JAX, whichever module touches it first; and tools that only parse th
 
 from __future__ import annotations
 
-import os
 import types
 
 _tensorflow: types.ModuleType | None = None
@@ -17,8 +16,6 @@ _tensorflow: types.ModuleType | None = None
 def _load() -> types.ModuleType:
   global _tensorflow
   if _tensorflow is None:
-    # TensorFlow's C++ INFO lines (oneDNN notices) say nothing a user of tf.data acts on.
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
     import tensorflow  # pylint: disable=g-import-not-at-top
     for kind in ('GPU', 'TPU'):
       try:

@@ -42,7 +42,7 @@ class EvalResult:
     best_metric: its value.
     predictions: name -> image-coordinate predictions [N, J, 2] in evaluation order.
     person_index: [N] record person indices (columns of gt_valid.mat for MPII).
-    images: a few uint8 [H, W, 3] crops with predicted (ensemble) and GT skeletons drawn.
+    images: a few enlarged crops (uint8 [H, W, 3]) with the ensemble's prediction and the GT.
   """
 
   metrics: dict[str, dict[str, float]]
@@ -138,7 +138,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
 
 
 def write_eval_files(result: EvalResult, meta: meta_lib.DatasetMeta, out_dir: str) -> str:
-  """What `--mode eval` leaves: metrics.json, MPII's pred.mat (best branch) and the drawings."""
+  """What `--mode eval` leaves: metrics.json, MPII's pred.mat (best branch), predictions.png."""
   path = paths.resolve(out_dir)
   path.mkdir(parents=True, exist_ok=True)
   if meta.name == 'mpii':
@@ -152,5 +152,6 @@ def write_eval_files(result: EvalResult, meta: meta_lib.DatasetMeta, out_dir: st
       epath.Path(local).copy(path / 'pred.mat', overwrite=True)
   (path / 'metrics.json').write_text(
       json.dumps({'metrics': result.metrics, 'best_branch': result.best_branch}, indent=2))
-  visualize.write_pngs(str(path / 'samples'), result.images, 'eval')
+  if result.images:
+    visualize.save_png(str(path / 'predictions.png'), visualize.grid(result.images))
   return str(path)

@@ -58,9 +58,12 @@ def choose_branch(config: ml_collections.ConfigDict, metrics: dict[str, Any] | N
   return branch
 
 
-def export_checkpoint(trainer: 'Trainer', *, export_dir: str) -> dict[str, Any]:
+def export_checkpoint(trainer: 'Trainer', *, export_dir: str,
+                      progress: dict[str, Any] | None = None) -> dict[str, Any]:
   """Writes the branch config.export asks for, from the checkpoint it asks for.
 
+  `progress`: the loop's progress when `trainer.state` is the newest checkpoint already (right
+  after training), which spares restoring it; otherwise the newest checkpoint is restored.
   Returns the model.json description (branch, step, checkpoint, metrics, ...).
 
   Every process calls it (restoring and saving are collective). Raises FileNotFoundError when
@@ -70,7 +73,8 @@ def export_checkpoint(trainer: 'Trainer', *, export_dir: str) -> dict[str, Any]:
   if config.model.name != 'hourglass':
     raise ValueError(f'--mode export writes plain hourglasses; config.model.name is '
                      f'{config.model.name!r}')
-  progress = trainer.restore_or_fail()
+  if progress is None:
+    progress = trainer.restore_or_fail()
   latest = int(jax.device_get(trainer.state.step))
   step = step_to_export(config, progress, latest)
   state = trainer.state

@@ -79,8 +79,8 @@ def stats_by_part(model: nn.Module, input_shape: tuple[int, int, int] = (256, 25
   parts: dict[str, int] = collections.defaultdict(int)
   for name, subtree in params.items():
     parts[_part_of(name)] += count_params(subtree)
-  return {part: ModelStats(params=count, macs=int(macs.get(part, 0)))
-          for part, count in parts.items()}
+  order = list(macs) + [part for part in parts if part not in macs]  # in call order.
+  return {part: ModelStats(params=parts[part], macs=int(macs.get(part, 0))) for part in order}
 
 
 def model_stats(model: nn.Module, input_shape: tuple[int, int, int] = (256, 256, 3)) -> ModelStats:

@@ -28,6 +28,7 @@ from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.evaluation import evaluator, predict_step, visualize
 from okdhp_jax.export.branch import deployed_model_config
 from okdhp_jax.models import build_model, stats
+from okdhp_jax.training import curves
 from okdhp_jax.training import state as state_lib
 from okdhp_jax.training import step as step_lib
 from okdhp_jax.training.optimizer import steps_per_epoch as compute_steps_per_epoch
@@ -136,6 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if log_now:
       writer.write_scalars(step, {**{f'train/{k}': v for k, v in scalars.items()},
                                   'perf/img_per_sec': line.images_per_second(step)})
+      progress.setdefault('train_loss', []).append([step, scalars['loss']])
       logging.info('%s | loss %.5f', line(step), scalars['loss'])
     if eval_now:
       result = trainer.evaluate(num_images_to_draw=config.train.num_images_to_draw)
@@ -153,6 +155,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer.flush()
   if is_chief and progress['history']:
     (paths.resolve(workdir) / 'eval_results.json').write_text(json.dumps(progress, indent=2))
+    curves.plot_training_curves(progress, evaluator.headline_metric(trainer.meta.name),
+                                os.path.join(workdir, 'training_curves.png'))
   return progress
 
 
@@ -189,9 +193,10 @@ def _log_eval(writer, step: int, result: evaluator.EvalResult, workdir: str | No
   scalars['eval/best_branch'] = result.best_branch
   writer.write_scalars(step, scalars)
   if result.images:
-    writer.write_images(step, {'eval/skeletons': np.stack(result.images)})
+    picture = visualize.grid(result.images)
+    writer.write_images(step, {'eval/predictions': picture[None]})
     if workdir:
-      visualize.write_pngs(os.path.join(workdir, 'samples'), result.images, f'step{step:07d}')
+      visualize.save_png(os.path.join(workdir, 'samples', f'step{step:07d}.png'), picture)
   logging.info('Evaluation at step %d:\n%s', step, result.table)
 
 
