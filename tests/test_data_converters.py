@@ -128,6 +128,7 @@ def test_strict_stops_at_the_first_bad_input(bad_mpii, tmp_path):
   assert not glob.glob(os.path.join(out, '.incomplete-*'))
 
 
+@pytest.mark.slow
 def test_cli_strict_exits_nonzero_with_the_file_name(bad_mpii, tmp_path):
   annotations, images = bad_mpii
   result = subprocess.run(

@@ -10,13 +10,31 @@ from configs import default
 from data_prep import bundled
 from okdhp_jax import checkpointing
 from okdhp_jax.export import store
-from okdhp_jax.export.trained import export_checkpoint
+from okdhp_jax.export.trained import choose_branch, export_checkpoint, step_to_export
 from okdhp_jax.training import loop
 
 
 def evaluation(step, branch_0, branch_1):
   return {'step': step, 'metrics': {'branch_0': {'Mean': branch_0}, 'branch_1': {'Mean': branch_1},
                                     'ensemble': {'Mean': 99.0}}}
+
+
+def test_which_step_and_branch_without_a_model():
+  config = default.get_config('runlocal')  # three branches
+  progress = {'best_step': 10, 'history': [evaluation(10, 80.0, 90.0), evaluation(20, 70.0, 60.0)]}
+  assert step_to_export(config, progress, latest_step=30) == 10
+  config.export.checkpoint = 'latest'
+  assert step_to_export(config, progress, latest_step=30) == 30
+  assert choose_branch(config, progress['history'][0]['metrics'], 10) == 1
+  assert choose_branch(config, progress['history'][1]['metrics'], 20) == 0
+  config.export.branch = 2
+  assert choose_branch(config, None, 30) == 2
+  config.export.branch = 3
+  with pytest.raises(ValueError, match='config.export.branch=3 is out of range'):
+    choose_branch(config, None, 30)
+  config.export.checkpoint = 'best'
+  with pytest.raises(ValueError, match="no checkpoint has been evaluated.*'latest'"):
+    step_to_export(config, {'history': []}, latest_step=5)
 
 
 @pytest.fixture(scope='module')
@@ -61,6 +79,7 @@ def export(config, workdir, tmp_path, **overrides):
   return description, variables
 
 
+@pytest.mark.slow
 def test_best_checkpoint_by_default_with_its_own_best_branch(workdir_with_three_checkpoints,
                                                               tmp_path):
   config, workdir, initial = workdir_with_three_checkpoints
@@ -71,6 +90,7 @@ def test_best_checkpoint_by_default_with_its_own_best_branch(workdir_with_three_
                              initial['branch_1_stack_0']['score']['kernel'] + 10, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_latest_needs_an_evaluation_or_a_branch(workdir_with_three_checkpoints, tmp_path):
   config, workdir, initial = workdir_with_three_checkpoints
   with pytest.raises(ValueError, match='step 30 was not evaluated.*config.export.branch'):
@@ -81,6 +101,7 @@ def test_latest_needs_an_evaluation_or_a_branch(workdir_with_three_checkpoints, 
                              initial['branch_0_stack_0']['score']['kernel'] + 30, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_bad_checkpoint_choice_names_the_key(workdir_with_three_checkpoints, tmp_path):
   config, workdir, _ = workdir_with_three_checkpoints
   with pytest.raises(ValueError, match="config.export.checkpoint='newest'"):

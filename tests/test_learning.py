@@ -14,7 +14,11 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from main_runs import run_main
+
+pytestmark = pytest.mark.slow  # minutes on 2 cores: not in the fast tier.
 
 THRESHOLD = 90.0
 

@@ -83,6 +83,7 @@ def fpd_run(teacher_export):
               train_step=train_step)
 
 
+@pytest.mark.slow
 def test_load_teacher_round_trip(teacher_export, fpd_run):
   _, saved = teacher_export
   images = make_batch(0)['image'][:2]
@@ -92,6 +93,7 @@ def test_load_teacher_round_trip(teacher_export, fpd_run):
                              atol=1e-6)
 
 
+@pytest.mark.slow
 def test_loss_is_alpha_mix_of_gt_and_teacher(fpd_run):
   """Recompute the first step's loss outside the step, in NumPy, from the model outputs."""
   config, batch = fpd_run['config'], make_batch(0)
@@ -115,6 +117,7 @@ def test_loss_is_alpha_mix_of_gt_and_teacher(fpd_run):
   assert abs(mse_gt - mse_teacher) > 1e-3 * mse_gt  # the two terms really differ.
 
 
+@pytest.mark.slow
 def test_trains_and_compiles_once(fpd_run):
   losses = [m['loss'] for m in fpd_run['history']]
   assert all(np.isfinite(losses))

@@ -22,6 +22,7 @@ def assert_within(value, paper, fraction):
   assert abs(value - paper) <= fraction * paper, (value, paper)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('num_stacks', [2, 4, 8])
 def test_hourglass_sizes_match_the_paper(num_stacks):
   stats = model_stats(StackedHourglass(num_stacks, num_joints=16), (256, 256, 3))
@@ -30,6 +31,7 @@ def test_hourglass_sizes_match_the_paper(num_stacks):
   assert_within(stats.macs / 1e9, gmacs, 0.01)
 
 
+@pytest.mark.slow
 def test_okdhp_hg4_with_released_fau_matches_the_paper():
   stats = model_stats(MultiBranchHourglass(16, 2, (2, 2, 2), fau='released'), (256, 256, 3))
   params, gmacs = PAPER['OKDHP-HG4 balanced released FAU']
@@ -57,6 +59,7 @@ def test_hand_computed_counts():
   assert stats.params == (conv1 + 8) + (conv2 + 8) + 2 * 8 + (dense + 5)
 
 
+@pytest.mark.slow
 def test_tool_prints_the_training_network_and_its_student(capsys):
   model_stats_tool.main(['--config', 'configs/default.py:runlocal'])
   lines = capsys.readouterr().out.strip().splitlines()

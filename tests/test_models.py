@@ -51,6 +51,7 @@ def test_stacked_hourglass_returns_every_stack(hourglass_f32):
   assert not np.allclose(outputs[0], outputs[1])
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_is_finite_and_close_to_float32(hourglass_f32):
   variables, reference = hourglass_f32
   model = StackedHourglass(2, features=FEATURES, num_joints=J, depth=4, dtype=jnp.bfloat16)
@@ -157,6 +158,7 @@ def test_no_fau_with_several_branches_is_uniform_mean():
   np.testing.assert_allclose(outputs.ensemble, expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_plain_baseline_is_the_stacked_hourglass():
   config = _model_config(num_shared_stacks=0, branch_stacks=(2,), fau='none')
   model = build_model(config, J, (64, 64))
@@ -212,6 +214,7 @@ def test_mobilepose_shapes(backbone):
   assert outputs.fau_weights.shape == (2, 3, J)
 
 
+@pytest.mark.slow
 def test_mobilepose_multi_branch_forward():
   model = MobilePose(J, 'shufflenetv2', num_branches=2, fau='released', decoder_features=32)
   variables = init_variables(model, jax.random.key(5), (1, 64, 64, 3))

@@ -19,6 +19,8 @@ import pytest
 
 from main_runs import ROOT, TINY, clean_env, main_command, restored_params, run_main
 
+pytestmark = pytest.mark.slow  # minutes on 2 cores: not in the fast tier.
+
 NUM_PROCESSES = 2
 
 

@@ -9,9 +9,12 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from main_runs import ROOT, clean_env
 
 
+@pytest.mark.slow
 def test_wheel_holds_the_samples_and_finds_them_installed(tmp_path):
   # Built from a copy: setuptools writes build/ and *.egg-info/ into the source folder.
   source = tmp_path / 'source'

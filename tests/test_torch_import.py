@@ -155,6 +155,7 @@ def assert_close_relative(got, want, rtol=1e-4):
   assert error < rtol, error
 
 
+@pytest.mark.slow
 def test_converted_checkpoint_matches_pytorch(torch_model, tmp_path):
   model, images, heatmaps = torch_model
   # A training checkpoint saved from DataParallel: `module.` prefix, extra entries.
@@ -188,6 +189,7 @@ def test_bare_state_dict_without_prefix(torch_model, tmp_path):
                                 state_dict['fc.0.1.running_var'])
 
 
+@pytest.mark.slow
 def test_missing_unexpected_and_mismatched_keys_are_named(torch_model):
   state_dict = {k: v.numpy() for k, v in torch_model[0].state_dict().items()}
   missing = dict(state_dict)

@@ -58,6 +58,7 @@ def logged_scalars(workdir, tag):
   return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
 
 
+@pytest.mark.slow  # a real (tiny) run: compiles the step and the predict step.
 def test_a_method_registered_in_a_test_trains_through_the_real_loop(tmp_path):
   config = toy_config(tmp_path)
   bundled.prepare_for_config(config.data)

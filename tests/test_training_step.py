@@ -18,6 +18,8 @@ from okdhp_jax.models import build_model  # pylint: disable=g-import-not-at-top
 from okdhp_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
 from okdhp_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
+pytestmark = pytest.mark.slow  # minutes on 2 cores: not in the fast tier.
+
 NUM_JOINTS = 16
 STEPS_PER_EPOCH = 4
 # float32: the same math on 1 and 8 devices, only the order of reductions differs.
