@@ -2,7 +2,7 @@ r"""Trains, evaluates and exports OKDHP pose networks.
 
   python -m okdhp_jax.main --config configs/hg4.py --workdir DIR                # train
   python -m okdhp_jax.main --config configs/hg4.py --workdir DIR --mode eval    # score
-  python -m okdhp_jax.main --config configs/hg4.py --workdir DIR --mode export  # best branch
+  python -m okdhp_jax.main --config configs/hg4.py --workdir DIR --mode export  # the student
 
 Override any config field with `--config.section.field=value`; the config is locked, so a
 misspelt field is an error rather than silently ignored.

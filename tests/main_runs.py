@@ -20,6 +20,24 @@ TINY = [
 ]
 
 
+def tiny_synthetic_config(folder, *, num_train: int):
+  """runlocal with a tiny two-branch network on `num_train` generated 64 px figures in FOLDER.
+
+  The records are built (data_prep.bundled) so the trainer finds them.
+  """
+  from configs import default
+  from data_prep import bundled
+  config = default.get_config('runlocal')
+  config.model.update(features=16, depth=1, num_shared_stacks=0, branch_stacks=(1, 1),
+                      fau_hidden=8)
+  records = os.path.join(folder, 'records')
+  config.data.update(bundled='synthetic', records_dir=records,
+                     eval_annotations=f'{records}/gt_valid.mat')
+  config.data.synthetic.update(num_train=num_train, num_valid=8, image_size=64)
+  bundled.prepare_for_config(config.data)
+  return config
+
+
 def clean_env():
   """The user's environment: no fake-device XLA flag from other test modules."""
   env = dict(os.environ)

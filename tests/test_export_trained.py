@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from configs import default
-from data_prep import bundled
 from okdhp_jax import checkpointing
 from okdhp_jax.export import store
 from okdhp_jax.export.trained import choose_branch, export_checkpoint, step_to_export
 from okdhp_jax.training import loop
+
+from main_runs import tiny_synthetic_config
 
 
 def evaluation(step, branch_0, branch_1):
@@ -44,14 +45,7 @@ def workdir_with_three_checkpoints(tmp_path_factory):
   Each step's parameters differ (initial + step), so an export shows which step it came from.
   """
   tmp = tmp_path_factory.mktemp('export')
-  config = default.get_config('runlocal')
-  config.model.update(features=16, depth=1, num_shared_stacks=0, branch_stacks=(1, 1),
-                      fau_hidden=8)
-  records = str(tmp / 'records')
-  config.data.update(bundled='synthetic', records_dir=records,
-                     eval_annotations=f'{records}/gt_valid.mat')
-  config.data.synthetic.update(num_train=8, num_valid=8, image_size=64)
-  bundled.prepare_for_config(config.data)
+  config = tiny_synthetic_config(str(tmp), num_train=8)
   workdir = str(tmp / 'run')
   trainer = loop.Trainer(config, workdir)
   initial = trainer.state

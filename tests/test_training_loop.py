@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from configs import default
-from data_prep import bundled
 from okdhp_jax import methods, progress, sharding
 from okdhp_jax.training import loop
 from okdhp_jax.training.losses import joints_mse
+
+from main_runs import tiny_synthetic_config
 
 TOY = 'toy_scaled_last_stack'
 TOY_SCALE = 0.5
@@ -35,14 +36,8 @@ class ScaledLastStack(methods.Method):
 
 def toy_config(tmp_path):
   """Two steps (16 generated figures, batch 8, one epoch) of a tiny two-branch network."""
-  config = default.get_config('runlocal')
+  config = tiny_synthetic_config(str(tmp_path), num_train=16)
   config.trainer = TOY
-  config.model.update(features=16, depth=1, num_shared_stacks=0, branch_stacks=(1, 1),
-                      fau_hidden=8)
-  records = str(tmp_path / 'records')
-  config.data.update(bundled='synthetic', records_dir=records,
-                     eval_annotations=f'{records}/gt_valid.mat')
-  config.data.synthetic.update(num_train=16, num_valid=8, image_size=64)
   config.train.update(num_epochs=1, log_every_steps=1, num_images_to_draw=0)
   config.eval.batch_size = 8
   return config
@@ -61,7 +56,6 @@ def logged_scalars(workdir, tag):
 @pytest.mark.slow  # a real (tiny) run: compiles the step and the predict step.
 def test_a_method_registered_in_a_test_trains_through_the_real_loop(tmp_path):
   config = toy_config(tmp_path)
-  bundled.prepare_for_config(config.data)
   workdir = str(tmp_path / 'run')
   trainer = loop.Trainer(config, workdir)
   assert isinstance(trainer.method, ScaledLastStack) and trainer.total_steps == 2

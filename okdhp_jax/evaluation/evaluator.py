@@ -75,7 +75,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
       config.data, meta, split=config.data.eval_split, local_batch_size=local_batch,
       process_index=jax.process_index(), process_count=jax.process_count())
   coords, scores, info = {}, {}, {k: [] for k in ('center', 'scale', 'image_id',
-                                                   'person_index', 'score', 'area')}
+                                                   'person_index', 'score')}
   drawn: list[np.ndarray] = []
   # This process's share (detections below the score threshold make it an upper bound).
   total = -(-pipeline.count_examples(config.data, config.data.eval_split) // jax.process_count())

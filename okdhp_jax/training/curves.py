@@ -25,7 +25,7 @@ def plot_training_curves(progress: dict[str, Any], metric_key: str, path: str) -
   losses = progress.get('train_loss', [])
   if losses:
     steps, values = zip(*losses)
-    loss_axes.plot(steps, values, color='black')
+    loss_axes.plot(steps, values, color='black', marker='.' if len(steps) < 50 else None)
   loss_axes.set(title='training loss', xlabel='step', yscale='log')
   history = progress.get('history', [])
   names = sorted({name for entry in history for name in entry['metrics']},
