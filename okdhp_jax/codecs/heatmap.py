@@ -24,8 +24,9 @@ swap left/right joints, and shift them one pixel to the right: HRNet's
 heatmap pixels (0.75 at stride 4), so the flipped-back map sits that far to the left; the
 one-pixel shift compensates (leaving 0.25 px to the right).
 
-`HeatmapCodec` bundles the three for one config; a new target representation (e.g. SimCC or
-regression) would be one new module beside this one with the same methods.
+`HeatmapCodec` holds encoding and decoding for one config's sizes; `flip_back` needs none of
+them and stays a function. A new target representation (e.g. SimCC or regression) would be one
+new module beside this one with the same parts.
 """
 
 from __future__ import annotations
@@ -221,4 +222,3 @@ class HeatmapCodec:
     stride = np.array([self.input_size[1] / heat_w, self.input_size[0] / heat_h])
     return coords * stride, scores
 
-  flip_back = staticmethod(flip_back)
