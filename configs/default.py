@@ -33,7 +33,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.fau = 'released'          # 'released' | 'paper' | 'none'
   config.model.fau_hidden = 64
   config.model.backbone = 'resnet18'     # MobilePose only: resnet18 | mobilenetv2 | shufflenetv2
-  config.model.dtype = 'float32'         # compute dtype; 'bfloat16' on TPU/GPU.
+  # Compute dtype. 'auto': bfloat16 on GPU and TPU, float32 on CPU; parameters, optimiser state,
+  # BatchNorm statistics, softmaxes and losses stay float32 (param_dtype, okdhp_jax/precision.py).
+  config.model.dtype = 'auto'
   config.model.param_dtype = 'float32'
 
   # ---------------------------------------------------------------- data
@@ -116,6 +118,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 'best': the checkpoint with the best validation score; 'latest': the newest checkpoint.
   config.export.checkpoint = 'best'
 
+  # ---------------------------------------------------------------- compilation cache
+  # JAX's persistent cache (okdhp_jax/compile_cache.py): a repeated or resumed run of the same
+  # configuration loads its compiled steps instead of compiling them again.
+  config.compile_cache = ml_collections.ConfigDict()
+  config.compile_cache.enabled = True
+  config.compile_cache.dir = ''          # '': ~/.cache/okdhp_jax/jax_compilation_cache
+
   # ---------------------------------------------------------------- FPD (two-stage baseline)
   config.fpd = ml_collections.ConfigDict()
   config.fpd.teacher_checkpoint = ''     # exported hourglass (Orbax) or converted PyTorch one.
@@ -138,6 +147,9 @@ def apply_runlocal(config: ml_collections.ConfigDict) -> None:
   config.data.heatmap_size = (16, 16)
   config.data.sigma = 1.0
   config.data.shuffle_buffer = 256
+  # 5 real people (trained on and scored, a smoke test) + figures: 256 to train on, 32 held out.
+  config.data.synthetic.num_train = 256
+  config.data.synthetic.num_valid = 32
   # The bundled set is mostly synthetic figures, whose sides are told apart by colour: a
   # mirrored one would carry the wrong labels (data_prep/synthetic.py).
   config.data.flip = False

@@ -4,7 +4,7 @@ The paper's main setting (90.0 PCKh@0.5 on MPII val). Train:
 
   python -m okdhp_jax.main --config configs/hg4.py --workdir /tmp/okdhp_hg4
 
-Bundled CPU default (real samples + synthetic figures, a few minutes):
+The full layout at toy size on the bundled data (a check that it trains, evaluates and exports):
 
   python -m okdhp_jax.main --config configs/hg4.py:runlocal --workdir /tmp/okdhp
 """

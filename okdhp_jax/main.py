@@ -17,7 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from okdhp_jax import paths
+from okdhp_jax import compile_cache, paths
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
@@ -79,6 +79,7 @@ def main(argv):
   from okdhp_jax.data import tf_host
   tf_host.hide_accelerators()  # TensorFlow only feeds data: no GPU or TPU memory for it.
   config = FLAGS.config
+  compile_cache.enable(config.compile_cache)
   workdir = str(paths.resolve(FLAGS.workdir))
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
@@ -88,16 +89,37 @@ def main(argv):
       from data_prep import bundled
       bundled.prepare_for_config(config.data)
     {'train': _train, 'eval': _evaluate, 'export': _export}[FLAGS.mode](config, workdir)
-  except (FileNotFoundError, ValueError) as error:
-    # Configuration and data problems are the user's to fix: a message, not a traceback.
-    logging.debug('Traceback of the error below:', exc_info=True)
-    print(f'error: {error}\n(run with --verbosity=1 for the traceback)', file=sys.stderr)
+  except Exception as error:  # pylint: disable=broad-except
+    # One line for the user; the traceback goes to a file for whoever debugs it.
+    where = _save_traceback(workdir)
+    kind = '' if isinstance(error, (FileNotFoundError, ValueError)) else (
+        f'{type(error).__name__}: ')
+    print(f'error: {kind}{error}\n(full traceback: {where})', file=sys.stderr)
     sys.exit(1)
+
+
+def _save_traceback(workdir: str) -> str:
+  """Writes the current exception's traceback to WORKDIR/error_traceback.txt (a temporary
+  file when the workdir cannot be written) and returns the path."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import traceback  # pylint: disable=g-import-not-at-top
+  text = traceback.format_exc()
+  try:
+    path = paths.resolve(workdir) / 'error_traceback.txt'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+  except Exception:  # pylint: disable=broad-except
+    with tempfile.NamedTemporaryFile('w', prefix='okdhp_error_', suffix='.txt',
+                                     delete=False) as f:
+      f.write(text)
+      return f.name
 
 
 def _train(config, workdir: str) -> None:
   """Trains (or resumes), exports the best branch, and says where everything went."""
   import jax
+  from okdhp_jax.data import records
   from okdhp_jax.evaluation import evaluator, report
   from okdhp_jax.export.trained import export_checkpoint
   from okdhp_jax.training import loop
@@ -110,8 +132,12 @@ def _train(config, workdir: str) -> None:
   lines = ['', 'Training finished.']
   if progress['history']:
     last = progress['history'][-1]
-    table, _ = report.branch_report(last['metrics'], evaluator.headline_metric(trainer.meta.name))
+    table, _ = report.branch_report(last['metrics'], evaluator.headline_metric(trainer.meta.name),
+                                    scored_on=last.get('scored_on', ''),
+                                    subsets=last.get('subsets'))
     lines += [f'Final evaluation (step {last["step"]}):', table]
+    description = records.read_dataset_info(config.data.records_dir).get(records.DESCRIPTION)
+    lines += [description] if description else []
   lines += [
       f'  TensorBoard logs : {workdir}  (tensorboard --logdir {workdir})',
       f'  checkpoints      : {os.path.join(workdir, "checkpoints")}',

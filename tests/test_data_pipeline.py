@@ -128,7 +128,7 @@ def test_markers_follow_their_joints_through_augmentation(marker_dir):
   marker_errors = []
   for batch in ds.take(3).as_numpy_iterator():
     for image, out_joints, out_vis in zip(batch['image'], batch['joints'], batch['joints_vis']):
-      pixels = augment.denormalize(image)
+      pixels = image.astype(np.float64)
       h, w = image.shape[:2]
       # Which joint's colour should sit at output joint i: itself, or its mirror when flipped.
       errors, all_errors = {}, {}
@@ -177,7 +177,7 @@ def test_eval_crop_matches_numpy_geometry(marker_dir):
   matrix = geometry.affine_matrix(center, batch['scale'][0], 0.0, (192, 144))
   expected = geometry.apply_affine(joints, matrix)
   np.testing.assert_allclose(batch['joints'][0], expected, atol=1e-3)
-  pixels = augment.denormalize(batch['image'][0])
+  pixels = batch['image'][0].astype(np.float64)
   for i in range(16):
     x, y = expected[i]
     if batch['joints_vis'][0, i] and MARKER < x < 143 - MARKER and MARKER < y < 191 - MARKER:
@@ -200,8 +200,31 @@ def test_train_is_deterministic_given_the_seed(mpii_dir):
       np.testing.assert_array_equal(x[key], y[key])
   assert not np.allclose(a[0]['joints'], c[0]['joints'])
   assert a[0]['image'].shape == (4, 64, 64, 3) and a[0]['joints'].dtype == np.float32
-  mean = a[0]['image'].mean()
-  assert -1.5 < mean < 1.5  # normalised, not raw pixels.
+  assert a[0]['image'].dtype == np.uint8  # normalised on the device, not here.
+  assert a[0]['image'].max() > 100  # pixels, not normalised values.
+
+
+def test_uint8_crops_normalise_to_the_float_crops(mpii_dir):
+  """The device sees the float32 crop the host used to send, up to half a grey level."""
+  from okdhp_jax.data import normalization
+  config = data_config(mpii_dir, input_size=(64, 64))
+  batch = next(pipeline.build_eval_dataset(config, MPII, split='valid',
+                                           local_batch_size=4).as_numpy_iterator())
+  files = records.split_files(mpii_dir, 'valid')
+  parsed = [records.parse(s, 16) for s in tf.data.TFRecordDataset(files).take(4)]
+  on_device = np.asarray(normalization.normalize(batch['image']))
+  worst = 0.0
+  for i, example in enumerate(parsed):
+    matrix = augment.affine_matrix(tf.constant(batch['center'][i]),
+                                   tf.constant(batch['scale'][i]), 0.0, (64, 64))
+    crop = augment.crop_image(example['image/encoded'], example['image/height'],
+                              example['image/width'], matrix, (64, 64)).numpy()
+    # What the host normalised and sent before (float32, ImageNet statistics).
+    before = (crop / 255.0 - np.array(normalization.IMAGENET_MEAN)) / np.array(
+        normalization.IMAGENET_STD)
+    worst = max(worst, float(np.abs(on_device[i] - before).max()))
+  # Rounding to uint8 moves a pixel by at most 0.5 grey levels: 0.5 / 255 / 0.224 = 0.0088.
+  assert worst <= 0.5 / 255 / min(normalization.IMAGENET_STD) + 1e-5, worst
 
 
 @pytest.mark.parametrize('process_count', [2, 4])

@@ -86,6 +86,12 @@ def test_bundled_is_idempotent_and_feeds_the_pipeline(tmp_path):
   info = records.read_dataset_info(out)
   assert info['splits'] == {'train': 21, 'valid': 8}
   assert info[records.SIDES_BY_COLOUR] is True  # the figures among the real people.
+  # Held-out figures (columns 5..7) rank the branches; the real people are scored apart.
+  assert info[records.EVAL_GROUPS] == [
+      {'name': 'held-out generated figures', 'person_index': [5, 8], 'in_training_set': False},
+      {'name': 'real MPII people', 'person_index': [0, 5], 'in_training_set': True}]
+  assert info[records.DESCRIPTION].startswith(
+      'Data: 5 real MPII people + 16 generated figures to train on; PCKh on 3 held-out')
   stamp = os.path.getmtime(os.path.join(out, records.DATASET_INFO))
   bundled.prepare_bundled(out, num_synthetic_train=16, num_synthetic_valid=3)
   assert os.path.getmtime(os.path.join(out, records.DATASET_INFO)) == stamp

@@ -9,7 +9,6 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from okdhp_jax.data import augment
 from okdhp_jax.data.meta import MPII
 from okdhp_jax.evaluation import pckh, report, visualize
 
@@ -76,7 +75,7 @@ def test_left_and_right_limbs_differ_in_colour():
 
 def test_draw_crops_enlarges_skips_padding_and_grids_with_a_legend(tmp_path):
   """Eval-batch crops (normalised) come back enlarged to >= 256 px, padding rows left out."""
-  grey = (np.full((3, 64, 48, 3), 128.0) / 255.0 - augment.IMAGENET_MEAN) / augment.IMAGENET_STD
+  grey = np.full((3, 64, 48, 3), 128, np.uint8)
   poses = np.stack([_pose(20) * [1, 0.6]] * 3)
   batch = {'image': grey, 'joints': poses, 'joints_vis': np.ones((3, 16))}
   valid = np.array([False, True, True])
@@ -117,6 +116,18 @@ def test_branch_report_picks_best_branch_not_ensemble():
   assert lines[3] == '| branch_1 * | 96.00 | 95.00 | 90.20 |'
   assert lines[4] == '| ensemble | 97.50 | 96.00 | 91.00 |'
   assert 'best branch by Mean: branch_1' in text
+
+
+def test_branch_report_scores_other_groups_on_their_own_lines():
+  held_out = {'branch_0': {'Mean': 70.0}, 'branch_1': {'Mean': 72.5}, 'ensemble': {'Mean': 74.0}}
+  real = {'branch_0': {'Mean': 40.0}, 'branch_1': {'Mean': 20.0}, 'ensemble': {'Mean': 30.0}}
+  text, best = report.branch_report(held_out, 'Mean', scored_on='held-out figures (8)',
+                                    subsets={'real people (5, trained on)': real})
+  assert best == 'branch_1'  # ranked on the held-out group only.
+  lines = text.splitlines()
+  assert lines[0] == 'Scored on held-out figures (8):'
+  assert lines[-1] == ('Mean on real people (5, trained on): branch_0 40.00, branch_1 20.00, '
+                       'ensemble 30.00')
 
 
 def test_branch_report_coco_and_errors():

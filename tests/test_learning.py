@@ -1,12 +1,13 @@
-"""The whole method learns: OKDHP trained by `okdhp_jax.main` on synthetic figures.
+"""The whole method learns: the README's first command, trained by `okdhp_jax.main`.
 
-Budget: configs/synthetic.py as it stands, 2048 steps of batch 8 on a 96x96 input with a
-1-shared + 3x1-stack network, about 4 minutes on two CPU cores (220 s measured, compiling
-included). It must end at PCKh@0.5 >= 90 % for the ensemble and for the best branch on 128
-held-out figures. Measured with seeds 0 and 1: 50.5 / 44.4 % (ensemble) after 512 steps,
-96.9 / 95.7 % at the end, every branch at 95.8 % or more. A broken loss, target, gradient,
-decoder or flip leaves it far below the bar: in a 64x64 variant, flip augmentation on these
-chiral figures held the ensemble at 58 % after 2048 steps, where the unflipped run reached 80 %.
+configs/quickstart.py as it stands: a 1-shared + 3x1-stack OKDHP network, 96x96 input, 1026
+steps of batch 8 on the 5 bundled real MPII people + 4096 generated figures, about 4 minutes on
+two CPU cores, compiling included. Every student branch must end at PCKh@0.5 >= 60 % on 128
+held-out figures (the README's promise), with the ensemble reported beside them and the real
+people on their own line. Measured (seed 0, 2 cores): students 43-54 % after 513 steps and about
+80 % after 1026 steps at the full learning rate; with 3 epochs, 83-85 % (ensemble 89 %). A
+broken loss, target, gradient, decoder or flip leaves it far below the bar: flip augmentation on
+these chiral figures held a 64x64 variant's ensemble at 58 % where the unflipped run reached 80 %.
 """
 
 from __future__ import annotations
@@ -20,21 +21,26 @@ from main_runs import run_main
 
 pytestmark = pytest.mark.slow  # minutes on 2 cores: not in the fast tier.
 
-THRESHOLD = 90.0
+THRESHOLD = 60.0
 
 
-def test_okdhp_learns_synthetic_figures(tmp_path):
+def test_quickstart_students_learn_held_out_figures(tmp_path):
   workdir, records = str(tmp_path / 'run'), str(tmp_path / 'records')
-  result = run_main(workdir, config='configs/synthetic.py', records=records, timeout=900)
+  result = run_main(workdir, config='configs/quickstart.py', records=records, timeout=900)
   assert result.returncode == 0, result.stderr[-4000:]
   progress = json.load(open(os.path.join(workdir, 'eval_results.json')))
   final = progress['history'][-1]
-  assert final['step'] == 2048
+  assert final['step'] == 1026
+  assert final['scored_on'] == 'held-out generated figures (128, not trained on)'
   metrics = final['metrics']
   summary = {name: round(table['Mean'], 2) for name, table in metrics.items()}
+  students = {name: table['Mean'] for name, table in metrics.items() if name != 'ensemble'}
+  assert len(students) == 3 and min(students.values()) >= THRESHOLD, summary
   assert metrics['ensemble']['Mean'] >= THRESHOLD, summary
-  best = max(table['Mean'] for name, table in metrics.items() if name != 'ensemble')
-  assert best >= THRESHOLD, summary
-  # Learning, not luck: the first evaluation (after 512 steps) is below the last.
+  # Learning, not luck: the first evaluation (after 513 steps) is below the last.
   first = progress['history'][0]['metrics']['ensemble']['Mean']
   assert first < metrics['ensemble']['Mean'], summary
+  # The real people are scored on their own, labelled as the smoke test they are.
+  assert list(final['subsets']) == ['real MPII people (5, also in the training set: a smoke test)']
+  assert 'Scored on held-out generated figures (128, not trained on):' in result.stdout
+  assert 'Data: 5 real MPII people + 4096 generated figures to train on;' in result.stdout

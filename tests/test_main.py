@@ -33,8 +33,13 @@ def test_bundled_run_trains_evaluates_exports_and_says_where(trained):
   for column in ('Head', 'Sho', 'Elb', 'Wri', 'Hip', 'Knee', 'Ank', 'Mean'):
     assert column in out
   assert 'branch_0' in out and 'branch_1' in out and 'ensemble' in out
+  # Held-out figures rank the branches; the real people, also trained on, get their own line.
+  assert 'Scored on held-out generated figures (32, not trained on):' in out
+  assert 'Mean on real MPII people (5, also in the training set: a smoke test): branch_0 ' in out
+  assert 'Data: 5 real MPII people + 256 generated figures to train on' in out
   assert 'exported network' in out
-  assert 'img/s' in result.stderr and 'ETA' in result.stderr
+  assert 'img/s' in result.stderr and 'ETA' in result.stderr and 'input wait' in result.stderr
+  assert 'oneDNN' not in result.stderr  # TensorFlow's import notices are held back.
   description = json.load(open(os.path.join(workdir, 'export', 'model.json')))
   assert description['model']['branch_stacks'] == [2]  # 1 shared + 1 private stack
   assert description['model']['num_shared_stacks'] == 0
@@ -50,7 +55,11 @@ def test_eval_mode_writes_pred_mat_for_the_official_tool(trained):
   assert result.returncode == 0, result.stderr[-4000:]
   from okdhp_jax.evaluation import pckh
   preds = pckh.load_pred_mat(os.path.join(workdir, 'eval', 'pred.mat'))
-  assert preds.shape == (5, 16, 2) and np.isfinite(preds).all()
+  assert preds.shape == (37, 16, 2) and np.isfinite(preds).all()  # 5 people + 32 figures.
+  metrics = json.load(open(os.path.join(workdir, 'eval', 'metrics.json')))
+  assert metrics['scored_on'].startswith('held-out generated figures')
+  assert set(metrics['subsets']['real MPII people (5, also in the training set: a smoke test)']) \
+      == {'branch_0', 'branch_1', 'ensemble'}
   from PIL import Image
   width, height = Image.open(os.path.join(workdir, 'eval', 'predictions.png')).size
   assert width >= 256 and height >= 256  # drawn, enlarged, and kept.
@@ -75,8 +84,11 @@ def test_missing_dataset_says_how_to_build_it(tmp_path):
   result = run_main(str(tmp_path / 'run'), config='configs/hg4.py',
                     records=str(tmp_path / 'nowhere'), timeout=120)
   assert result.returncode == 1
-  assert 'data_prep.mpii' in result.stderr and 'runlocal' in result.stderr
+  assert 'data_prep.mpii' in result.stderr and 'configs/quickstart.py' in result.stderr
   assert 'Traceback' not in result.stderr
+  # One line for the user; the traceback is kept in the workdir.
+  assert f'(full traceback: {tmp_path / "run" / "error_traceback.txt"})' in result.stderr
+  assert 'Traceback' in (tmp_path / 'run' / 'error_traceback.txt').read_text()
 
 
 def test_killed_run_resumes_to_the_same_parameters(trained, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from configs import default
 from okdhp_jax import methods, sharding
 from okdhp_jax.codecs.heatmap import render_heatmaps
+from okdhp_jax.data import normalization
 from okdhp_jax.export.store import save_exported
 from okdhp_jax.methods import fpd
 from okdhp_jax.models import build_model
@@ -38,7 +39,7 @@ def fpd_config():
 def make_batch(seed: int):
   rng = np.random.default_rng(seed)
   return {
-      'image': rng.normal(size=(8, 64, 64, 3)).astype(np.float32),
+      'image': rng.integers(0, 256, (8, 64, 64, 3), np.uint8),
       'joints': rng.uniform(0, 64, size=(8, NUM_JOINTS, 2)).astype(np.float32),
       'joints_vis': (rng.uniform(size=(8, NUM_JOINTS)) > 0.2).astype(np.float32),
   }
@@ -86,7 +87,7 @@ def fpd_run(teacher_export):
 @pytest.mark.slow
 def test_load_teacher_round_trip(teacher_export, fpd_run):
   _, saved = teacher_export
-  images = make_batch(0)['image'][:2]
+  images = normalization.normalize(make_batch(0)['image'][:2])
   want = build_model(model_config(2), NUM_JOINTS).apply(saved, images, train=False)
   got = fpd_run['teacher'].apply(fpd_run['teacher_variables'], images, train=False)
   np.testing.assert_allclose(fpd.teacher_last_heatmaps(got), want.branches[0][-1], rtol=1e-5,
@@ -97,12 +98,12 @@ def test_load_teacher_round_trip(teacher_export, fpd_run):
 def test_loss_is_alpha_mix_of_gt_and_teacher(fpd_run):
   """Recompute the first step's loss outside the step, in NumPy, from the model outputs."""
   config, batch = fpd_run['config'], make_batch(0)
+  images = normalization.normalize(batch['image'])  # as the step does on the device.
   initial = fpd_run['initial']
   student_out, _ = fpd_run['student'].apply(
-      {'params': initial.params, 'batch_stats': initial.batch_stats}, batch['image'],
+      {'params': initial.params, 'batch_stats': initial.batch_stats}, images,
       train=True, mutable=['batch_stats'])
-  teacher_out = fpd_run['teacher'].apply(fpd_run['teacher_variables'], batch['image'],
-                                         train=False)
+  teacher_out = fpd_run['teacher'].apply(fpd_run['teacher_variables'], images, train=False)
   teacher_maps = np.asarray(teacher_out.branches[0][-1])  # the LAST of its 2 stacks.
   target, weight = render_heatmaps(batch['joints'], batch['joints_vis'], input_size=(64, 64),
                                    heatmap_size=(16, 16), sigma=config.data.sigma)

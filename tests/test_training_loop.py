@@ -69,6 +69,11 @@ def test_a_method_registered_in_a_test_trains_through_the_real_loop(tmp_path):
   assert sorted(mse) == sorted(loss) == [1, 2]
   np.testing.assert_allclose([loss[s] for s in (1, 2)], [TOY_SCALE * mse[s] for s in (1, 2)],
                              rtol=1e-6)
+  # Training speed between evaluations, and how much of it the input pipeline held up.
+  wait = logged_scalars(workdir, 'perf/input_wait_fraction')
+  # Step 1 compiles: the first timed window ends at step 2.
+  assert sorted(wait) == [2] and 0.0 <= wait[2] <= 1.0
+  assert all(v > 0 for v in logged_scalars(workdir, 'perf/train_img_per_sec').values())
   # The curves for people who do not open TensorBoard.
   from PIL import Image
   assert Image.open(f'{workdir}/training_curves.png').size == (1100, 400)

@@ -46,7 +46,7 @@ def tiny_config(plain: bool = False, dtype: str = 'float32'):
 def make_batch(seed: int, batch_size: int = 8, dtype=np.float32):
   rng = np.random.default_rng(seed)
   return {
-      'image': rng.normal(size=(batch_size, 64, 64, 3)).astype(dtype),
+      'image': rng.integers(0, 256, (batch_size, 64, 64, 3), np.uint8),
       'joints': rng.uniform(-4, 68, size=(batch_size, NUM_JOINTS, 2)).astype(dtype),
       'joints_vis': (rng.uniform(size=(batch_size, NUM_JOINTS)) > 0.2).astype(dtype),
   }

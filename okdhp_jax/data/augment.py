@@ -16,10 +16,6 @@ import math
 from okdhp_jax.data import geometry
 from okdhp_jax.data.tf_host import tf
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def fix_aspect_ratio(scale: tf.Tensor, aspect_ratio: float) -> tf.Tensor:
   """Grows the short side of scale [2] = (sw, sh) so that sw / sh == aspect_ratio (w / h)."""
   sw, sh = scale[0], scale[1]
@@ -96,15 +92,10 @@ def crop_image(encoded: tf.Tensor, height, width, matrix: tf.Tensor, output_size
   return warped
 
 
-def normalize(image: tf.Tensor) -> tf.Tensor:
-  """[H, W, 3] in [0, 255] -> ImageNet-normalised float32 on [0, 1] RGB."""
-  return (image / 255.0 - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
-
-
-def denormalize(image):
-  """The inverse of `normalize` (numpy or TF), back to [0, 255]."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  return (np.asarray(image) * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)) * 255.0
+def to_uint8(image: tf.Tensor) -> tf.Tensor:
+  """Float pixels in [0, 255] -> uint8, rounded: what crosses to the device (normalised there,
+  okdhp_jax/data/normalization.py). Rounding moves a pixel by at most half a grey level."""
+  return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
 def crop_joints(joints, joints_vis, matrix, output_size, flip_permutation=None, flip=False):
@@ -177,7 +168,7 @@ def train_example(parsed: dict, seed: tf.Tensor, *, input_size, scale_factor: fl
   image = crop_image(parsed['image/encoded'], parsed['image/height'], parsed['image/width'],
                      matrix, input_size)
   joints, vis = crop_joints(joints, vis, matrix, input_size, meta.flip_permutation(), do_flip)
-  return {'image': normalize(image), 'joints': joints, 'joints_vis': vis}
+  return {'image': to_uint8(image), 'joints': joints, 'joints_vis': vis}
 
 
 def eval_example(parsed: dict, *, input_size) -> dict:
@@ -191,7 +182,7 @@ def eval_example(parsed: dict, *, input_size) -> dict:
   joints, vis = crop_joints(parsed['person/joints'], parsed['person/joints_vis'], matrix,
                             input_size)
   return {
-      'image': normalize(image), 'joints': joints, 'joints_vis': vis,
+      'image': to_uint8(image), 'joints': joints, 'joints_vis': vis,
       'center': center, 'scale': scale, 'image_id': parsed['image/id'],
       'person_index': parsed['person/index'], 'box': parsed['person/box'],
       'score': parsed['person/score'], 'area': parsed['person/area'],

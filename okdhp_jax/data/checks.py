@@ -21,7 +21,7 @@ _HOW_TO_BUILD = {
              '[--detections COCO_val2017_detections_AP_H_56_person.json]'),
 }
 _BUNDLED_HINT = ('or try the bundled samples on a CPU first: python -m okdhp_jax.main '
-                 '--config configs/hg4.py:runlocal --workdir /tmp/okdhp')
+                 '--config configs/quickstart.py --workdir /tmp/okdhp')
 
 
 def check_records(config: ml_collections.ConfigDict) -> None:

@@ -103,7 +103,7 @@ def build_train_dataset(data_config, meta, *, local_batch_size: int, seed: int,
   augmentation draws as an uninterrupted run from batch `start_step` on. Only the serialized
   records before it are read again (not decoded or augmented).
 
-  Yields dicts: 'image' float32 [B, H, W, 3] (ImageNet-normalised), 'joints' float32 [B, J, 2]
+  Yields dicts: 'image' uint8 [B, H, W, 3] (normalised on the device), 'joints' float32 [B, J, 2]
   in input pixels, 'joints_vis' float32 [B, J] (0 also outside the crop).
   """
   info = _check_info(data_config, meta)
@@ -163,7 +163,7 @@ def build_eval_dataset(data_config, meta, *, split: str, local_batch_size: int,
                        process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
   """Finite, unaugmented batches in record order, padded with a 'valid' bool [B] mask.
 
-  Keys: image [B, H, W, 3], joints [B, J, 2], joints_vis [B, J], center [B, 2], scale [B, 2]
+  Keys: image uint8 [B, H, W, 3], joints [B, J, 2], joints_vis [B, J], center [B, 2], scale [B, 2]
   (after the aspect-ratio fix: what the crop used), image_id int64 [B], person_index int64 [B],
   box [B, 4] xywh, score float32 [B], area float32 [B], valid bool [B]. Every process yields
   the same number of batches.

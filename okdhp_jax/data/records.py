@@ -37,6 +37,13 @@ DATASET_INFO = 'dataset_info.json'
 # dataset_info.json key, true when some people's left and right are told apart only by colour
 # (data_prep.synthetic figures): a horizontal flip would then give them wrong labels.
 SIDES_BY_COLOUR = 'sides_by_colour'
+# dataset_info.json key: parts of the valid split scored apart, as a list of
+# {'name', 'person_index': [first, stop), 'in_training_set'}; the first one ranks the branches.
+# The bundled quick-start data uses it to keep held-out figures apart from real people it
+# also trains on.
+EVAL_GROUPS = 'eval_groups'
+# dataset_info.json key: one line saying what the data is, printed when training starts.
+DESCRIPTION = 'description'
 
 
 @dataclasses.dataclass

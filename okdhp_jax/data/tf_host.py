@@ -8,6 +8,9 @@ memory from JAX, whichever module touches it first; and tools that only parse th
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 import types
 
 _tensorflow: types.ModuleType | None = None
@@ -16,7 +19,7 @@ _tensorflow: types.ModuleType | None = None
 def _load() -> types.ModuleType:
   global _tensorflow
   if _tensorflow is None:
-    import tensorflow  # pylint: disable=g-import-not-at-top
+    tensorflow = _import_without_notices()
     for kind in ('GPU', 'TPU'):
       try:
         tensorflow.config.set_visible_devices([], kind)
@@ -24,6 +27,37 @@ def _load() -> types.ModuleType:
         pass
     _tensorflow = tensorflow
   return _tensorflow
+
+
+# What TensorFlow's C++ side prints while it is imported that no user can act on: the oneDNN
+# and CPU-instruction INFO notices, and absl's note that they went to stderr.
+_IMPORT_NOTICES = ('I0000 ', 'WARNING: All log messages before absl::InitializeLog()',
+                   'To enable the following instructions:')
+
+
+def _import_without_notices() -> types.ModuleType:
+  """Imports tensorflow with its import-time INFO notices held back; anything else it writes
+  to stderr meanwhile is passed on.
+
+  The notices are written by C++ straight to file descriptor 2 before any logging setup
+  (TF_CPP_MIN_LOG_LEVEL does not reach them), so the descriptor is pointed at a temporary file
+  for the import and restored after it.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      import tensorflow  # pylint: disable=g-import-not-at-top
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      lines = captured.read().decode('utf-8', 'replace').splitlines()
+      kept = [line for line in lines if not line.startswith(_IMPORT_NOTICES)]
+      if kept:
+        print('\n'.join(kept), file=sys.stderr)
+  return tensorflow
 
 
 def hide_accelerators() -> None:

@@ -24,7 +24,7 @@ from etils import epath
 from okdhp_jax import paths, progress, sharding
 from okdhp_jax.codecs.heatmap import HeatmapCodec
 from okdhp_jax.data import meta as meta_lib
-from okdhp_jax.data import pipeline
+from okdhp_jax.data import pipeline, records
 from okdhp_jax.evaluation import coco_eval, pckh, report, visualize
 
 ENSEMBLE = 'ensemble'
@@ -43,6 +43,9 @@ class EvalResult:
     predictions: name -> image-coordinate predictions [N, J, 2] in evaluation order.
     person_index: [N] record person indices (columns of gt_valid.mat for MPII).
     images: a few enlarged crops (uint8 [H, W, 3]) with the ensemble's prediction and the GT.
+    scored_on: what `metrics` were scored on when the records name evaluation groups (the
+      first group, records.EVAL_GROUPS), else ''.
+    subsets: the other groups' scores, {label: {'branch_0': {...}, ..., 'ensemble': {...}}}.
   """
 
   metrics: dict[str, dict[str, float]]
@@ -53,6 +56,8 @@ class EvalResult:
   predictions: dict[str, np.ndarray]
   person_index: np.ndarray
   images: list[np.ndarray]
+  scored_on: str = ''
+  subsets: dict[str, dict[str, dict[str, float]]] = dataclasses.field(default_factory=dict)
 
 
 def branch_names(num_branches: int) -> list[str]:
@@ -110,6 +115,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
   names = [n for n in coords if n != ENSEMBLE] + [ENSEMBLE]
 
   metric_key = headline_metric(meta.name)
+  scored_on, subsets = '', {}
   if meta.name == 'coco':
     evaluator = coco_eval.CocoKeypointEvaluator(
         config.data.eval_annotations, meta, oks_nms_threshold=config.eval.oks_nms_threshold,
@@ -124,17 +130,47 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
     gt = pckh.load_mpii_gt(config.data.eval_annotations)
     threshold_0_1 = (pckh.HRNET_MEAN_AT_0_1_THRESHOLD if config.eval.hrnet_mean_at_0_11
                      else 0.1)
-    metrics = {}
-    for name in names:
-      result = pckh.compute_pckh(coords[name], gt, threshold=config.eval.pckh_threshold,
-                                 mean_at_0_1_threshold=threshold_0_1,
-                                 person_indices=info['person_index'])
-      metrics[name] = dict(result.table)
-  table, best_name = report.branch_report(metrics, metric_key)
+
+    def score(rows: np.ndarray) -> dict[str, dict[str, float]]:
+      return {name: dict(pckh.compute_pckh(
+          coords[name][rows], gt, threshold=config.eval.pckh_threshold,
+          mean_at_0_1_threshold=threshold_0_1, person_indices=info['person_index'][rows]).table)
+              for name in names}
+
+    scored = {label: score(rows)
+              for label, rows in _group_rows(config.data, info['person_index']).items()}
+    if scored:
+      scored_on = next(iter(scored))
+      metrics = scored.pop(scored_on)
+      subsets = scored
+    else:
+      metrics = score(np.ones(len(info['person_index']), bool))
+  table, best_name = report.branch_report(metrics, metric_key, scored_on=scored_on,
+                                          subsets=subsets)
   best_branch = int(best_name.split('_')[-1])
   return EvalResult(metrics=metrics, metric_key=metric_key, table=table,
                     best_branch=best_branch, best_metric=float(metrics[best_name][metric_key]),
-                    predictions=coords, person_index=info['person_index'], images=drawn)
+                    predictions=coords, person_index=info['person_index'], images=drawn,
+                    scored_on=scored_on, subsets=subsets)
+
+
+def _group_rows(data_config, person_index: np.ndarray) -> dict[str, np.ndarray]:
+  """{label: boolean rows} of the evaluation groups the records name and the split holds.
+
+  Empty when the records name none (records.EVAL_GROUPS). A label says how many people the
+  group has and whether they were trained on, e.g. 'held-out generated figures (32, not
+  trained on)'; the first label is the group that ranks the branches.
+  """
+  groups = records.read_dataset_info(data_config.records_dir).get(records.EVAL_GROUPS, [])
+  found = {}
+  for group in groups:
+    first, stop = group['person_index']
+    rows = (person_index >= first) & (person_index < stop)
+    if rows.any():
+      seen = ('also in the training set: a smoke test' if group['in_training_set']
+              else 'not trained on')
+      found[f'{group["name"]} ({int(rows.sum())}, {seen})'] = rows
+  return found
 
 
 def write_eval_files(result: EvalResult, meta: meta_lib.DatasetMeta, out_dir: str) -> str:
@@ -151,7 +187,8 @@ def write_eval_files(result: EvalResult, meta: meta_lib.DatasetMeta, out_dir: st
       pckh.save_pred_mat(local, in_gt_order)
       epath.Path(local).copy(path / 'pred.mat', overwrite=True)
   (path / 'metrics.json').write_text(
-      json.dumps({'metrics': result.metrics, 'best_branch': result.best_branch}, indent=2))
+      json.dumps({'metrics': result.metrics, 'best_branch': result.best_branch,
+                  'scored_on': result.scored_on, 'subsets': result.subsets}, indent=2))
   if result.images:
     visualize.save_png(str(path / 'predictions.png'), visualize.grid(result.images))
   return str(path)

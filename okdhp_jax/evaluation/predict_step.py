@@ -16,6 +16,7 @@ from jax.sharding import Mesh
 
 from okdhp_jax import sharding as sharding_lib
 from okdhp_jax.codecs.heatmap import flip_back
+from okdhp_jax.data import normalization
 
 
 def make_predict_step(config: ml_collections.ConfigDict, model: nn.Module, *, mesh: Mesh,
@@ -29,7 +30,7 @@ def make_predict_step(config: ml_collections.ConfigDict, model: nn.Module, *, me
     flip_perm: [joints] int array (DatasetMeta.flip_permutation()).
 
   Returns:
-    jitted fn (variables, images [B, H, W, 3]) -> {'branches': [branches, B, h, w, J],
+    jitted fn (variables, images uint8 [B, H, W, 3], normalised here) -> {'branches': [branches, B, h, w, J],
     'ensemble': [B, h, w, J], and 'fau_weights': [B, branches, J] when the model has an FAU}.
     With the flip test every entry is the average of the plain and the flipped-back pass (the
     flipped pass's FAU weights have their joints swapped back too).
@@ -47,6 +48,8 @@ def make_predict_step(config: ml_collections.ConfigDict, model: nn.Module, *, me
     return result
 
   def predict(variables, images):
+    normalization.check_uint8(images, 'images to predict')
+    images = normalization.normalize(images)
     result = forward(variables, images)
     if not flip_test:
       return result

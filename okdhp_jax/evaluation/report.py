@@ -63,13 +63,17 @@ def best_branch(results: dict, metric_key: str) -> str:
   return max(scored)[2]
 
 
-def branch_report(results: dict, metric_key: str) -> tuple[str, str]:
+def branch_report(results: dict, metric_key: str, *, scored_on: str = '',
+                  subsets: dict | None = None) -> tuple[str, str]:
   """Markdown table of every branch and the ensemble, and the best branch's name.
 
   Args:
     results: {'branch_0': {metric: value}, ..., 'ensemble': {...}}, e.g. PCKh tables
       (`PCKhResult.table`) or COCO AP dicts.
     metric_key: the metric that picks the best branch ('Mean' for MPII, 'AP' for COCO).
+    scored_on: what `results` were scored on, printed above the table when given.
+    subsets: other parts of the evaluation set, {label: results like `results`}; each gets
+      one line of `metric_key` per model below the table.
 
   Returns:
     (table_text, best_branch_name); the best row is marked with '*' and a line names it.
@@ -83,4 +87,10 @@ def branch_report(results: dict, metric_key: str) -> tuple[str, str]:
     columns.append(metric_key)
   table = format_table({(f'{n} *' if n == best else n): results[n] for n in rows}, columns)
   best_value = _format(results[best][metric_key], metric_key)
-  return f'{table}\nbest branch by {metric_key}: {best} ({best_value})', best
+  lines = ([f'Scored on {scored_on}:'] if scored_on else []) + [
+      table, f'best branch by {metric_key}: {best} ({best_value})']
+  for label, scores in (subsets or {}).items():
+    values = ', '.join(f'{n} {_format(scores[n].get(metric_key), metric_key)}'
+                       for n in _row_order(scores))
+    lines.append(f'{metric_key} on {label}: {values}')
+  return '\n'.join(lines), best

@@ -8,13 +8,11 @@ nor are limbs touching them.
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from okdhp_jax import paths
-from okdhp_jax.data import augment
 from okdhp_jax.data.meta import DatasetMeta
 
 # Predictions are drawn thick in the colour of their side, ground truth thin in white.
@@ -92,7 +90,7 @@ def draw_crops(batch, pred_xy, pred_scores, valid, meta: DatasetMeta, count: int
   """Predicted and GT skeletons on the crops of an eval batch, enlarged to a readable size.
 
   Args:
-    batch: an eval batch: 'image' [B, H, W, 3] normalised, 'joints' [B, J, 2], 'joints_vis'.
+    batch: an eval batch: 'image' uint8 [B, H, W, 3], 'joints' [B, J, 2], 'joints_vis'.
     pred_xy: [B, J, 2] predictions in input pixels; pred_scores: [B, J].
     valid: bool [B], padding rows are skipped; count: how many to draw at most.
     min_side: crops are enlarged by a whole factor until their short side is at least this.
@@ -108,7 +106,7 @@ def draw_crops(batch, pred_xy, pred_scores, valid, meta: DatasetMeta, count: int
     return (np.asarray(xy, np.float64) + 0.5) * factor - 0.5
 
   for i in np.flatnonzero(valid)[:count]:
-    crop = np.clip(np.rint(augment.denormalize(batch['image'][i])), 0, 255).astype(np.uint8)
+    crop = np.asarray(batch['image'][i], np.uint8)
     crop = np.asarray(Image.fromarray(crop).resize((width * factor, height * factor),
                                                    Image.BILINEAR))
     images.append(draw_prediction_and_gt(crop, enlarge(pred_xy[i]), enlarge(batch['joints'][i]),

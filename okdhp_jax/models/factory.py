@@ -24,11 +24,28 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float
 HOURGLASS_STEM_STRIDE = 4
 
 
+# 'auto' compute dtype: bfloat16 where the chip has bfloat16 matrix units, float32 elsewhere
+# (a CPU computes bfloat16 convolutions slower than float32 ones).
+AUTO = 'auto'
+BFLOAT16_BACKENDS = ('gpu', 'cuda', 'rocm', 'tpu')
+
+
+def resolve_compute_dtype(name: str, backend: str | None = None) -> str:
+  """config.model.dtype as a dtype name: 'auto' -> 'bfloat16' on GPU/TPU, 'float32' on CPU."""
+  if name != AUTO:
+    return name
+  backend = backend or jax.default_backend()
+  return 'bfloat16' if backend in BFLOAT16_BACKENDS else 'float32'
+
+
 def _dtype(model_config: Any, key: str):
   value = model_config[key]
   if isinstance(value, str):
+    if key == 'dtype':
+      value = resolve_compute_dtype(value)
     if value not in DTYPES:
-      raise ValueError(f'config.model.{key} must be one of {tuple(DTYPES)}, got {value!r}')
+      choices = tuple(DTYPES) + ((AUTO,) if key == 'dtype' else ())
+      raise ValueError(f'config.model.{key} must be one of {choices}, got {value!r}')
     if value == 'float64' and not jax.config.jax_enable_x64:
       raise ValueError(f'config.model.{key}=float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 '
                        '(without it jax silently computes in float32)')

@@ -1,20 +1,43 @@
-r"""Prints the training throughput of a config's train step on the devices present.
+r"""The train step's throughput on the devices present: the table to quote, with MFU.
 
-  python -m okdhp_jax.tools.bench_step --config configs/default.py
-  python -m okdhp_jax.tools.bench_step --config configs/default.py:runlocal --batch 8 --steps 5
+  python -m okdhp_jax.tools.bench_step --sweep --dtype float32 --dtype bfloat16 \
+      --batch 16 --batch 32 --batch 64
+  python -m okdhp_jax.tools.bench_step --config configs/hg4.py --batch 32 --profile /tmp/prof
+  python -m okdhp_jax.tools.bench_step --config configs/quickstart.py
 
-Synthetic batches (random images and joints) on a `data` mesh over every device; parameters
-are freshly initialised, and so is the method's frozen state (FPD: a random teacher of
-config.fpd.teacher_num_stacks stacks). Reports images/s, ms per step, the first call's time
-(trace + compile + one step) and peak device memory where the backend reports it (GPU, TPU).
+One row per config x dtype x global batch: devices, img/s, ms per step, model TFLOP/s, MFU,
+the first call's seconds (trace + compile + one step) and peak device memory. Training FLOPs
+per image are the training network's own MAC count (the one model_stats prints) x 2 FLOPs per
+MAC x 3 (forward + backward); MFU divides the achieved FLOP/s by the devices' dense peak for
+the dtype (okdhp_jax/tools/peak_flops.py; n/a on a CPU). Timings exclude the first call and
+warm-up steps and end on `block_until_ready`.
+
+Batches are synthetic (random images and joints) on a `data` mesh over every device;
+parameters are freshly initialised, and so is the method's frozen state (FPD: a random teacher).
+With more than one row, each row runs in a fresh process, so compile times and peak memory are
+its own. `--profile DIR` writes a jax.profiler trace of a few steps per row under DIR, which
+TensorBoard's profile plugin opens (pip install tensorboard-plugin-profile).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
+
+SWEEP = ('configs/hg4_baseline.py', 'configs/hg4.py', 'configs/hg4_unbalanced.py',
+         'configs/mobilepose_resnet18.py', 'configs/coco_hg4.py')
+DTYPES = ('auto', 'float32', 'bfloat16')
+PROFILE_STEPS = 3
+COLUMNS = (('config', 'config'), ('devices', 'devices'), ('dtype', 'dtype'),
+           ('batch', 'global batch'), ('img_per_s', 'img/s'), ('step_ms', 'step ms'),
+           ('tflops', 'TFLOP/s'), ('mfu', 'MFU'), ('first_call_s', 'first call s'),
+           ('peak_gib', 'peak GiB'))
 
 
 def synthetic_batch(config, batch_size: int, num_joints: int,
@@ -22,48 +45,47 @@ def synthetic_batch(config, batch_size: int, num_joints: int,
   height, width = config.data.input_size
   rng = np.random.default_rng(seed)
   joints = rng.uniform(0, 1, (batch_size, num_joints, 2)) * np.array([width, height])
-  return {'image': rng.normal(size=(batch_size, height, width, 3)).astype(np.float32),
+  return {'image': rng.integers(0, 256, (batch_size, height, width, 3), np.uint8),
           'joints': joints.astype(np.float32),
           'joints_vis': np.ones((batch_size, num_joints), np.float32)}
 
 
-def peak_memory_gib() -> str:
+def peak_memory_gib() -> float | None:
+  """Largest peak bytes in use over the local devices, where the backend reports it."""
   import jax
-  peaks = []
-  for device in jax.local_devices():
-    stats = device.memory_stats() or {}
-    if 'peak_bytes_in_use' in stats:
-      peaks.append(stats['peak_bytes_in_use'])
-  return f'{max(peaks) / 2**30:.2f}' if peaks else 'n/a'
+  peaks = [(d.memory_stats() or {}).get('peak_bytes_in_use') for d in jax.local_devices()]
+  peaks = [p for p in peaks if p is not None]
+  return max(peaks) / 2**30 if peaks else None
 
 
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--config', required=True, help='config file, optionally with :arg')
-  parser.add_argument('--batch', type=int, default=None,
-                      help='global batch (default: config.train.batch_size)')
-  parser.add_argument('--steps', type=int, default=10, help='timed steps')
-  parser.add_argument('--warmup', type=int, default=2, help='untimed steps after compiling')
-  args = parser.parse_args(argv)
-
-  # Imported after parsing, so --help answers at once.
+def measure(config_spec: str, dtype: str | None, batch_size: int | None, *, steps: int,
+            warmup: int, profile_dir: str = '') -> dict:
+  """Times one config's train step in this process; returns a table row (see COLUMNS)."""
   import jax
   from okdhp_jax import methods, sharding
   from okdhp_jax.data.meta import get_meta
   from okdhp_jax.models import build_model
+  from okdhp_jax.models.factory import resolve_compute_dtype
+  from okdhp_jax.models.stats import model_stats
   from okdhp_jax.tools.config_file import load_config
+  from okdhp_jax.tools.peak_flops import peak_tflops, train_flops_per_image
   from okdhp_jax.training import state as state_lib
   from okdhp_jax.training import step as step_lib
 
-  config = load_config(args.config)
-  if args.batch is not None:
-    config.train.batch_size = args.batch
+  config = load_config(config_spec)
+  if dtype:
+    config.model.dtype = dtype
+  if batch_size:
+    config.train.batch_size = batch_size
   batch_size = config.train.batch_size
+  compute_dtype = resolve_compute_dtype(config.model.dtype)
   num_joints = get_meta(config.data.dataset).num_joints
   mesh = sharding.make_mesh()
   sharding.check_batch_divisible(batch_size, mesh, '--batch / config.train.batch_size')
 
-  model = build_model(config.model, num_joints, tuple(config.data.input_size))
+  input_size = tuple(config.data.input_size)
+  model = build_model(config.model, num_joints, input_size)
+  flops_per_image = train_flops_per_image(model_stats(model, (*input_size, 3)).macs)
   # 'rbg' keys: initialisers compile much faster than with threefry; init is not timed.
   rng = jax.random.key(config.seed, impl='unsafe_rbg')
   state = state_lib.create_train_state(config, model, rng, mesh=mesh, steps_per_epoch=1000)
@@ -78,32 +100,114 @@ def main(argv: list[str] | None = None) -> None:
   state, metrics = train_step(state, frozen, batch)
   jax.block_until_ready(metrics)
   first_call_s = time.perf_counter() - start
-  for _ in range(args.warmup):
-    state, metrics = train_step(state, frozen, batch)
-  jax.block_until_ready(metrics)
-
-  start = time.perf_counter()
-  for _ in range(args.steps):
+  for _ in range(warmup):
     state, metrics = train_step(state, frozen, batch)
   jax.block_until_ready((state, metrics))
-  step_s = (time.perf_counter() - start) / args.steps
+
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = train_step(state, frozen, batch)
+  jax.block_until_ready((state, metrics))
+  step_s = (time.perf_counter() - start) / steps
+
+  if profile_dir:
+    name = os.path.basename(config_spec).replace('.py', '').replace(':', '_')
+    with jax.profiler.trace(os.path.join(profile_dir, f'{name}_{compute_dtype}_b{batch_size}')):
+      for _ in range(PROFILE_STEPS):
+        state, metrics = train_step(state, frozen, batch)
+      jax.block_until_ready((state, metrics))
 
   devices = jax.devices()
-  rows = [
-      ('config', args.config),
-      ('devices', f'{len(devices)} x {devices[0].device_kind} ({devices[0].platform})'),
-      ('global batch', str(batch_size)),
-      ('input size', 'x'.join(str(s) for s in config.data.input_size)),
-      ('model dtype', str(config.model.dtype)),
-      ('train images/s', f'{batch_size / step_s:.1f}'),
-      ('step ms', f'{step_s * 1e3:.1f}'),
-      ('compile s (first call)', f'{first_call_s:.1f}'),
-      ('peak device memory GiB', peak_memory_gib()),
-      ('loss (last step)', f'{float(metrics["loss"]):.6f}'),
-  ]
-  width = max(len(name) for name, _ in rows)
-  for name, value in rows:
-    print(f'{name:<{width}}  {value}')
+  achieved = flops_per_image * batch_size / step_s / 1e12
+  peak = peak_tflops(devices[0].device_kind, compute_dtype)
+  return {
+      'config': config_spec,
+      'devices': f'{len(devices)} x {devices[0].device_kind}',
+      'dtype': compute_dtype, 'batch': batch_size,
+      'img_per_s': batch_size / step_s, 'step_ms': step_s * 1e3, 'tflops': achieved,
+      'mfu': achieved / (peak * len(devices)) if peak else None,
+      'first_call_s': first_call_s, 'peak_gib': peak_memory_gib(),
+      'loss': float(metrics['loss']),
+  }
+
+
+def _cell(key: str, value) -> str:
+  if value is None:
+    return 'n/a'
+  if isinstance(value, str):
+    return value
+  formats = {'img_per_s': '{:.1f}', 'step_ms': '{:.1f}', 'tflops': '{:.3f}', 'mfu': '{:.1%}',
+             'first_call_s': '{:.1f}', 'peak_gib': '{:.2f}', 'batch': '{:d}'}
+  return formats.get(key, '{}').format(value)
+
+
+def format_rows(rows: list[dict]) -> str:
+  """Markdown table of measured rows (a failed row shows its error in the img/s column)."""
+  lines = ['| ' + ' | '.join(header for _, header in COLUMNS) + ' |',
+           '|' + '---|' * len(COLUMNS)]
+  for row in rows:
+    if 'error' in row:
+      cells = [row['config'], '', row['dtype'], str(row['batch']), f'failed: {row["error"]}']
+      cells += [''] * (len(COLUMNS) - len(cells))
+    else:
+      cells = [_cell(key, row.get(key)) for key, _ in COLUMNS]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def _measure_in_child(args, config_spec: str, dtype: str | None, batch: int | None) -> dict:
+  """One row in a fresh process: its compile time and peak memory are its own."""
+  command = [sys.executable, '-m', 'okdhp_jax.tools.bench_step', '--config', config_spec,
+             '--steps', str(args.steps), '--warmup', str(args.warmup), '--row-json']
+  command += ['--dtype', dtype] if dtype else []
+  command += ['--batch', str(batch)] if batch else []
+  command += ['--profile', args.profile] if args.profile else []
+  result = subprocess.run(command, capture_output=True, text=True)
+  lines = result.stdout.strip().splitlines()
+  if result.returncode == 0 and lines:
+    return json.loads(lines[-1])
+  last = (result.stderr.strip().splitlines() or ['no output'])[-1]
+  return {'config': config_spec, 'dtype': dtype or 'config', 'batch': batch or 'config',
+          'error': f'exit {result.returncode}: {last[-120:]}'}
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--config', action='append', default=[],
+                      help='config file, optionally with :arg (repeat for several)')
+  parser.add_argument('--sweep', action='store_true',
+                      help=f'add the standard configs: {", ".join(SWEEP)}')
+  parser.add_argument('--dtype', action='append', choices=DTYPES, default=[],
+                      help="compute dtype (repeatable; default: the config's, 'auto')")
+  parser.add_argument('--batch', action='append', type=int, default=[],
+                      help='global batch (repeatable; default: config.train.batch_size)')
+  parser.add_argument('--steps', type=int, default=10, help='timed steps per row')
+  parser.add_argument('--warmup', type=int, default=2, help='untimed steps after compiling')
+  parser.add_argument('--profile', default='', metavar='DIR',
+                      help=f'write a jax.profiler trace of {PROFILE_STEPS} steps per row here')
+  parser.add_argument('--row-json', action='store_true', help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  configs = args.config + (list(SWEEP) if args.sweep else [])
+  if not configs:
+    parser.error('give --config (repeatable) or --sweep')
+  for spec in configs:
+    if not os.path.exists(spec.partition(':')[0]):
+      parser.error(f'--config file {spec.partition(":")[0]} does not exist')
+  grid = [(c, d, b) for c in configs for d in (args.dtype or [None])
+          for b in (args.batch or [None])]
+
+  if args.row_json or len(grid) == 1:
+    config_spec, dtype, batch = grid[0]
+    row = measure(config_spec, dtype, batch, steps=args.steps, warmup=args.warmup,
+                  profile_dir=args.profile)
+    print(json.dumps(row) if args.row_json else format_rows([row]), flush=True)
+    return
+  rows = []
+  for i, (config_spec, dtype, batch) in enumerate(grid):
+    print(f'[{i + 1}/{len(grid)}] {config_spec} dtype={dtype or "config"} '
+          f'batch={batch or "config"}', file=sys.stderr, flush=True)
+    rows.append(_measure_in_child(args, config_spec, dtype, batch))
+  print(format_rows(rows), flush=True)
 
 
 if __name__ == '__main__':

@@ -66,8 +66,8 @@ def predict(checkpoint: str, image_path: str, box=None):
   box = box or (0.0, 0.0, float(width), float(height))
   center, scale = geometry.box_to_center_scale(box, input_size[1] / input_size[0])
   matrix = augment.affine_matrix(tf.constant(center), tf.constant(scale), 0.0, input_size)
-  crop = augment.normalize(augment.crop_image(tf.constant(encoded), height, width, matrix,
-                                              input_size))
+  crop = augment.to_uint8(augment.crop_image(tf.constant(encoded), height, width, matrix,
+                                             input_size))
   model = build_model(ml_collections.ConfigDict(description['model']), meta.num_joints,
                       input_size)
   eval_config = ml_collections.ConfigDict({'eval': {'flip_test': True, 'shift_heatmap': True}})

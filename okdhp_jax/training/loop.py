@@ -13,17 +13,17 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from clu import metric_writers, parameter_overview
 
 from okdhp_jax import checkpointing, methods, paths, sharding
 from okdhp_jax import progress as progress_line
-from okdhp_jax.data import checks, pipeline
+from okdhp_jax.data import checks, pipeline, records
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.evaluation import evaluator, predict_step, visualize
 from okdhp_jax.export.branch import deployed_model_config
@@ -102,6 +102,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if start_step == 0 and is_chief:
     _log_model_summary(config, trainer, workdir)
     writer.write_hparams(_flat_hparams(config))
+  description = records.read_dataset_info(config.data.records_dir).get(records.DESCRIPTION)
+  if description:
+    logging.info('%s', description)
   logging.info('Training %d steps (%d epochs x %d steps, global batch %d, %d examples) on %s',
                trainer.total_steps, config.train.num_epochs, trainer.steps_per_epoch,
                config.train.batch_size, trainer.num_train_examples, trainer.mesh)
@@ -116,9 +119,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   eval_every_steps = max(1, int(config.train.eval_every_epochs * trainer.steps_per_epoch))
   line = progress_line.ProgressLine(trainer.total_steps, config.train.batch_size, start_step)
   last_good_step = start_step
+  window = _Window(start_step)
 
   for step in range(start_step + 1, trainer.total_steps + 1):
+    waiting_since = time.perf_counter()
     batch = next(batches)
+    window.input_wait += time.perf_counter() - waiting_since
     if step == start_step + 1:
       logging.info('Compiling the train step (the first call traces and compiles it)...')
       compile_start = time.time()
@@ -127,6 +133,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       jax.block_until_ready(metrics)
       logging.info('Compiled and ran the first step in %.1f s.', time.time() - compile_start)
       line.restart(step)  # rates and ETA count from here.
+      window = _Window(step)
     is_last = step == trainer.total_steps
     log_now = step % config.train.log_every_steps == 0 or is_last
     eval_now = step % eval_every_steps == 0 or is_last
@@ -135,14 +142,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       # One fetch per step, before anything is written: a NaN state is never saved.
       scalars = _check_finite(metrics, step, last_good_step, trainer.manager.directory)
     if log_now:
-      writer.write_scalars(step, {**{f'train/{k}': v for k, v in scalars.items()},
-                                  'perf/img_per_sec': line.images_per_second(step)})
+      perf, text = {'perf/img_per_sec': line.images_per_second(step)}, ''
+      if step > window.step:  # not on the compiling step: nothing was timed yet.
+        train_rate, input_wait = window.close(step, config.train.batch_size)
+        perf.update({'perf/train_img_per_sec': train_rate,
+                     'perf/input_wait_fraction': input_wait})
+        text = f' | input wait {100 * input_wait:.0f}%'
+      writer.write_scalars(step, {**{f'train/{k}': v for k, v in scalars.items()}, **perf})
       progress.setdefault('train_loss', []).append([step, scalars['loss']])
-      logging.info('%s | loss %.5f', line(step), scalars['loss'])
+      logging.info('%s | loss %.5f%s', line(step), scalars['loss'], text)
+      window = _Window(step)
     if eval_now:
       result = trainer.evaluate(num_images_to_draw=config.train.num_images_to_draw)
       _log_eval(writer, step, result, workdir if is_chief else None)
-      progress['history'].append({'step': step, 'metrics': result.metrics})
+      progress['history'].append({'step': step, 'metrics': result.metrics,
+                                  'scored_on': result.scored_on, 'subsets': result.subsets})
       if progress['best_metric'] is None or result.best_metric > progress['best_metric']:
         progress.update(best_metric=result.best_metric, best_branch=result.best_branch,
                         best_step=step)
@@ -150,6 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       checkpointing.save(trainer.manager, step, trainer.state, progress,
                          metric=result.best_metric if eval_now else None, force=True)
       last_good_step = step
+    if eval_now or save_now:
+      window = _Window(step)  # training rates leave evaluation and checkpoint time out.
 
   trainer.manager.wait_until_finished()
   writer.flush()
@@ -158,6 +174,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     curves.plot_training_curves(progress, evaluator.headline_metric(trainer.meta.name),
                                 os.path.join(workdir, 'training_curves.png'))
   return progress
+
+
+class _Window:
+  """Training time since the last log, evaluation or checkpoint, and how much of it was spent
+  waiting for the input pipeline (blocked in next(batches))."""
+
+  def __init__(self, step: int):
+    self.step, self.start, self.input_wait = step, time.perf_counter(), 0.0
+
+  def close(self, step: int, batch_size: int) -> tuple[float, float]:
+    """(training images/s, fraction of the time waiting for input) over the window; call
+    after the step's metrics were fetched, so the device work is inside the window."""
+    elapsed = max(time.perf_counter() - self.start, 1e-9)
+    return (step - self.step) * batch_size / elapsed, min(self.input_wait / elapsed, 1.0)
 
 
 def _log_model_summary(config: ml_collections.ConfigDict, trainer: Trainer, workdir: str) -> None:
@@ -190,6 +220,11 @@ def _check_finite(metrics, step: int, last_good_step: int, checkpoint_dir) -> di
 def _log_eval(writer, step: int, result: evaluator.EvalResult, workdir: str | None) -> None:
   scalars = {f'eval/{name}/{metric}': value for name, table in result.metrics.items()
              for metric, value in table.items()}
+  # Other evaluation groups (e.g. the real people among the bundled figures) apart, by label.
+  for label, tables in result.subsets.items():
+    group = re.sub(r'\W+', '_', label.split(' (')[0]).strip('_')
+    scalars.update({f'eval_{group}/{name}/{metric}': value for name, table in tables.items()
+                    for metric, value in table.items()})
   scalars['eval/best_branch'] = result.best_branch
   writer.write_scalars(step, scalars)
   if result.images:

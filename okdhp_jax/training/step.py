@@ -23,6 +23,7 @@ from jax.sharding import Mesh
 
 from okdhp_jax import sharding as sharding_lib
 from okdhp_jax.codecs.heatmap import HeatmapCodec
+from okdhp_jax.data import normalization
 from okdhp_jax.methods.base import Method, Metrics, Targets
 from okdhp_jax.training import state as state_lib
 from okdhp_jax.training.state import TrainState
@@ -45,7 +46,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, method:
 
   Returns:
     jitted fn (state, frozen, batch) -> (state, metrics). frozen: method.frozen_state(mesh);
-    batch: {'image' [B, H, W, 3] float32, 'joints' [B, J, 2], 'joints_vis' [B, J]}; metrics:
+    batch: {'image' uint8 [B, H, W, 3] (normalised here), 'joints' [B, J, 2], 'joints_vis'
+    [B, J]}; metrics:
     replicated scalars, the method's plus grad_norm, learning_rate and epoch. The input state
     is donated.
   """
@@ -56,13 +58,14 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, method:
   def train_step(state: TrainState, frozen: Any, batch: Batch) -> tuple[TrainState, Metrics]:
     check_batch(batch, num_joints)
     targets = Targets(*codec.encode(batch['joints'], batch['joints_vis']))
+    images = normalization.normalize(batch['image'])
     epoch = state.step.astype(jnp.float32) / steps_per_epoch
 
     def compute_loss(params):
       outputs, new_variables = model.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
+          {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
           mutable=['batch_stats'])
-      total, metrics = method.loss(outputs, targets, images=batch['image'], epoch=epoch,
+      total, metrics = method.loss(outputs, targets, images=images, epoch=epoch,
                                    frozen=frozen)
       return total, (metrics, new_variables.get('batch_stats', state.batch_stats))
 
@@ -85,6 +88,7 @@ def check_batch(batch: Batch, num_joints: int) -> None:
   for key in ('image', 'joints', 'joints_vis'):
     if key not in batch:
       raise ValueError(f'train batch is missing {key!r}; got keys {sorted(batch)}')
+  normalization.check_uint8(batch['image'], "the train batch's 'image'")
   if batch['joints'].shape[1:] != (num_joints, 2):
     raise ValueError(f"batch['joints'] has shape {batch['joints'].shape}; expected "
                      f'[batch, {num_joints}, 2]')

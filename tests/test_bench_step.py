@@ -1,0 +1,66 @@
+"""The accelerator benchmark: one row per config x dtype x batch, MFU from the model's MACs."""
+
+from __future__ import annotations
+
+import glob
+
+import pytest
+
+from okdhp_jax.tools import bench_step, peak_flops
+
+pytestmark = pytest.mark.slow  # compiles a train step per row: not in the fast tier.
+
+TINY_CONFIG = '''
+from configs import default
+
+
+def get_config(arg=None):
+  config = default.get_config('runlocal')
+  config.model.update(features=16, depth=1, fau_hidden=8, num_shared_stacks=0,
+                      branch_stacks=(1, 1))
+  return config
+'''
+
+
+@pytest.fixture(scope='module')
+def tiny_config(tmp_path_factory):
+  path = tmp_path_factory.mktemp('configs') / 'tiny.py'
+  path.write_text(TINY_CONFIG)
+  return str(path)
+
+
+def test_one_row_in_process_with_a_profile(tiny_config, tmp_path, capsys):
+  bench_step.main(['--config', tiny_config, '--batch', '8', '--steps', '2', '--warmup', '0',
+                   '--profile', str(tmp_path / 'profile')])
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert lines[0] == ('| config | devices | dtype | global batch | img/s | step ms | TFLOP/s | '
+                      'MFU | first call s | peak GiB |')
+  cells = [c.strip() for c in lines[2].strip('|').split('|')]
+  assert cells[0] == tiny_config and cells[2] == 'float32' and cells[3] == '8'  # auto on CPU
+  assert float(cells[4]) > 0 and float(cells[5]) > 0 and float(cells[6]) > 0
+  assert cells[7] == 'n/a'  # a CPU has no peak to divide by.
+  # TensorBoard's profile plugin reads the .xplane.pb files jax.profiler writes.
+  assert glob.glob(str(tmp_path / 'profile' / '**' / '*.xplane.pb'), recursive=True)
+
+
+def test_rows_run_in_their_own_processes(tiny_config, capsys):
+  bench_step.main(['--config', tiny_config, '--dtype', 'float32', '--dtype', 'bfloat16',
+                   '--batch', '8', '--steps', '1', '--warmup', '0'])
+  rows = capsys.readouterr().out.strip().splitlines()[2:]
+  assert [[c.strip() for c in row.strip('|').split('|')][2] for row in rows] == [
+      'float32', 'bfloat16']
+  assert not any('failed' in row for row in rows), rows
+
+
+def test_measure_counts_training_flops_from_macs(tiny_config, monkeypatch):
+  monkeypatch.setattr(peak_flops, 'peak_tflops', lambda kind, dtype: 0.001)  # 1 GFLOP/s
+  row = bench_step.measure(tiny_config, 'float32', 8, steps=1, warmup=0)
+  from okdhp_jax.models import build_model
+  from okdhp_jax.models.stats import model_stats
+  from okdhp_jax.tools.config_file import load_config
+  config = load_config(tiny_config)
+  macs = model_stats(build_model(config.model, 16, (64, 64)), (64, 64, 3)).macs
+  assert row['tflops'] == pytest.approx(6 * macs * 8 / (row['step_ms'] / 1e3) / 1e12)
+  import jax
+  # The peak of every device the step ran on (8 when another module faked 8 CPU devices).
+  assert row['mfu'] == pytest.approx(row['tflops'] / (0.001 * jax.device_count()))
