@@ -26,8 +26,3 @@ def normalize(images: jax.Array) -> jax.Array:
   """uint8 [..., 3] pixels -> ImageNet-normalised float32."""
   scaled = images.astype(jnp.float32) / 255.0
   return (scaled - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
-
-
-def denormalize(images) -> np.ndarray:
-  """The inverse of `normalize` (numpy), back to float pixels in [0, 255]."""
-  return (np.asarray(images) * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)) * 255.0
