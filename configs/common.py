@@ -20,6 +20,19 @@ def okdhp_hourglass(num_stacks: int, arg=None, *, unbalanced: bool = False,
   return config
 
 
+def okdhp_hourglass_released(num_stacks: int, arg=None) -> ml_collections.ConfigDict:
+  """OKDHP with the released code's layout: N - 2 shared stacks, three branches of 2 stacks.
+
+  The paper shares N/2; the released `hourglass_okd_share_less.py` keeps two private stacks
+  per branch whatever N is, so HG2 shares none and HG8 shares 6. Use these configs to train
+  the network an official checkpoint holds (tools/convert_torch.py imports one as it is).
+  """
+  config = okdhp_hourglass(num_stacks, arg)
+  config.model.num_shared_stacks = num_stacks - 2
+  config.model.branch_stacks = (2, 2, 2)
+  return config
+
+
 def baseline_hourglass(num_stacks: int, arg=None) -> ml_collections.ConfigDict:
   """The plain N-stack hourglass trained alone: one branch, no FAU, no distillation."""
   config = default.get_config(arg)

@@ -69,3 +69,26 @@ def test_runlocal_points_at_bundled_samples():
   assert coco.data.bundled == 'coco'
   assert coco.data.flip and coco.eval.flip_test  # real people only.
   assert load('synthetic').data.bundled == 'synthetic'
+
+
+# Parameter counts of the released code's networks (its hourglass_okd_share_less.py at 16
+# joints, FAU included), counted in PyTorch.
+RELEASED_PARAMS = {'hg2_released': 24_627_792, 'hg4': 30_915_696, 'hg8_released': 43_491_504}
+
+
+@pytest.mark.parametrize('name', sorted(RELEASED_PARAMS))
+def test_released_layouts_have_the_released_parameter_counts(name):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from okdhp_jax.models import build_model  # pylint: disable=g-import-not-at-top
+  config = load(name)
+  shared = {'hg2_released': 0, 'hg4': 2, 'hg8_released': 6}[name]
+  assert (config.model.num_shared_stacks, tuple(config.model.branch_stacks)) == (shared,
+                                                                                 (2, 2, 2))
+  model = build_model(config.model, 16, (64, 64))  # the count does not depend on the input size
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
+                                             train=False))['params']
+  assert sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes)) == (
+      RELEASED_PARAMS[name])

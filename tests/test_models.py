@@ -12,6 +12,7 @@ import pytest
 from configs.default import get_config
 from okdhp_jax.models import (MobilePose, MultiBranchHourglass, PoseOutputs, StackedHourglass,
                               build_model, init_variables)
+from okdhp_jax.models import batch_norm as batch_norm_lib
 from okdhp_jax.models.fau import PaperFAU, ReleasedFAU
 from okdhp_jax.models.mobilepose import channel_shuffle, pixel_shuffle
 
@@ -241,3 +242,33 @@ def test_channel_shuffle_matches_pytorch_definition():
   # PyTorch (groups 2): view(g, c/g).transpose -> new channel k*g + g_ = old g_*(c/g) + k.
   x = jnp.arange(6, dtype=jnp.float32).reshape(1, 1, 1, 6)
   np.testing.assert_array_equal(channel_shuffle(x, 2)[0, 0, 0], [0, 3, 1, 4, 2, 5])
+
+
+def test_batch_norm_running_variance_is_unbiased_as_pytorch():
+  """One training step by hand: normalise with the biased batch variance, but move the running
+  variance towards the unbiased one (n / (n - 1)), as torch.nn.BatchNorm2d does."""
+  x = np.random.default_rng(0).normal(2.0, 3.0, (2, 3, 2, 4)).astype(np.float32)
+  bn = batch_norm_lib.BatchNorm()
+  assert jax.tree.map(np.shape, bn.init(jax.random.key(0), x)) == {
+      'params': {'bias': (4,), 'scale': (4,)}, 'batch_stats': {'mean': (4,), 'var': (4,)}}
+  scale = np.linspace(0.5, 2.0, 4, dtype=np.float32)
+  bias = np.linspace(-1.0, 1.0, 4, dtype=np.float32)
+  variables = {'params': {'scale': scale, 'bias': bias},
+               'batch_stats': {'mean': np.full(4, 0.5, np.float32),
+                               'var': np.full(4, 2.0, np.float32)}}
+  y, updated = bn.apply(variables, x, mutable=['batch_stats'])
+
+  values = x.reshape(-1, 4)  # 12 values per channel
+  mean, biased, unbiased = values.mean(0), values.var(0), values.var(0, ddof=1)
+  np.testing.assert_allclose(updated['batch_stats']['mean'], 0.9 * 0.5 + 0.1 * mean, rtol=1e-6)
+  np.testing.assert_allclose(updated['batch_stats']['var'], 0.9 * 2.0 + 0.1 * unbiased,
+                             rtol=1e-6)
+  assert not np.allclose(updated['batch_stats']['var'], 0.9 * 2.0 + 0.1 * biased, rtol=1e-3)
+  np.testing.assert_allclose(y, (x - mean) / np.sqrt(biased + 1e-5) * scale + bias,
+                             rtol=1e-5, atol=1e-5)
+
+  # Eval mode: the running statistics normalise, and nothing is updated.
+  eval_bn = batch_norm_lib.BatchNorm(use_running_average=True)
+  y_eval = eval_bn.apply(variables, x)
+  np.testing.assert_allclose(y_eval, (x - 0.5) / np.sqrt(2.0 + 1e-5) * scale + bias,
+                             rtol=1e-5, atol=1e-5)

@@ -81,6 +81,19 @@ def test_ramp():
   np.testing.assert_allclose(losses.kd_ramp(45.0, 90.0), math.exp(-5 * 0.25), rtol=1e-6)
 
 
+@pytest.mark.parametrize('integer_epoch', [False, True])
+def test_ramp_epoch_is_integer_only_when_asked(integer_epoch):
+  """The released code evaluates the ramp at the integer epoch; the default at step / steps."""
+  outputs = _outputs(jax.random.key(4), num_branches=2, fau=True)
+  config = loss_config(kd_ramp_integer_epoch=integer_epoch)
+  ramps = [float(okdhp.okdhp_loss(outputs, jnp.zeros((2, 4, 4, 3)), jnp.ones((2, 3)),
+                                  loss_config=config, epoch=e)[1]['kd_ramp'])
+           for e in (0.0, 0.9, 1.0, 45.5)]
+  smooth = [math.exp(-5 * (1 - e / 90) ** 2) for e in (0.0, 0.9, 1.0, 45.5)]
+  stepped = [math.exp(-5 * (1 - e / 90) ** 2) for e in (0.0, 0.0, 1.0, 45.0)]
+  np.testing.assert_allclose(ramps, stepped if integer_epoch else smooth, rtol=1e-6)
+
+
 def _outputs(key, num_branches, fau):
   keys = jax.random.split(key, 8)
   shape = (2, 4, 4, 3)

@@ -40,8 +40,9 @@ def okdhp_loss(
     target: [batch, height, width, joints] GT heatmaps.
     target_weight: [batch, joints].
     loss_config: config.loss (use_target_weight, ensemble_weight, kd_weight, kd_temperature,
-      kd_ramp_epochs, stop_gradient_teacher).
-    epoch: float epoch (step / steps_per_epoch), drives the KD ramp.
+      kd_ramp_epochs, kd_ramp_integer_epoch, stop_gradient_teacher).
+    epoch: float epoch (step / steps_per_epoch), drives the KD ramp (its integer part when
+      kd_ramp_integer_epoch is set, as the released code, which updates the weight per epoch).
 
   Returns:
     (total, metrics) with scalar metrics: loss, mse_stacks (sum over stacks), mse/branch_b
@@ -53,7 +54,8 @@ def okdhp_loss(
   stacks = outputs.all_stack_heatmaps
   mse_stacks = sum(joints_mse(h, target, target_weight) for h in stacks)
   zero = jnp.zeros((), jnp.float32)
-  ramp = kd_ramp(epoch, loss_config.kd_ramp_epochs)
+  ramp_epoch = jnp.floor(epoch) if loss_config.get('kd_ramp_integer_epoch') else epoch
+  ramp = kd_ramp(ramp_epoch, loss_config.kd_ramp_epochs)
 
   mse_ensemble, kl = zero, zero
   if has_teacher(outputs):

@@ -7,7 +7,9 @@
   outputs.py       PoseOutputs, the structured output every network returns.
   factory.py       config.model -> module, with checks that name the bad key.
   initializers.py  PyTorch-style initial variables, fast to compile.
-  stats.py         parameter and MAC counts; torch_import.py: PyTorch hourglass weights.
+  stats.py         parameter and MAC counts.
+  torch_checkpoint.py  reads .pth files without running code (weights_only + numpy allow-list).
+  torch_import.py  PyTorch weights (pytorch-pose `hg`, released OKDHP multi-branch) as variables.
 """
 
 from okdhp_jax.models.factory import build_model, input_divisor, validate_model_config

@@ -17,11 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from okdhp_jax.models.batch_norm import BatchNorm
 from okdhp_jax.precision import at_least_float32
-
-# PyTorch BatchNorm momentum 0.1 is Flax momentum 0.9.
-BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5
 
 
 # PyTorch's default conv/linear init (kaiming_uniform, a = sqrt(5)): U(-1/sqrt(fan_in), ..).
@@ -41,11 +38,9 @@ def conv(features: int, kernel: int, *, stride: int = 1, use_bias: bool = True,
 
 
 def batch_norm(train: bool, *, dtype: Any, param_dtype: Any, name: str | None = None):
-  # The two-pass variance, mean((x - mean)^2), as PyTorch computes it: Flax's default one-pass
-  # E[x^2] - E[x]^2 cancels catastrophically when the mean is large, which makes gradients
-  # depend on the reduction order (1e-3 relative between 1 and 8 devices on the stem).
-  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                      use_fast_variance=False, dtype=dtype, param_dtype=param_dtype, name=name)
+  """PyTorch's BatchNorm2d defaults (momentum 0.1, eps 1e-5, unbiased running variance)."""
+  return BatchNorm(use_running_average=not train, dtype=dtype, param_dtype=param_dtype,
+                   name=name)
 
 
 def max_pool2(x: jax.Array) -> jax.Array:

@@ -1,25 +1,49 @@
-"""PyTorch (pytorch-pose `hg`) hourglass weights -> `StackedHourglass` variables.
+"""PyTorch hourglass weights -> this project's variables: plain pytorch-pose and released OKDHP.
 
-Keys (pytorch-pose layout): conv1, bn1, layer{1,2,3}.0.*, hg.{s}.hg.{level}.{j}.0.*, res.{s}.0.*,
-fc.{s}.0 (conv), fc.{s}.1 (BN), score.{s}, fc_.{s}, score_.{s}; an optional `module.` prefix
-(DataParallel). Conv weights OIHW -> HWIO; BN weight/bias -> params scale/bias, running_mean/var
--> batch_stats mean/var; num_batches_tracked is ignored. Every expected key must be present
-with the expected shape and no other key may be left over, so a wrong stack count or layout
-fails with the offending names instead of loading half a model.
+Two key layouts, told apart by their keys (`detect_layout`):
+
+- 'pytorch-pose': the plain `hg` model (pytorch-pose, HRNet-style code). conv1, bn1,
+  layer{1,2,3}.0.*, then per stack s: hg.{s}.hg.{level}.{j}.0.*, res.{s}.0.*, fc.{s}.0 (conv),
+  fc.{s}.1 (BN), score.{s}, fc_.{s}, score_.{s}. Becomes a plain `StackedHourglass`.
+- 'okdhp': the released OKDHP multi-branch network (`hourglass_okd_share_less.py`, and
+  `hourglass_okd.py`, which shares nothing). The same stem; shared stack i is `ind_s_{i}`
+  (a Sequential: .0 hourglass, .1 residual, .2 conv + BN) with `score_s_{i}`, `_fc_s_{i}`,
+  `_score_s_{i}`; branch b's private stack i is `ind_b_{b}_s_{i}` with `score_b_{b}_s_{i}` and,
+  when a stack follows, `_fc_b_{b}_s_{i}`, `_score_b_{b}_s_{i}`; the FAU is `convs.{k}.0`
+  (conv) / `convs.{k}.1` (BN), `fc`, `fcs.{b}`. Becomes a `MultiBranchHourglass` whose shared
+  and private stack counts are read off the keys (the released HG2, HG4 and HG8 share 0, 2
+  and 6 stacks, with 2 private stacks per branch).
+
+Conv weights OIHW -> HWIO, Linear [out, in] -> Dense [in, out]; BN weight/bias -> params
+scale/bias, running_mean/var -> batch_stats mean/var; num_batches_tracked is ignored. Every
+expected key must be present with the expected shape and no other key may be left over, so a
+wrong layout fails with the offending names instead of loading half a model.
+
+Not reproduced from the released code: its ensemble reads out[-3], out[-2], out[-1] (branch 1's
+last head and branch 2's two heads); an imported network's ensemble weights every branch's
+LAST head, as the paper describes (README, fidelity notes).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Mapping
 
 import flax.traverse_util
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from okdhp_jax.models.hourglass import StackedHourglass
+from okdhp_jax.export.branch import plain_hourglass_config
+from okdhp_jax.models.factory import build_model
+from okdhp_jax.models.torch_checkpoint import load_state_dict, strip_module_prefix
 
+__all__ = ['LAYOUTS', 'detect_layout', 'describe_state_dict', 'state_dict_to_variables',
+           'load_state_dict']
+
+LAYOUTS = ('pytorch-pose', 'okdhp')
 IGNORED_SUFFIXES = ('num_batches_tracked',)
 # Flax leaf -> PyTorch tensor name, per collection.
 _LEAF_NAMES = {
@@ -29,83 +53,128 @@ _LEAF_NAMES = {
     ('batch_stats', 'mean'): 'running_mean',
     ('batch_stats', 'var'): 'running_var',
 }
+# Where each part of one stack (models/hourglass.py HourglassStack) lives, per layout; {s} is
+# the stack's index (pytorch-pose) or tag `s_3` / `b_1_s_0` (okdhp).
+_STACK_PARTS = {
+    'pytorch-pose': {'hg': 'hg.{s}', 'res': 'res.{s}.0', 'fc': 'fc.{s}.0', 'fc_bn': 'fc.{s}.1',
+                     'score': 'score.{s}', 'fc_': 'fc_.{s}', 'score_': 'score_.{s}'},
+    'okdhp': {'hg': 'ind_{s}.0', 'res': 'ind_{s}.1.0', 'fc': 'ind_{s}.2.0',
+              'fc_bn': 'ind_{s}.2.1', 'score': 'score_{s}', 'fc_': '_fc_{s}',
+              'score_': '_score_{s}'},
+}
+_SHARED = re.compile(r'ind_s_(\d+)\.')
+_PRIVATE = re.compile(r'ind_b_(\d+)_s_(\d+)\.')
 
 
-def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
-  """Reads a .pth / .pth.tar without executing pickled code; strips a `module.` prefix.
+def detect_layout(state_dict: Mapping[str, Any]) -> str:
+  """'pytorch-pose' or 'okdhp', from the keys; ValueError naming the keys seen otherwise."""
+  if any(_PRIVATE.match(k) for k in state_dict):
+    return 'okdhp'
+  if 'score.0.weight' in state_dict:
+    return 'pytorch-pose'
+  raise ValueError(
+      'the state_dict is neither a pytorch-pose hourglass (no score.0.weight) nor a released '
+      f'OKDHP multi-branch hourglass (no ind_b_0_s_0.*); first keys: {sorted(state_dict)[:8]}')
 
-  A training checkpoint ({'state_dict': ..., 'epoch': ...}) and a bare state_dict both work.
+
+def _count(indices: set[int], what: str) -> int:
+  if indices != set(range(len(indices))):
+    raise ValueError(f'{what} are numbered {sorted(indices)}, expected 0..{len(indices) - 1}')
+  return len(indices)
+
+
+def describe_state_dict(state_dict: Mapping[str, Any],
+                        num_stacks: int | None = None) -> tuple[str, dict[str, Any], int]:
+  """(layout, `config.model` as a dict, num_joints) of the network the state_dict holds.
+
+  `num_stacks` (pytorch-pose only) is checked against the stacks found, when given.
   """
-  try:
-    import torch  # pylint: disable=g-import-not-at-top  (optional dependency)
-  except ModuleNotFoundError:
-    raise ValueError('reading PyTorch checkpoints needs PyTorch: pip install "okdhp_jax[torch]" '
-                     '(or pip install torch; the CPU build is enough)') from None
+  layout = detect_layout(state_dict)
+  if layout == 'pytorch-pose':
+    num_joints, features = np.shape(state_dict['score.0.weight'])[:2]
+    found = _count({int(m.group(1)) for k in state_dict if (m := re.match(r'score\.(\d+)\.', k))},
+                   'score.{s} heads')
+    if num_stacks is not None and num_stacks != found:
+      raise ValueError(f'--num-stacks {num_stacks} given, but the state_dict has {found} stacks '
+                       f'(score.0 .. score.{found - 1})')
+    first = 'hg.0.hg.'
+    model = plain_hourglass_config(found, features=int(features), depth=_depth(state_dict, first))
+    return layout, model, int(num_joints)
 
-  try:
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-  except FileNotFoundError:
-    raise FileNotFoundError(f'PyTorch checkpoint {path} does not exist') from None
-  except Exception as e:  # pickle.UnpicklingError and friends: not a plain weights file.
-    raise ValueError(f'cannot read {path} with torch.load(weights_only=True): {e}') from e
-  if isinstance(checkpoint, Mapping) and 'state_dict' in checkpoint:
-    checkpoint = checkpoint['state_dict']
-  if not isinstance(checkpoint, Mapping):
-    raise ValueError(f'{path} holds a {type(checkpoint).__name__}, not a state_dict')
-  return strip_module_prefix(
-      {k: v.detach().cpu().numpy() for k, v in checkpoint.items() if hasattr(v, 'detach')})
-
-
-def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-  """Removes DataParallel's `module.` prefix when every key has it."""
-  if state_dict and all(k.startswith('module.') for k in state_dict):
-    return {k[len('module.'):]: v for k, v in state_dict.items()}
-  return dict(state_dict)
-
-
-def infer_hourglass_dims(state_dict: Mapping[str, Any]) -> tuple[int, int, int]:
-  """(features, num_joints, depth) read off the shapes and keys of a state_dict."""
-  for key in ('score.0.weight', 'hg.0.hg.0.3.0.conv1.weight'):
-    if key not in state_dict:
-      raise ValueError(f'state_dict lacks {key!r}: not a pytorch-pose hourglass '
-                       f'(first keys: {sorted(state_dict)[:8]})')
-  num_joints, features = np.shape(state_dict['score.0.weight'])[:2]
-  levels = {int(m.group(1)) for k in state_dict if (m := re.match(r'hg\.0\.hg\.(\d+)\.', k))}
-  return int(features), int(num_joints), max(levels) + 1
+  shared = _count({int(m.group(1)) for k in state_dict if (m := _SHARED.match(k))},
+                  'shared stacks ind_s_{i}')
+  private: dict[int, set[int]] = {}
+  for key in state_dict:
+    if m := _PRIVATE.match(key):
+      private.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+  num_branches = _count(set(private), 'branches ind_b_{b}_s_*')
+  if num_branches < 2:
+    raise ValueError(f'an OKDHP state_dict needs at least 2 branches, found {num_branches}')
+  branch_stacks = tuple(_count(private[b], f'stacks ind_b_{b}_s_{{i}}')
+                        for b in range(num_branches))
+  num_joints, features = np.shape(state_dict['score_b_0_s_0.weight'])[:2]
+  has_fau = any(k.startswith(('convs.', 'fcs.')) for k in state_dict)
+  model = dict(plain_hourglass_config(1, features=int(features),
+                                      depth=_depth(state_dict, 'ind_b_0_s_0.0.hg.')),
+               num_shared_stacks=shared, branch_stacks=branch_stacks,
+               fau='released' if has_fau else 'none',
+               fau_hidden=int(np.shape(state_dict['fc.weight'])[0]) if has_fau else 64)
+  return layout, model, int(num_joints)
 
 
-def _torch_module_name(path: tuple[str, ...]) -> str:
+def _depth(state_dict: Mapping[str, Any], prefix: str) -> int:
+  pattern = re.compile(re.escape(prefix) + r'(\d+)\.')
+  levels = {int(m.group(1)) for k in state_dict if (m := pattern.match(k))}
+  if not levels:
+    raise ValueError(f'state_dict has no {prefix}{{level}}.* keys: cannot read the hourglass '
+                     'depth')
+  return _count(levels, f'hourglass levels {prefix}{{level}}')
+
+
+def _stack_tag(module: str, layout: str) -> str:
+  """Flax stack module name -> the {s} of `_STACK_PARTS`."""
+  if layout == 'pytorch-pose':
+    return module.removeprefix('stack_')
+  if m := re.fullmatch(r'shared_(\d+)', module):
+    return f's_{m.group(1)}'
+  if m := re.fullmatch(r'branch_(\d+)_stack_(\d+)', module):
+    return f'b_{m.group(1)}_s_{m.group(2)}'
+  raise ValueError(f'no PyTorch name for the Flax module {module!r} in the {layout} layout')
+
+
+def _torch_module_name(path: tuple[str, ...], layout: str) -> str:
   """Flax module path (without the leaf) -> PyTorch module name."""
   head, rest = path[0], list(path[1:])
   if head == 'stem':
     prefix = [rest.pop(0)]
     if prefix[0].startswith('layer'):
       prefix.append('0')
-  else:
-    stack = head.removeprefix('stack_')
+  elif head == 'fau':  # models/fau.py ReleasedFAU: conv_b, bn_b, head/fc, head/branch_fc_b.
     part = rest.pop(0)
+    if part == 'head':
+      part = rest.pop(0)
+      prefix = ['fc'] if part == 'fc' else ['fcs', part.removeprefix('branch_fc_')]
+    else:
+      kind, k = part.split('_')
+      prefix = ['convs', k, '0' if kind == 'conv' else '1']
+  else:
+    part = rest.pop(0)
+    prefix = [_STACK_PARTS[layout][part].format(s=_stack_tag(head, layout))]
     if part == 'hg':
       level, j = rest.pop(0).removeprefix('hg_').split('_')
-      prefix = ['hg', stack, 'hg', level, j, '0']
-    elif part == 'res':
-      prefix = ['res', stack, '0']
-    elif part == 'fc_bn':
-      prefix = ['fc', stack, '1']
-    elif part == 'fc':
-      prefix = ['fc', stack, '0']
-    else:  # score, fc_, score_
-      prefix = [part, stack]
+      prefix += ['hg', level, j, '0']
   if rest == ['downsample']:
     rest = ['downsample', '0']
   return '.'.join(prefix + rest)
 
 
-def state_dict_to_variables(state_dict: Mapping[str, Any], num_stacks: int) -> dict[str, Any]:
-  """{'params', 'batch_stats'} of `StackedHourglass(num_stacks, features, num_joints, depth)`.
+def state_dict_to_variables(state_dict: Mapping[str, Any],
+                            num_stacks: int | None = None) -> dict[str, Any]:
+  """{'params', 'batch_stats'} of the network `describe_state_dict` names.
 
   Args:
     state_dict: name -> array (numpy or torch tensors), `module.` prefix allowed.
-    num_stacks: stacks of the PyTorch model.
+    num_stacks: pytorch-pose only, optional: the stacks the caller expects.
 
   Raises:
     ValueError naming every missing key, every unexpected key, or the first shape mismatch.
@@ -113,35 +182,49 @@ def state_dict_to_variables(state_dict: Mapping[str, Any], num_stacks: int) -> d
   state_dict = strip_module_prefix(
       {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, 'detach') else v)
        for k, v in state_dict.items()})
-  features, num_joints, depth = infer_hourglass_dims(state_dict)
-  model = StackedHourglass(num_stacks, features=features, num_joints=num_joints, depth=depth)
-  size = 4 * 2 ** depth
-  abstract = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
+  layout, model_config, num_joints = describe_state_dict(state_dict, num_stacks)
+  abstract = _abstract_variables(tuple(sorted(model_config.items())), num_joints)
 
   plan = {}  # torch key -> (collection, flax path, expected flax shape)
   for collection in ('params', 'batch_stats'):
     for path, leaf in flax.traverse_util.flatten_dict(abstract[collection]).items():
-      module, name = path[:-1], path[-1]
-      torch_key = f'{_torch_module_name(module)}.{_LEAF_NAMES[(collection, name)]}'
+      torch_key = f'{_torch_module_name(path[:-1], layout)}.{_LEAF_NAMES[(collection, path[-1])]}'
       plan[torch_key] = (collection, path, tuple(leaf.shape))
 
   given = {k for k in state_dict if not k.endswith(IGNORED_SUFFIXES)}
   missing, unexpected = sorted(set(plan) - given), sorted(given - set(plan))
   if missing or unexpected:
     raise ValueError(
-        f'state_dict does not match a {num_stacks}-stack hourglass (features {features}, '
-        f'{num_joints} joints, depth {depth}): missing keys {missing}, unexpected keys '
-        f'{unexpected}')
+        f'state_dict does not match the {layout} network its keys describe '
+        f'({_summary(model_config)}, {num_joints} joints): missing keys {missing}, unexpected '
+        f'keys {unexpected}')
 
   flat = {'params': {}, 'batch_stats': {}}
   for torch_key, (collection, path, shape) in plan.items():
     value = state_dict[torch_key]
-    if value.ndim == 4:  # OIHW -> HWIO
+    if value.ndim == 4:  # conv OIHW -> HWIO
       value = value.transpose(2, 3, 1, 0)
+    elif value.ndim == 2:  # Linear [out, in] -> Dense [in, out]
+      value = value.T
     if tuple(value.shape) != shape:
       raise ValueError(
           f'shape mismatch for {torch_key!r}: got {tuple(state_dict[torch_key].shape)} (as Flax '
           f'{tuple(value.shape)}), expected Flax {shape} at {"/".join(path)}')
     flat[collection][path] = jnp.asarray(value, jnp.float32)
   return {c: flax.traverse_util.unflatten_dict(tree) for c, tree in flat.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _abstract_variables(model_items: tuple[tuple[str, Any], ...], num_joints: int):
+  """Shapes of the network's variables (traced once per network: tracing HG8 takes seconds)."""
+  model_config = dict(model_items)
+  size = 4 * 2 ** int(model_config['depth'])
+  model = build_model(ml_collections.ConfigDict(model_config), num_joints, (size, size))
+  return jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
+
+
+def _summary(model_config: Mapping[str, Any]) -> str:
+  return (f'{model_config["num_shared_stacks"]} shared stacks, branches of '
+          f'{tuple(model_config["branch_stacks"])} stacks, features {model_config["features"]}, '
+          f'depth {model_config["depth"]}, FAU {model_config["fau"]}')

@@ -1,11 +1,17 @@
-r"""Converts a PyTorch (pytorch-pose `hg`) hourglass checkpoint into an okdhp_jax export.
+r"""Converts a PyTorch hourglass checkpoint (pytorch-pose or released OKDHP) into an export.
 
-  python -m okdhp_jax.tools.convert_torch --checkpoint model.pth.tar --num-stacks 8 \
-      --out /tmp/hg8_export
+  # A plain pytorch-pose / HRNet-style hourglass (e.g. an FPD teacher):
+  python -m okdhp_jax.tools.convert_torch --checkpoint hg8.pth.tar --out /tmp/hg8_export
+  # A released OKDHP multi-branch checkpoint: the whole network (every branch, FAU, ensemble),
+  python -m okdhp_jax.tools.convert_torch --checkpoint okdhp_hg4.pth.tar --out /tmp/okdhp_hg4
+  # or one branch, deployable: a plain hourglass with that branch's outputs.
+  python -m okdhp_jax.tools.convert_torch --checkpoint okdhp_hg4.pth.tar --branch 0 \
+      --out /tmp/okdhp_hg4_branch0
 
-The checkpoint is read with torch.load(weights_only=True) (no pickled code runs). The export
-(Orbax variables + model.json) loads with `okdhp_jax.export.store.load_exported` and
-`okdhp_jax.models.build_model`, e.g. as the FPD teacher.
+The layout and every size (stacks shared and private, features, depth, joints, FAU) are read
+off the keys. The checkpoint is read with torch.load(weights_only=True) plus a numpy allow-list
+(okdhp_jax/models/torch_checkpoint.py): no pickled code runs. The export (Orbax variables +
+model.json) loads with `okdhp_jax.export.store.load_exported` and `okdhp_jax.models.build_model`.
 """
 
 from __future__ import annotations
@@ -14,38 +20,61 @@ import argparse
 import os
 import sys
 
+# Joint count -> the dataset whose meta (joint names, flip pairs) the export should use.
+DATASET_BY_JOINTS = {16: 'mpii', 17: 'coco'}
 
 
-def convert_checkpoint(checkpoint: str, num_stacks: int, out_dir: str) -> str:
-  """Reads `checkpoint`, writes the export to `out_dir`, returns its absolute path."""
-  from okdhp_jax.export.branch import plain_hourglass_config
+def convert_checkpoint(checkpoint: str, out_dir: str, *, num_stacks: int | None = None,
+                       branch: int | None = None) -> tuple[str, dict]:
+  """Reads `checkpoint`, writes the export to `out_dir`; returns (absolute path, model.json)."""
+  from okdhp_jax.export import branch as branch_lib
   from okdhp_jax.export.store import save_exported
-  from okdhp_jax.models.torch_import import (infer_hourglass_dims, load_torch_state_dict,
-                                             state_dict_to_variables)
-  state_dict = load_torch_state_dict(checkpoint)
-  features, num_joints, depth = infer_hourglass_dims(state_dict)
-  variables = state_dict_to_variables(state_dict, num_stacks)
-  description = {
-      'model': plain_hourglass_config(num_stacks, features=features, depth=depth),
-      'num_joints': num_joints,
-      'source': os.path.abspath(checkpoint),
-  }
-  return save_exported(out_dir, variables, description)
+  from okdhp_jax.models import torch_import
+
+  state_dict = torch_import.load_state_dict(checkpoint)
+  layout, model_config, num_joints = torch_import.describe_state_dict(state_dict, num_stacks)
+  variables = torch_import.state_dict_to_variables(state_dict)
+  if branch is not None:
+    if layout != 'okdhp':
+      raise ValueError(f'--branch picks a branch of a multi-branch (OKDHP) checkpoint; '
+                       f'{checkpoint} is a plain {layout} hourglass')
+    stacks = tuple(model_config['branch_stacks'])
+    variables = branch_lib.export_branch(variables, branch, model_config['num_shared_stacks'],
+                                         stacks)
+    model_config = branch_lib.exported_model_config(model_config, branch)
+  description = {'model': model_config, 'num_joints': num_joints, 'layout': layout,
+                 'source': os.path.abspath(checkpoint)}
+  if branch is not None:
+    description['branch'] = branch % len(stacks)
+  if num_joints in DATASET_BY_JOINTS:
+    description['dataset'] = DATASET_BY_JOINTS[num_joints]
+  return save_exported(out_dir, variables, description), description
 
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--checkpoint', required=True, help='.pth or .pth.tar file')
-  parser.add_argument('--num-stacks', type=int, required=True, help='stacks of the model')
+  parser.add_argument('--num-stacks', type=int, default=None,
+                      help='plain hourglass: the stacks you expect (checked against the file)')
+  parser.add_argument('--branch', type=int, default=None,
+                      help='OKDHP checkpoint: write only this branch, as a plain hourglass')
   parser.add_argument('--out', required=True, help='export directory to write')
   args = parser.parse_args(argv)
-  if args.num_stacks < 1:
+  if args.num_stacks is not None and args.num_stacks < 1:
     parser.error(f'--num-stacks must be >= 1, got {args.num_stacks}')
   try:
-    print(f'wrote {convert_checkpoint(args.checkpoint, args.num_stacks, args.out)}')
+    path, description = convert_checkpoint(args.checkpoint, args.out,
+                                           num_stacks=args.num_stacks, branch=args.branch)
   except (FileNotFoundError, ValueError) as error:
     print(f'convert_torch: error: {error}', file=sys.stderr)
     sys.exit(1)
+  model = description['model']
+  what = (f'{model["num_shared_stacks"]} shared + branches of {tuple(model["branch_stacks"])} '
+          f'stacks, FAU {model["fau"]}' if len(model['branch_stacks']) > 1
+          else f'plain {model["branch_stacks"][0]}-stack hourglass')
+  print(f'{description["layout"]} checkpoint -> {what}, {description["num_joints"]} joints '
+        f'({description.get("dataset", "dataset unknown")}), features {model["features"]}')
+  print(f'wrote {path}')
 
 
 if __name__ == '__main__':
