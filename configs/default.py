@@ -68,6 +68,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.shuffle_buffer = 4096
   config.data.prefetch = 2
   config.data.num_parallel_calls = -1    # tf.data.AUTOTUNE
+  # A damaged shard: 'stop' the run naming it (the last good checkpoint stays), or 'skip' the
+  # damaged end of each shard, checked when training starts (okdhp_jax/data/shard_check.py).
+  config.data.on_corrupt_record = 'stop'
   # COCO test-time boxes: '' uses GT boxes; else a detection json in COCO results format.
   config.data.detections = ''
   config.data.det_score_threshold = 0.0
@@ -103,6 +106,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.checkpoint_every_steps = 1000
   config.train.keep_checkpoints = 3
   config.train.num_images_to_draw = 4
+  # Stop (keeping the last good checkpoint) when a checked loss exceeds this many times the
+  # median of the last `divergence_window` checked losses; 0 turns the check off.
+  config.train.divergence_factor = 100.0
+  config.train.divergence_window = 20
 
   # ---------------------------------------------------------------- evaluation
   config.eval = ml_collections.ConfigDict()
@@ -120,6 +127,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.export.branch = -1              # -1: the best branch of the exported step's evaluation.
   # 'best': the checkpoint with the best validation score; 'latest': the newest checkpoint.
   config.export.checkpoint = 'best'
+  # What --mode export writes, comma-separated: 'orbax' (the variables + model.json, always
+  # written), 'onnx' (model.onnx), 'tflite' (model.tflite); see okdhp_jax/export/deploy.py.
+  # ONNX needs the `deploy` extra: pip install -e ".[deploy]".
+  config.export.formats = 'orbax'
 
   # ---------------------------------------------------------------- compilation cache
   # JAX's persistent cache (okdhp_jax/compile_cache.py): a repeated or resumed run of the same

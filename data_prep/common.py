@@ -6,6 +6,10 @@ checks images, skips bad people with a message naming file and record (or stops 
 `--strict`), writes shards under a temporary folder and moves them into place only when the
 whole split is complete. `dataset_info.json` is written last, so its presence marks a finished
 conversion and a re-run (after a crash or not) simply redoes the work.
+
+What is refused rather than skipped: an image path that leaves the images folder (skipped
+without being opened), and an output folder that holds records of another dataset, converter
+files no finished conversion lists, or files no converter writes (`check_out_dir`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import glob
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -39,6 +44,15 @@ class BadInput(Exception):
 
 class ConversionError(RuntimeError):
   """Raised in --strict mode on the first bad input."""
+
+
+# Files a converter writes besides shards and dataset_info.json (MPII/synthetic: PCKh ground
+# truth; COCO: annotations for COCOeval and the detection boxes used).
+CONVERTER_FILES = ('gt_valid.mat', 'annotations_valid.json', 'person_detection_results.json')
+# dataset_info.json key: the CONVERTER_FILES this records folder holds.
+EXTRA_FILES = 'extra_files'
+TMP_PREFIX = '.incomplete-'
+_SHARD = re.compile(r'^(?P<split>.+)-\d{5}-of-\d{5}\.tfrecord$')
 
 
 @dataclasses.dataclass
@@ -176,6 +190,141 @@ def check_finite(where: str, **arrays):
       raise BadInput('malformed annotation', f'{where}: {name} is not finite: {value.tolist()}')
 
 
+def image_inside(images_dir: str, name, where: str) -> str:
+  """images_dir/name, or BadInput when the name leads outside images_dir.
+
+  Absolute names, '..' components and symbolic links whose target lies outside images_dir are
+  refused before anything is opened, so an annotation cannot make a converter read (and embed
+  in the records) a file elsewhere.
+  """
+  if not isinstance(name, str) or not name:
+    raise BadInput('malformed annotation', f'{where}: image name {name!r}')
+  if os.path.isabs(name) or name.startswith(('/', '\\')) or '..' in re.split(r'[\\/]', name):
+    raise BadInput('image path outside --images',
+                   f'{where}: {name!r} is not a plain path inside {images_dir} (not opened)')
+  path = os.path.join(images_dir, name)
+  root, real = os.path.realpath(images_dir), os.path.realpath(path)
+  if os.path.commonpath([root, real]) != root:
+    raise BadInput('image path outside --images',
+                   f'{where}: {name!r} is a link to {real}, outside {root} (not opened)')
+  return path
+
+
+def load_json(path: str, what: str):
+  """Parses a json file; FileNotFoundError / ValueError with one line naming it."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{what} {path!r} not found')
+  if os.path.isdir(path):
+    raise ValueError(f'{what} {path!r} is a folder, not a json file')
+  with open(path, 'rb') as f:
+    try:
+      return json.load(f)
+    except ValueError as e:  # JSONDecodeError, or bytes that are not text at all
+      raise ValueError(f'{path} is not valid json: {e}') from None
+
+
+def _listing(names: list[str], limit: int = 6) -> str:
+  more = f' and {len(names) - limit} more' if len(names) > limit else ''
+  return ', '.join(names[:limit]) + more
+
+
+def _read_old_info(out_dir: str) -> dict | None:
+  path = os.path.join(out_dir, records.DATASET_INFO)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      info = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{path} cannot be read ({e}); pass --overwrite to replace the records '
+                     'folder, or choose another --out') from None
+  if not isinstance(info, dict):
+    raise ValueError(f'{path} is not a dataset_info object; pass --overwrite to replace it')
+  return info
+
+
+def _remove_dead_tmp_dirs(out_dir: str):
+  """Removes the temporary folders of conversions that were killed (their process is gone)."""
+  for name in os.listdir(out_dir):
+    pid = name[len(TMP_PREFIX):]
+    if not name.startswith(TMP_PREFIX) or not pid.isdigit() or int(pid) == os.getpid():
+      continue
+    try:
+      os.kill(int(pid), 0)
+    except ProcessLookupError:
+      shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+    except OSError:  # alive, under another user: not ours to remove.
+      pass
+
+
+def check_out_dir(out_dir: str, info: dict, splits, extra_names, *,
+                  overwrite: bool = False) -> list[str]:
+  """Refuses an output folder the new records would be mixed up with; returns what to replace.
+
+  A folder may hold records of the same dataset (other splits converted earlier are kept and
+  merged into dataset_info.json). It must not hold records of another dataset or converter
+  files that no finished conversion lists (shards of other splits left by an interrupted run)
+  unless `overwrite`, nor any file no converter writes (never removed, even with `overwrite`).
+
+  Args:
+    out_dir: the records folder (existing).
+    info: the new dataset_info (its 'dataset' and 'num_joints' are compared).
+    splits: names of the splits this conversion writes.
+    extra_names: names of the extra files it writes.
+    overwrite: allow replacing every converter file in the folder.
+
+  Returns:
+    The converter files in the folder, which `overwrite` removes before installing.
+
+  Raises:
+    ValueError: one line naming the folder and the files in the way.
+  """
+  try:
+    old = _read_old_info(out_dir)
+  except ValueError:
+    if not overwrite:
+      raise
+    old = None  # an unreadable info file is replaced like the rest.
+  same = old is not None and (old.get('dataset'), old.get('num_joints')) == (
+      info.get('dataset'), info.get('num_joints'))
+  kept_splits = set(old.get('splits', {})) if same else set()
+  kept_extra = set(old.get(EXTRA_FILES, CONVERTER_FILES)) if same else set()
+  ours, stale, unknown = [], [], []
+  for name in sorted(os.listdir(out_dir)):
+    if name.startswith(TMP_PREFIX):
+      continue  # a running conversion's, or a killed one's (removed before writing)
+    if name in (records.DATASET_INFO, records.DATASET_INFO + '.tmp'):
+      ours.append(name)
+      continue
+    shard = _SHARD.match(name)
+    if not shard and name not in CONVERTER_FILES and name not in extra_names:
+      unknown.append(name)
+      continue
+    ours.append(name)
+    if shard and shard['split'] not in splits and shard['split'] not in kept_splits:
+      stale.append(name)
+    elif not shard and name not in extra_names and name not in kept_extra:
+      stale.append(name)
+  where = f'--out {out_dir}'
+  if unknown:
+    raise ValueError(
+        f'{where} holds files no converter writes: {_listing(unknown)}; move them away or choose '
+        'another --out (--overwrite removes converter files only, never these)')
+  if overwrite:
+    return ours
+  if old is not None and not same:
+    raise ValueError(
+        f'{where} holds {old.get("dataset")!r} records ({old.get("num_joints")} joints: '
+        f'{_listing(ours)}), not {info.get("dataset")!r} ({info.get("num_joints")} joints); '
+        'pass --overwrite to replace them, or choose another --out')
+  if stale:
+    why = (f'that its {records.DATASET_INFO} does not list' if old is not None else
+           f'and no {records.DATASET_INFO} (an earlier conversion did not finish)')
+    raise ValueError(f'{where} holds converter files {why}: {_listing(stale)}; pass '
+                     '--overwrite to remove them, or choose another --out')
+  return ours
+
+
 class ShardWriter:
   """Writes one split as shards of at most `examples_per_shard` under a temporary folder."""
 
@@ -219,6 +368,7 @@ def write_records(
     examples_per_shard: int = 1024,
     extra_files: dict[str, str] | None = None,
     show_progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
   """Converts every split's candidates and installs the result atomically.
 
@@ -230,12 +380,22 @@ def write_records(
     examples_per_shard: people per shard file.
     extra_files: destination name in out_dir -> source path, copied before the info file.
     show_progress: draw the progress line on stderr.
+    overwrite: replace every converter file in out_dir (see check_out_dir), once the new
+      records are complete; without it, other splits of the same dataset are kept.
 
   Returns:
     The dataset_info dict as written.
+
+  Raises:
+    ValueError: out_dir holds files the new records must not be mixed with (check_out_dir).
   """
   os.makedirs(out_dir, exist_ok=True)
-  tmp_dir = os.path.join(out_dir, f'.incomplete-{os.getpid()}')
+  splits = dict(splits)
+  extra_files = dict(extra_files or {})
+  # Checked before the (long) conversion, so a refusal comes at once.
+  replaced = check_out_dir(out_dir, info, splits, extra_files, overwrite=overwrite)
+  _remove_dead_tmp_dirs(out_dir)
+  tmp_dir = os.path.join(out_dir, f'{TMP_PREFIX}{os.getpid()}')
   shutil.rmtree(tmp_dir, ignore_errors=True)
   os.makedirs(tmp_dir)
   try:
@@ -263,17 +423,21 @@ def write_records(
         progress.close()
       installs += writer.finish()
       lengths[split] = writer.lengths
-    for name, source in (extra_files or {}).items():
+    for name, source in extra_files.items():
       shutil.copyfile(source, os.path.join(tmp_dir, name))
       installs.append((os.path.join(tmp_dir, name), name))
 
-    # Install: the info file goes first (out) and last (in), so it marks completeness.
+    # Install: the info file goes first (out) and last (in), so it marks completeness; a
+    # folder caught in between has none and the pipeline refuses it.
     info_path = os.path.join(out_dir, records.DATASET_INFO)
-    old_info = {}
+    old_info = {} if overwrite else (_read_old_info(out_dir) or {})  # checked above
     if os.path.exists(info_path):
-      with open(info_path) as f:
-        old_info = json.load(f)
       os.remove(info_path)
+    if overwrite:
+      for name in replaced:
+        path = os.path.join(out_dir, name)
+        if os.path.lexists(path):  # the old info file is gone already
+          os.remove(path)
     for split in lengths:
       for stale in glob.glob(os.path.join(out_dir, f'{split}-*-of-*.tfrecord')):
         os.remove(stale)
@@ -282,6 +446,9 @@ def write_records(
     info = dict(info)
     info['splits'] = {**old_info.get('splits', {}), **{s: sum(l) for s, l in lengths.items()}}
     info['shard_lengths'] = {**old_info.get('shard_lengths', {}), **lengths}
+    kept = old_info.get(EXTRA_FILES, CONVERTER_FILES)  # folders converted before the key
+    info[EXTRA_FILES] = sorted({n for n in kept if os.path.exists(os.path.join(out_dir, n))}
+                               | set(extra_files))
     with open(info_path + '.tmp', 'w') as f:
       json.dump(info, f, indent=2)
     os.replace(info_path + '.tmp', info_path)

@@ -1,18 +1,19 @@
 r"""MPII (HRNet json format) -> sharded person TFRecords.
 
-  python -m data_prep.mpii --annotations DIR --images DIR --out DIR [--strict]
+  python -m data_prep.mpii --annotations DIR --images DIR --out DIR [--strict] [--overwrite]
 
 DIR of annotations holds HRNet's `train.json`, `valid.json` and `gt_valid.mat`. The box rules
 of the MPII protocol are applied here, once, so records hold final 0-based boxes and joints:
 c_y += 15 s; s *= 1.25; then centre and joints -= 1 (MATLAB is 1-based); scale stored [s, s].
 `person/index` is the person's position in valid.json, i.e. its column in gt_valid.mat, which is
-copied to OUT/gt_valid.mat for PCKh.
+copied to OUT/gt_valid.mat for PCKh. A json that is not a list of MPII people (image, center,
+scale, joints; 16 joints each) is refused as a whole; see data_prep/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import collections
 import os
 import sys
 
@@ -23,6 +24,7 @@ from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import records
 
 NUM_JOINTS = meta_lib.MPII.num_joints
+REQUIRED = ('image', 'center', 'scale', 'joints')  # what makes a json entry an MPII person
 
 
 def image_id_from_name(name: str) -> int:
@@ -87,28 +89,54 @@ def candidates(people, images_dir: str, source: str) -> list[common.Candidate]:
           score=1.0, area=(2 * half) ** 2)
 
     name = parsed[0]
-    out.append(common.Candidate(where, os.path.join(images_dir, name), name, build))
+    try:
+      path = common.image_inside(images_dir, name, where)
+    except common.BadInput as e:
+      out.append(common.Candidate.failed(where, e))
+      continue
+    out.append(common.Candidate(where, path, name, build))
   return out
 
 
+def _joint_count(joints) -> int | None:
+  """Joints in [[x, y], ...] (HRNet) or a flat [x, y, ...] list; None for anything else."""
+  if not isinstance(joints, list):
+    return None
+  return len(joints) if joints and isinstance(joints[0], list) else len(joints) // 2
+
+
 def load_json_list(path: str) -> list:
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'MPII annotations {path!r} not found (expected HRNet json)')
-  with open(path) as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path} is not valid json: {e}') from None
+  """Reads an HRNet MPII json; ValueError (one line) unless it is a list of 16-joint people.
+
+  Single malformed people are skipped and counted later; a file with none is refused here.
+  """
+  data = common.load_json(path, 'MPII annotations (HRNet json)')
+  what = f'{path} is not an MPII annotation file (a list of people, HRNet format)'
   if not isinstance(data, list):
-    raise ValueError(f'{path} must hold a list of people (HRNet format), got {type(data).__name__}')
+    keys = f' with keys {sorted(data)}' if isinstance(data, dict) else ''
+    raise ValueError(f'{what}: it holds a {type(data).__name__}{keys}')
+  people = [p for p in data if isinstance(p, dict) and all(k in p for k in REQUIRED)]
+  if not people:
+    first = data[0] if data else None
+    got = (f'first entry has keys {sorted(first)}' if isinstance(first, dict) else
+           f'first entry is {type(first).__name__}' if data else 'it is empty')
+    raise ValueError(f'{what}: no entry has {", ".join(REQUIRED)} ({got})')
+  counts = collections.Counter(_joint_count(p['joints']) for p in people)
+  found = counts.most_common(1)[0][0] if counts else None
+  if found != NUM_JOINTS:
+    raise ValueError(f'{path}: people have {found} joints each; MPII has {NUM_JOINTS}')
   return data
 
 
 def convert(annotations_dir: str, images_dir: str, out_dir: str, *, strict: bool = False,
             examples_per_shard: int = 1024, show_progress: bool = True,
             train_json: str = 'train.json', valid_json: str = 'valid.json',
-            gt_valid: str = 'gt_valid.mat') -> tuple[dict, common.Report]:
-  """Converts train.json and valid.json; returns (dataset_info, report)."""
+            gt_valid: str = 'gt_valid.mat', overwrite: bool = False
+            ) -> tuple[dict, common.Report]:
+  """Converts train.json and valid.json; returns (dataset_info, report).
+
+  Raises ValueError / FileNotFoundError (one line) for input that is refused as a whole.
+  """
   report = common.Report(strict=strict)
   splits = {}
   for split, name in (('train', train_json), ('valid', valid_json)):
@@ -122,7 +150,7 @@ def convert(annotations_dir: str, images_dir: str, out_dir: str, *, strict: bool
   info = common.write_records(out_dir, splits, info, report=report,
                               examples_per_shard=examples_per_shard,
                               extra_files={'gt_valid.mat': gt_path},
-                              show_progress=show_progress)
+                              show_progress=show_progress, overwrite=overwrite)
   return info, report
 
 
@@ -133,13 +161,15 @@ def main(argv=None) -> int:
   parser.add_argument('--images', required=True, help='folder of MPII images')
   parser.add_argument('--out', required=True, help='records folder to write')
   parser.add_argument('--strict', action='store_true', help='stop at the first bad input')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace the records (of any dataset) already in --out')
   parser.add_argument('--examples-per-shard', '--examples_per_shard', dest='examples_per_shard',
                       type=int, default=1024)
   args = parser.parse_args(argv)
   try:
     _, report = convert(args.annotations, args.images, args.out, strict=args.strict,
-                        examples_per_shard=args.examples_per_shard)
-  except (common.ConversionError, FileNotFoundError, ValueError) as e:
+                        examples_per_shard=args.examples_per_shard, overwrite=args.overwrite)
+  except (common.ConversionError, OSError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   common.finish(report, args.out)

@@ -233,8 +233,12 @@ def main(argv=None) -> int:
   parser.add_argument('--plain', action='store_true',
                       help='plain backgrounds and no occluders (quicker to learn)')
   args = parser.parse_args(argv)
-  info = generate(args.out, args.num, args.num_valid, size=args.size, seed=args.seed,
-                  clutter=not args.plain)
+  try:
+    info = generate(args.out, args.num, args.num_valid, size=args.size, seed=args.seed,
+                    clutter=not args.plain)
+  except (ValueError, OSError) as error:  # e.g. --out holds other records
+    print(f'error: {error}', file=sys.stderr)
+    return 1
   print(f'wrote {info["splits"]} synthetic figures to {args.out}')
   return 0
 

@@ -10,7 +10,11 @@ The manager keeps the latest `keep` checkpoints plus the one with the best valid
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from typing import Any
+
+import jax
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
@@ -21,6 +25,14 @@ STATE = 'state'
 PROGRESS = 'progress'
 # The metric a checkpoint is ranked by: the best branch's PCKh@0.5 (MPII) or AP (COCO).
 BEST_METRIC = 'best_branch_metric'
+# Where unreadable checkpoints are moved (beside the checkpoints folder, out of Orbax's sight).
+UNREADABLE_DIR = 'checkpoints_unreadable'
+
+
+class CheckpointSaveError(RuntimeError):
+  """Writing a checkpoint failed (a full disk, a lost mount); older checkpoints are intact."""
+
+  explained = True  # its message says what happened and what to do (main prints it alone).
 
 
 def make_manager(directory: str, *, keep: int, asynchronous: bool = True) -> ocp.CheckpointManager:
@@ -46,20 +58,60 @@ def make_manager(directory: str, *, keep: int, asynchronous: bool = True) -> ocp
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, progress: dict[str, Any],
          *, metric: float | None = None, force: bool = False) -> bool:
-  """Saves `state` and `progress` at `step`; `metric` ranks it for best-checkpoint keeping."""
+  """Saves `state` and `progress` at `step`; `metric` ranks it for best-checkpoint keeping.
+
+  The write is asynchronous; a failure of this save or of the previous one (whose error Orbax
+  reports now) raises CheckpointSaveError naming the step, the folder and what is still there.
+  """
   metrics = None if metric is None else {BEST_METRIC: float(metric)}
-  saved = manager.save(
-      step,
-      args=ocp.args.Composite(**{
-          STATE: ocp.args.StandardSave(state),
-          PROGRESS: ocp.args.JsonSave(progress),
-      }),
-      metrics=metrics,
-      force=force,
-  )
+  try:
+    saved = manager.save(
+        step,
+        args=ocp.args.Composite(**{
+            STATE: ocp.args.StandardSave(state),
+            PROGRESS: ocp.args.JsonSave(progress),
+        }),
+        metrics=metrics,
+        force=force,
+    )
+  except Exception as error:  # pylint: disable=broad-except
+    raise save_error(manager, step, error) from error
   if saved:
     logging.info('Saving checkpoint at step %d to %s', step, manager.directory)
   return saved
+
+
+def wait_until_finished(manager: ocp.CheckpointManager, step: int) -> None:
+  """Waits for the asynchronous save of `step`; CheckpointSaveError if it failed."""
+  try:
+    manager.wait_until_finished()
+  except Exception as error:  # pylint: disable=broad-except
+    raise save_error(manager, step, error) from error
+
+
+# What a failed write usually comes down to; TensorStore buries it deep in a long message.
+_OS_CAUSES = ('No space left on device', 'Disk quota exceeded', 'Read-only file system',
+              'Permission denied', 'Input/output error')
+
+
+def _short_cause(error: Exception) -> str:
+  text = ' '.join(str(error).split())
+  known = next((c for c in _OS_CAUSES if c in text), None)
+  return known or f'{type(error).__name__}: {text[:200]}'
+
+
+def save_error(manager: ocp.CheckpointManager, step: int, error: Exception) -> CheckpointSaveError:
+  """The one-line error for a failed save: what failed, why, and what is still usable."""
+  cause = _short_cause(error)
+  try:
+    manager.reload()
+    kept = sorted(manager.all_steps())
+  except Exception:  # pylint: disable=broad-except
+    kept = []
+  return CheckpointSaveError(
+      f'saving a checkpoint to {manager.directory} failed by step {step} ({cause}). The '
+      f'checkpoints already there are untouched (steps {kept}); free space or fix the folder, '
+      'then rerun with the same --workdir to resume from the newest of them.')
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any
@@ -81,6 +133,40 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
                    ) -> tuple[Any, dict[str, Any]] | None:
-  """Restores the newest checkpoint into the shapes/shardings of `abstract_state`, or None."""
-  step = manager.latest_step()
-  return None if step is None else restore(manager, step, abstract_state)
+  """Restores the newest READABLE checkpoint into `abstract_state`'s shapes, or None if none.
+
+  A checkpoint that fails to restore (a file truncated by a crash or a full disk) is moved to
+  WORKDIR/checkpoints_unreadable/ with a warning naming it and the error, and the next older
+  one is tried, so a run resumes from the newest good state. If checkpoints exist but none
+  restores, that is an error, not a silent fresh start.
+  """
+  tried = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return restore(manager, step, abstract_state)
+    except Exception as error:  # pylint: disable=broad-except  (Orbax/TensorStore/JSON errors)
+      reason = ' '.join(f'{type(error).__name__}: {error}'.split())[:300]
+      moved_to = _set_aside(manager, step)
+      logging.warning('Checkpoint of step %d cannot be read (%s); moved it to %s and trying '
+                      'the previous one.', step, reason, moved_to)
+      tried.append(f'step {step} ({reason})')
+  if tried:
+    raise ValueError(f'no checkpoint in {manager.directory} can be read: {"; ".join(tried)}. '
+                     'They were moved aside; delete the workdir to start afresh.')
+  return None
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Moves checkpoint `step` out of the manager's folder (process 0) and reloads the manager."""
+  directory = paths.resolve(str(manager.directory))
+  target = directory.parent / UNREADABLE_DIR / f'{step}-{time.strftime("%Y%m%d-%H%M%S")}'
+  if jax.process_index() == 0:
+    source = next((p for p in directory.iterdir() if p.name == str(step)), None)
+    if source is not None:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      shutil.move(str(source), str(target))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(f'okdhp_set_aside_checkpoint_{step}')
+  manager.reload()
+  return str(target)

@@ -10,14 +10,17 @@ misspelt field is an error rather than silently ignored.
 
 from __future__ import annotations
 
+import ast
 import logging as pylogging
 import os
+import re
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from okdhp_jax import compile_cache, paths
+from okdhp_jax import compile_cache, console, paths
+from okdhp_jax.training import guards
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
@@ -56,24 +59,42 @@ def _distributed_args() -> dict[str, int]:
   return args
 
 
-def _console_filter(record: pylogging.LogRecord) -> bool:
-  """Keeps Orbax's file-by-file INFO lines and JAX's backend probing off the console.
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with config overrides and files that fail reported in one line.
 
-  Also Orbax's 'Waiting for previous save' warning: the loop saves at every evaluation, and
-  waiting a few seconds for the previous asynchronous save is expected, not a fault (the
-  progress line's img/s shows what it costs).
+  A misspelt `--config.section.field` or a config file that does not load escape absl's own
+  usage errors as raw exceptions (the second only when the config is first read); they are
+  usage errors all the same: one line, exit status 2.
   """
-  if f'{os.sep}orbax{os.sep}' in record.pathname:
-    return (record.levelno >= pylogging.WARNING
-            and 'Waiting for previous save' not in record.getMessage())
-  return not record.getMessage().startswith('Unable to initialize backend')
+  try:
+    rest = FLAGS(argv)
+    FLAGS.config.lock  # pylint: disable=pointless-statement  (raises a deferred loading error)
+    return rest
+  except flags.Error as error:
+    message = str(error)
+  except (KeyError, AttributeError) as error:  # an override naming no config field.
+    text = str(error.args[0]) if error.args else str(error)
+    while text[:1] in ('"', "'"):  # ml_collections nests repr()s of its message.
+      try:
+        text = ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        break
+    field = text.split('\n')[0].strip('\'"')
+    given = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')
+             and re.search(rf'\.{re.escape(field)}(\.|$)', a.split('=')[0])]
+    message = (f'{given[0] if given else "--config"}: the config has no field {field!r}. '
+               + ' '.join(text.split('\n')[1:]))
+  except Exception as error:  # pylint: disable=broad-except  (the config file failed to load)
+    message = str(error)
+  print(f'error: {" ".join(message.split())}', file=sys.stderr)
+  sys.exit(2)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   import jax  # after flag parsing, so --help stays fast.
-  logging.get_absl_handler().addFilter(_console_filter)
+  logging.get_absl_handler().addFilter(console.console_filter)
   if FLAGS.distributed == 'on' or (FLAGS.distributed == 'auto' and _is_multi_host_launch()):
     jax.distributed.initialize(**_distributed_args())
   from okdhp_jax.data import tf_host
@@ -81,6 +102,7 @@ def main(argv):
   config = FLAGS.config
   compile_cache.enable(config.compile_cache)
   workdir = str(paths.resolve(FLAGS.workdir))
+  background = console.BackgroundErrors(workdir).install(pylogging.getLogger())
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
   try:
@@ -89,12 +111,20 @@ def main(argv):
       from data_prep import bundled
       bundled.prepare_for_config(config.data)
     {'train': _train, 'eval': _evaluate, 'export': _export}[FLAGS.mode](config, workdir)
+  except guards.PreemptedError as stop:
+    print(f'{stop}', file=sys.stderr, flush=True)  # not a fault: a checkpoint was saved.
+    sys.exit(stop.exit_code)
   except Exception as error:  # pylint: disable=broad-except
     # One line for the user; the traceback goes to a file for whoever debugs it.
     where = _save_traceback(workdir)
-    kind = '' if isinstance(error, (FileNotFoundError, ValueError)) else (
-        f'{type(error).__name__}: ')
-    print(f'error: {kind}{error}\n(full traceback: {where})', file=sys.stderr)
+    # Errors whose message says what happened and what to do print as they are; others (a bug,
+    # a library's error) keep their type name.
+    explained = isinstance(error, (FileNotFoundError, ValueError)) or getattr(
+        error, 'explained', False)
+    kind = '' if explained else f'{type(error).__name__}: '
+
+    print(f'error: {kind}{error}\n(full traceback: {where}){background.note()}',
+          file=sys.stderr)
     sys.exit(1)
 
 
@@ -172,4 +202,4 @@ def _export(config, workdir: str) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

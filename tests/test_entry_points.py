@@ -11,7 +11,7 @@ import pytest
 from absl import app
 
 from data_prep import bench, bundled
-from okdhp_jax import compile_cache, main
+from okdhp_jax import compile_cache, console, main
 from okdhp_jax.tools import predict
 from okdhp_jax.training import curves
 
@@ -38,10 +38,16 @@ def test_console_keeps_orbax_file_lines_off():
   def record(path, level, message):
     return logging.LogRecord('x', level, path, 1, message, None, None)
   orbax = os.path.join('site-packages', 'orbax', 'checkpoint', 'x.py')
-  assert not main._console_filter(record(orbax, logging.INFO, 'wrote file'))
-  assert not main._console_filter(record(orbax, logging.WARNING, 'Waiting for previous save'))
-  assert main._console_filter(record(orbax, logging.ERROR, 'disk full'))
-  assert main._console_filter(record('loop.py', logging.INFO, 'step 10/99'))
+  assert not console.console_filter(record(orbax, logging.INFO, 'wrote file'))
+  assert not console.console_filter(record(orbax, logging.WARNING, 'Waiting for previous save'))
+  assert console.console_filter(record(orbax, logging.WARNING, 'something else'))
+  # Background-thread errors (one per thread when a disk fills) go to a file, not the console.
+  assert not console.console_filter(record(orbax, logging.ERROR, 'disk full'))
+  assert console.console_filter(record('loop.py', logging.INFO, 'step 10/99'))
+  assert console.console_filter(record('loop.py', logging.ERROR, 'bad'))
+  from_asyncio = record('base_events.py', logging.ERROR, 'exception was never retrieved')
+  from_asyncio.name = 'asyncio'
+  assert not console.console_filter(from_asyncio)
 
 
 def test_compile_cache_on_by_default_off_with_one_switch(tmp_path, monkeypatch):

@@ -158,3 +158,34 @@ def test_bad_inputs(tmp_path, capsys, labelled):
   assert 'dict.json' in err and 'json list' in err and 'Traceback' not in err
   assert eval_coco.main(['--results', DETECTIONS, '--annotations', ANNOTATIONS]) == 1
   assert "lacks ['keypoints']" in capsys.readouterr().err
+
+
+def test_malformed_results_and_foreign_annotations_are_named(tmp_path, capsys, annotations):
+  def score(results, annotation_file=ANNOTATIONS):
+    path = str(tmp_path / 'results.json')
+    with open(path, 'w') as f:
+      json.dump(results, f)
+    code = eval_coco.main(['--results', path, '--annotations', annotation_file])
+    err = capsys.readouterr().err
+    assert code == 1 and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+  good = _as_results(a for a in annotations if a['num_keypoints'] > 0)
+  no_id = [dict(good[0])] + good[1:]
+  del no_id[0]['image_id']
+  assert "result 0 lacks ['image_id']" in score(no_id)
+  assert 'result 1 is a list, not an object' in score([good[0], [1, 2, 3]])
+  words = [dict(good[0], keypoints=['a'] * 51)]
+  assert 'result 0 has keypoints or a score that are not numbers' in score(words)
+
+  # A 14-keypoint dataset in COCO layout (CrowdPose, AI Challenger) scored with COCO's sigmas.
+  with open(ANNOTATIONS) as f:
+    foreign = json.load(f)
+  foreign['categories'][0]['keypoints'] = foreign['categories'][0]['keypoints'][:14]
+  for a in foreign['annotations']:
+    a['keypoints'] = a['keypoints'][:42]
+  path = str(tmp_path / 'crowdpose_like.json')
+  with open(path, 'w') as f:
+    json.dump(foreign, f)
+  err = score([dict(good[0], keypoints=good[0]['keypoints'][:42])], path)
+  assert 'has 14 keypoints per person' in err and 'sigmas given are for 17' in err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +13,7 @@ import pytest
 
 from configs import default
 from okdhp_jax import methods, progress, sharding
-from okdhp_jax.training import loop
+from okdhp_jax.training import guards, loop
 from okdhp_jax.training.losses import joints_mse
 
 from main_runs import tiny_synthetic_config
@@ -102,17 +104,40 @@ def test_a_name_cannot_be_registered_twice():
 
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint():
-  metrics = {'loss': np.float32(np.nan), 'kl': np.float32(0.5), 'grad_norm': np.float32(np.inf)}
-  with pytest.raises(loop.NonFiniteLossError) as error:
-    loop._check_finite(metrics, step=120, last_good_step=100, checkpoint_dir='/w/checkpoints')
+  guard = guards.LossGuard(factor=100.0)
+  scalars = {'loss': float('nan'), 'kl': 0.5, 'grad_norm': float('inf')}
+  with pytest.raises(guards.NonFiniteLossError) as error:
+    guard.check(scalars, step=120, last_good_step=100, checkpoint_dir='/w/checkpoints')
   message = str(error.value)
   assert 'step 120' in message and 'grad_norm' in message and 'loss' in message
   assert 'step 100' in message and '/w/checkpoints' in message
+  with pytest.raises(guards.NonFiniteLossError, match='no checkpoint was written yet'):
+    guard.check(scalars, step=3, last_good_step=None, checkpoint_dir='/w/checkpoints')
 
 
-def test_finite_metrics_pass_through_as_floats():
-  scalars = loop._check_finite({'loss': np.float32(0.25)}, 3, 0, '/w')
-  assert scalars == {'loss': 0.25}
+def test_divergence_is_caught_before_inf_against_the_running_median():
+  """A learning rate raised on resume: loss 2e17, finite, caught at its first check."""
+  guard = guards.LossGuard(factor=100.0, window=20, history=[2e-3, 1.8e-3, 1.9e-3, 1.7e-3])
+  guard.check({'loss': 1.6e-3}, step=10, last_good_step=9, checkpoint_dir='/w')
+  guard.check({'loss': 0.1}, step=11, last_good_step=9, checkpoint_dir='/w')  # 55x: allowed.
+  with pytest.raises(guards.DivergenceError) as error:
+    guard.check({'loss': 2e17}, step=12, last_good_step=11, checkpoint_dir='/w/checkpoints')
+  message = str(error.value)
+  assert 'step 12' in message and '2e+17' in message and 'divergence_factor=100' in message
+  assert 'last good checkpoint is step 11' in message
+  # Off with factor 0; nothing is judged on too short a history.
+  guards.LossGuard(factor=0.0, history=[1e-3] * 10).check({'loss': 1e9}, 1, None, '/w')
+  guards.LossGuard(factor=100.0, history=[1e-3] * 4).check({'loss': 1e9}, 1, None, '/w')
+
+
+def test_sigterm_sets_the_flag_and_the_old_handler_comes_back():
+  previous = signal.getsignal(signal.SIGTERM)
+  watch = guards.PreemptionWatch()
+  assert not watch.should_stop(1)
+  os.kill(os.getpid(), signal.SIGTERM)
+  assert watch.should_stop(2)
+  watch.close()
+  assert signal.getsignal(signal.SIGTERM) is previous
 
 
 def test_progress_line_reports_rate_and_eta():

@@ -16,11 +16,11 @@ class DatasetMeta:
   """Static description of a keypoint layout.
 
   Attributes:
-    name: registry key ('mpii', 'coco').
+    name: registry key ('mpii', 'coco', 'crowdpose').
     joint_names: one name per joint, in the dataset's order.
     flip_pairs: (left, right) index pairs swapped by a horizontal flip.
     skeleton: (a, b) index pairs drawn as limbs.
-    oks_sigmas: per-joint OKS sigmas (COCO), or None.
+    oks_sigmas: per-joint OKS sigmas (COCO, CrowdPose), or None.
     upper_body: indices used by half-body augmentation as the upper body.
     lower_body: indices used by half-body augmentation as the lower body.
   """
@@ -104,11 +104,32 @@ COCO = DatasetMeta(
     lower_body=(11, 12, 13, 14, 15, 16),
 )
 
-_REGISTRY = {meta.name: meta for meta in (MPII, COCO)}
+# CrowdPose (Li et al., CVPR 2019; github.com/Jeff-sjtu/CrowdPose): COCO's 12 limb joints in
+# COCO order, then head top and neck; the sigmas are those of its crowdpose-api.
+CROWDPOSE = DatasetMeta(
+    name='crowdpose',
+    joint_names=(
+        'left_shoulder', 'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist',
+        'right_wrist', 'left_hip', 'right_hip', 'left_knee', 'right_knee', 'left_ankle',
+        'right_ankle', 'head', 'neck',
+    ),
+    flip_pairs=((0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11)),
+    skeleton=(
+        (10, 8), (8, 6), (11, 9), (9, 7), (6, 7), (0, 6), (1, 7), (0, 1), (0, 2), (1, 3),
+        (2, 4), (3, 5), (12, 13), (1, 13), (0, 13),
+    ),
+    oks_sigmas=(
+        .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089, .079, .079,
+    ),
+    upper_body=(0, 1, 2, 3, 4, 5, 12, 13),
+    lower_body=(6, 7, 8, 9, 10, 11),
+)
+
+_REGISTRY = {meta.name: meta for meta in (MPII, COCO, CROWDPOSE)}
 
 
 def get_meta(name: str) -> DatasetMeta:
-  """Looks up a dataset's meta by name ('mpii', 'coco'); synthetic data uses 'mpii'."""
+  """Looks up a dataset's meta by name ('mpii', 'coco', 'crowdpose'); synthetic uses 'mpii'."""
   if name == 'synthetic':
     return MPII
   try:

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from okdhp_jax.data import augment
-from okdhp_jax.data import records
+from okdhp_jax.data import records, shard_check
 from okdhp_jax.data.tf_host import tf
 
 EVAL_KEYS = ('image', 'joints', 'joints_vis', 'center', 'scale', 'image_id', 'person_index',
@@ -55,6 +55,12 @@ def _resolve_split(data_config, split: str, info: dict) -> str:
   return split
 
 
+def split_files(data_config, split: str) -> list[str]:
+  """The shard files a pipeline of `split` reads (the eval split's '_det' twin with detections)."""
+  info = records.read_dataset_info(data_config.records_dir)
+  return records.split_files(data_config.records_dir, _resolve_split(data_config, split, info))
+
+
 def count_examples(data_config, split: str) -> int:
   """Number of records of a split (all processes), from dataset_info.json."""
   info = records.read_dataset_info(data_config.records_dir)
@@ -80,14 +86,20 @@ def _process_part(records_dir: str, split: str, info: dict, process_index: int,
   return files, True, counts
 
 
-def _records(files, *, record_sharded, process_index, process_count, shuffle_seed=None):
-  """Serialised records of `files`; interleaved when shuffling, in file order otherwise."""
-  ds = tf.data.Dataset.from_tensor_slices(files)
+def _records(files, *, record_sharded, process_index, process_count, shuffle_seed=None,
+             readable=None):
+  """Serialised records of `files`; interleaved when shuffling, in file order otherwise.
+
+  `readable`: file -> records to read (a damaged shard's readable prefix); others are whole.
+  """
+  limits = [int((readable or {}).get(f, -1)) for f in files]  # take(-1): every record
+  ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(limits, tf.int64)))
+  read = lambda f, n: tf.data.TFRecordDataset(f).take(n)
   if shuffle_seed is None:
-    ds = tf.data.TFRecordDataset(ds)
+    ds = ds.flat_map(read)
   else:
     ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=False)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+    ds = ds.interleave(read, cycle_length=min(len(files), 8),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if record_sharded:
     ds = ds.shard(process_count, process_index)
@@ -118,8 +130,17 @@ def build_train_dataset(data_config, meta, *, local_batch_size: int, seed: int,
     size = f' ({counts[process_index]} examples)' if counts is not None else ''
     logging.info('Process %d/%d reads %s of %r%s.', process_index, process_count, part,
                  data_config.train_split, size)
+  readable = None
+  if shard_check.check_choice(data_config.on_corrupt_record) == 'skip':
+    lengths = dict(zip(records.split_files(data_config.records_dir, data_config.train_split),
+                       info.get('shard_lengths', {}).get(data_config.train_split, [])))
+    damage = shard_check.scan(files)
+    for d in damage:
+      logging.warning('Skipping the damaged end of a shard (config.data.on_corrupt_record='
+                      "'skip'): %s", d.describe(lengths.get(d.file)))
+    readable = {d.file: d.readable for d in damage}
   ds = _records(files, record_sharded=record_sharded, process_index=process_index,
-                process_count=process_count, shuffle_seed=seed)
+                process_count=process_count, shuffle_seed=seed, readable=readable)
   ds = ds.repeat()
   if data_config.shuffle_buffer > 1:
     ds = ds.shuffle(data_config.shuffle_buffer, seed=seed * 1009 + process_index,
@@ -205,14 +226,32 @@ def make_global_batch(batch: dict[str, np.ndarray], mesh, data_axis: str = 'data
           for key, value in batch.items()}
 
 
-def global_batches(ds: tf.data.Dataset, mesh, prefetch: int = 2, data_axis: str = 'data'
+def global_batches(ds: tf.data.Dataset, mesh, prefetch: int = 2, data_axis: str = 'data', *,
+                   files: list[str] | None = None, split: str = ''
                    ) -> Iterator[dict[str, jax.Array]]:
-  """Iterates a batched dataset as global arrays, keeping `prefetch` batches on device."""
+  """Iterates a batched dataset as global arrays, keeping `prefetch` batches on device.
+
+  A damaged record in `files` raises shard_check.CorruptRecordsError naming the shard.
+  """
   queue = collections.deque()
-  iterator = ds.as_numpy_iterator()
-  for batch in iterator:
+  for batch in numpy_batches(ds, files=files, split=split):
     queue.append(make_global_batch(batch, mesh, data_axis))
     if len(queue) > prefetch:
       yield queue.popleft()
   while queue:
     yield queue.popleft()
+
+
+def numpy_batches(ds: tf.data.Dataset, *, files: list[str] | None = None, split: str = ''
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """`ds.as_numpy_iterator()`, with TensorFlow's DataLossError (which names no file) turned
+  into a CorruptRecordsError naming the damaged shards of `files` and their byte offsets."""
+  iterator = ds.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      return
+    except tf.errors.DataLossError as error:
+      raise shard_check.stop_error(files or [], split, error) from None
+    yield batch

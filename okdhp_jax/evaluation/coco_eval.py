@@ -65,21 +65,34 @@ def run_cocoeval(coco_gt: COCO, results, sigmas=None, source: str = 'results') -
   """COCOeval (iouType 'keypoints') of a results list -> {metric name: value in [0, 1]}."""
   if not results:
     raise ValueError(f'{source}: no results to evaluate')
-  known = set(coco_gt.getImgIds())
-  unknown = sorted({r['image_id'] for r in results} - known)
-  if unknown:
-    raise ValueError(f'{source}: image_ids {unknown[:10]} are not in the annotation file')
   num_joints = len(coco_gt.loadCats(PERSON_CATEGORY_ID)[0].get('keypoints', [])) or None
+  if sigmas is not None and num_joints and num_joints != len(sigmas):
+    raise ValueError(f'the annotation file has {num_joints} keypoints per person, but the '
+                     f'OKS sigmas given are for {len(sigmas)} (COCO has 17): not a COCO '
+                     'keypoint file, or a dataset with other joints')
   for i, r in enumerate(results):
+    if not isinstance(r, dict):
+      raise ValueError(f'{source}: result {i} is a {type(r).__name__}, not an object with '
+                       'image_id, category_id, keypoints, score')
     missing = [k for k in ('image_id', 'category_id', 'keypoints', 'score') if k not in r]
     if missing:
       raise ValueError(f'{source}: result {i} lacks {missing} (COCO results format: image_id, '
                        'category_id, keypoints, score)')
-    if num_joints and len(r['keypoints']) != 3 * num_joints:
-      raise ValueError(f'{source}: result {i} has {len(r["keypoints"])} keypoint values; '
+    try:
+      keypoints = np.asarray(r['keypoints'], np.float64).reshape(-1)
+      score = float(r['score'])
+    except (TypeError, ValueError):
+      raise ValueError(f'{source}: result {i} has keypoints or a score that are not numbers') \
+          from None
+    if num_joints and keypoints.size != 3 * num_joints:
+      raise ValueError(f'{source}: result {i} has {keypoints.size} keypoint values; '
                        f'expected {3 * num_joints} (x, y, score per joint)')
-    if not np.all(np.isfinite(r['keypoints'])) or not np.isfinite(r['score']):
+    if not np.all(np.isfinite(keypoints)) or not np.isfinite(score):
       raise ValueError(f'{source}: result {i} has NaN/inf keypoints or score')
+  known = set(coco_gt.getImgIds())
+  unknown = sorted({r['image_id'] for r in results} - known, key=str)
+  if unknown:
+    raise ValueError(f'{source}: image_ids {unknown[:10]} are not in the annotation file')
   with _quiet('evaluate'):
     coco_dt = coco_gt.loadRes(list(results))
     coco_eval = COCOeval(coco_gt, coco_dt, 'keypoints')

@@ -64,9 +64,23 @@ def branch_names(num_branches: int) -> list[str]:
   return [f'branch_{b}' for b in range(num_branches)]
 
 
+def uses_oks(meta: meta_lib.DatasetMeta) -> bool:
+  """COCO-style datasets (COCO, CrowdPose: OKS sigmas in their meta) are scored by OKS AP."""
+  return meta.oks_sigmas is not None
+
+
 def headline_metric(dataset: str) -> str:
   """The metric that ranks branches: 'AP' for COCO, PCKh@0.5 'Mean' for MPII."""
-  return 'AP' if dataset == 'coco' else 'Mean'
+  return 'AP' if uses_oks(meta_lib.get_meta(dataset)) else 'Mean'
+
+
+def eval_local_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> int:
+  """This process's eval batch: config.eval.batch_size split over the processes and rounded
+  UP to a multiple of the local devices, so any batch size shards evenly (the pipeline pads
+  the extra rows and masks them out with 'valid', as it pads the last batch)."""
+  local_devices = max(mesh.devices.size // jax.process_count(), 1)
+  per_process = max(-(-int(batch_size) // jax.process_count()), 1)
+  return -(-per_process // local_devices) * local_devices
 
 
 def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
@@ -75,7 +89,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
   """Evaluates `variables` on `config.data.eval_split`; see EvalResult."""
   meta = meta_lib.get_meta(config.data.dataset)
   codec = HeatmapCodec.from_config(config.data)
-  local_batch = config.eval.batch_size // jax.process_count()
+  local_batch = eval_local_batch_size(config.eval.batch_size, mesh)
   dataset = pipeline.build_eval_dataset(
       config.data, meta, split=config.data.eval_split, local_batch_size=local_batch,
       process_index=jax.process_index(), process_count=jax.process_count())
@@ -86,7 +100,9 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
   total = -(-pipeline.count_examples(config.data, config.data.eval_split) // jax.process_count())
   line = progress.ProgressLine(total, images_per_unit=1, label='eval')
   seen, last_log = 0, time.time()
-  for batch in dataset.as_numpy_iterator():
+  for batch in pipeline.numpy_batches(
+      dataset, split=config.data.eval_split,
+      files=pipeline.split_files(config.data, config.data.eval_split)):
     valid = batch['valid'].astype(bool)
     images = pipeline.make_global_batch({'image': batch['image']}, mesh)['image']
     out = predict_step(variables, images)
@@ -116,7 +132,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
 
   metric_key = headline_metric(meta.name)
   scored_on, subsets = '', {}
-  if meta.name == 'coco':
+  if uses_oks(meta):
     evaluator = coco_eval.CocoKeypointEvaluator(
         config.data.eval_annotations, meta, oks_nms_threshold=config.eval.oks_nms_threshold,
         soft_nms=config.eval.soft_nms,

@@ -1,9 +1,10 @@
-"""Branch export: one branch of a multi-branch hourglass as a plain `StackedHourglass`.
+"""Branch export: one branch of a multi-branch network as a plain one-branch network.
 
 At deployment OKDHP keeps the shared stacks and one branch: a plain N-stack hourglass with the
 same parameters. Because the multi-branch module names its stacks `shared_k` and
 `branch_b_stack_k` (and a plain one names them `stack_k`, see models/multi_branch.py), export is
-a re-keying of the variable tree, with no arithmetic on the values.
+a re-keying of the variable tree, with no arithmetic on the values. MobilePose likewise: the
+shared `encoder` and `decoder_b`, renamed `decoder_0`, are a one-branch MobilePose.
 """
 
 from __future__ import annotations
@@ -56,6 +57,47 @@ def export_branch(variables: Mapping[str, Any], branch: int, num_shared_stacks: 
           f'network these variables came from? It has {sorted(tree)}')
     exported[collection] = {new: tree[old] for new, old in renames.items()}
   return exported
+
+
+def export_mobilepose_branch(variables: Mapping[str, Any], branch: int,
+                             num_branches: int) -> dict[str, Any]:
+  """Variables of a one-branch MobilePose: the shared encoder and decoder `branch` (no FAU).
+
+  Args:
+    variables: {'params', 'batch_stats'} of `MobilePose(num_branches=num_branches)`.
+    branch: which decoder to keep, 0-based; negative counts from the end.
+    num_branches: len(config.model.branch_stacks).
+
+  Returns:
+    {'params', 'batch_stats'} with keys 'encoder' and 'decoder_0' (the input's arrays).
+  """
+  if not -num_branches <= branch < num_branches:
+    raise ValueError(f'branch {branch} out of range for a MobilePose with {num_branches} '
+                     'decoders (len(config.model.branch_stacks))')
+  renames = {'encoder': 'encoder', 'decoder_0': f'decoder_{branch % num_branches}'}
+  exported = {}
+  for collection in COLLECTIONS:
+    tree = variables.get(collection, {})
+    missing = sorted(old for old in renames.values() if old not in tree)
+    if missing:
+      raise ValueError(f'export_mobilepose_branch: {collection} lacks {missing}; does '
+                       f'config.model describe the network these variables came from? It has '
+                       f'{sorted(tree)}')
+    exported[collection] = {new: tree[old] for new, old in renames.items()}
+  return exported
+
+
+def export_student(variables: Mapping[str, Any], branch: int,
+                   model_config: Mapping[str, Any]) -> dict[str, Any]:
+  """The variables of `deployed_model_config(model_config, branch)`'s network.
+
+  Hourglass: `export_branch`; MobilePose: `export_mobilepose_branch`.
+  """
+  branch_stacks = tuple(int(n) for n in model_config['branch_stacks'])
+  if model_config['name'] == 'mobilepose':
+    return export_mobilepose_branch(variables, branch, len(branch_stacks))
+  return export_branch(variables, branch, int(model_config['num_shared_stacks']),
+                       branch_stacks)
 
 
 def exported_model_config(model_config: Mapping[str, Any], branch: int) -> dict[str, Any]:

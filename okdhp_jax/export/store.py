@@ -12,7 +12,7 @@ so anything that can load one can load the others.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -24,17 +24,24 @@ VARIABLES_SUBDIR = 'variables'
 DESCRIPTION_FILE = 'model.json'
 
 
-def save_exported(directory: str, variables: dict[str, Any], description: dict[str, Any]) -> str:
-  """Writes `variables` and `description` under `directory` (overwriting an older export).
+def save_exported(directory: str, variables: dict[str, Any], description: dict[str, Any], *,
+                  finish: Callable[[Any], None] | None = None) -> str:
+  """Writes `variables` and `description` as the export folder `directory`, replacing an older
+  export there as a whole.
 
-  Every process of a multi-host run calls this (the Orbax save is collective); process 0
-  writes the files.
+  The new export is written completely beside the target (`.NAME.incoming`), then swapped in:
+  a failed or interrupted export leaves the previous one as it was, and two exports never mix
+  (the variables of one with the model.json of another). A folder that exists but is not an
+  export (no model.json) and is not empty is refused rather than replaced. Every process of a
+  multi-host run calls this (the Orbax save is collective); process 0 writes and swaps.
 
   Args:
-    directory: output folder; created if missing.
+    directory: output folder.
     variables: {'params': tree, 'batch_stats': tree} of a plain network.
     description: JSON-serialisable; must hold 'model' (the model config as a dict) and
       'num_joints'.
+    finish: called by process 0 with the staging folder once it holds the variables and
+      model.json, before the swap: what it adds (deployment files) is swapped in with them.
 
   Returns:
     The absolute directory path.
@@ -42,18 +49,45 @@ def save_exported(directory: str, variables: dict[str, Any], description: dict[s
   for key in ('model', 'num_joints'):
     if key not in description:
       raise ValueError(f'export description is missing {key!r}; got keys {sorted(description)}')
-  path = paths.resolve(directory)
-  path.mkdir(parents=True, exist_ok=True)
+  final = paths.resolve(directory)
+  if final.exists() and not (final / DESCRIPTION_FILE).exists() and any(final.iterdir()):
+    raise ValueError(f'{final} exists and is not an okdhp_jax export (it has no '
+                     f'{DESCRIPTION_FILE}); export to a new or empty folder instead')
+  staging = final.parent / f'.{final.name}.incoming'
+  chief = jax.process_index() == 0
+  if chief and staging.exists():
+    staging.rmtree()  # what an interrupted export left behind
+  _sync('okdhp_export_staging_clean')
   host_variables = jax.tree.map(np.asarray, jax.device_get(variables))
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(path / VARIABLES_SUBDIR, host_variables, force=True)
+  checkpointer.save(staging / VARIABLES_SUBDIR, host_variables, force=True)
   checkpointer.wait_until_finished()
-  if jax.process_index() == 0:
-    # The JSON is written last, to a temporary name, so a directory with model.json is complete.
-    tmp = path / (DESCRIPTION_FILE + '.tmp')
-    tmp.write_text(json.dumps(description, indent=2, sort_keys=True, default=_to_json))
-    tmp.rename(path / DESCRIPTION_FILE)
-  return str(path)
+  if chief:
+    (staging / DESCRIPTION_FILE).write_text(
+        json.dumps(description, indent=2, sort_keys=True, default=_to_json))
+    if finish is not None:
+      finish(staging)
+    _swap_in(staging, final)
+  _sync('okdhp_export_swapped')
+  return str(final)
+
+
+def _swap_in(staging, final) -> None:
+  """Replaces `final` by the complete folder `staging` (two renames; the old one is deleted)."""
+  old = final.parent / f'.{final.name}.replaced'
+  if old.exists():
+    old.rmtree()
+  if final.exists():
+    final.rename(old)
+  staging.rename(final)
+  if old.exists():
+    old.rmtree()
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
 
 
 def load_exported(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -4,7 +4,9 @@ The weights and the branch always come from the same evaluated step: by default 
 that scored best on validation (config.export.checkpoint='best'), else the newest one
 ('latest'), with the branch that scored best in that step's evaluation unless
 config.export.branch names one. model.json records the step, which checkpoint it was and what
-the exported branch scored there.
+the exported branch scored there. An hourglass exports as a plain hourglass, a MobilePose as its
+shared encoder and the branch's decoder. config.export.formats adds deployment files (ONNX,
+TFLite; export/deploy.py) beside the Orbax variables.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import ml_collections
 from okdhp_jax import checkpointing
 from okdhp_jax.evaluation import evaluator, report
 from okdhp_jax.export import branch as branch_lib
-from okdhp_jax.export import store
+from okdhp_jax.export import deploy, store
 
 if TYPE_CHECKING:
   from okdhp_jax.training.loop import Trainer
@@ -70,9 +72,8 @@ def export_checkpoint(trainer: 'Trainer', *, export_dir: str,
   the workdir has no checkpoint, ValueError for a config.export the run cannot satisfy.
   """
   config = trainer.config
-  if config.model.name != 'hourglass':
-    raise ValueError(f'--mode export writes plain hourglasses; config.model.name is '
-                     f'{config.model.name!r}')
+  # Before the restore, so that a misspelt format fails fast.
+  formats = deploy.parse_formats(config.export.get('formats', 'orbax'))
   if progress is None:
     progress = trainer.restore_or_fail()
   latest = int(jax.device_get(trainer.state.step))
@@ -83,11 +84,9 @@ def export_checkpoint(trainer: 'Trainer', *, export_dir: str,
   evaluation = next((e for e in progress.get('history', []) if e['step'] == step), None)
   metrics = None if evaluation is None else evaluation['metrics']
   branch = choose_branch(config, metrics, step)
-  variables = branch_lib.export_branch(
-      jax.device_get(state.variables), branch, config.model.num_shared_stacks,
-      tuple(config.model.branch_stacks))
+  variables = branch_lib.export_student(jax.device_get(state.variables), branch, config.model)
   description = {
-      'model': branch_lib.exported_model_config(config.model, branch),
+      'model': branch_lib.deployed_model_config(config.model, branch),
       'num_joints': trainer.meta.num_joints,
       'dataset': trainer.meta.name,
       'input_size': list(config.data.input_size),
@@ -98,7 +97,15 @@ def export_checkpoint(trainer: 'Trainer', *, export_dir: str,
       'metrics': {} if metrics is None else metrics.get(f'branch_{branch}', {}),
       'source': trainer.workdir,
   }
-  store.save_exported(export_dir, variables, description)  # collective: every process.
+  deployment = {}
+
+  def add_deployment_files(staging) -> None:  # process 0, before the new export is swapped in
+    deployment.update(deploy.write_deployment(str(staging), formats))
+
+  # Collective: every process. ONNX/TFLite go into the same swap as the variables.
+  store.save_exported(export_dir, variables, description, finish=add_deployment_files)
+  if deployment:
+    description['deployment'] = deployment
   scored = description['metrics'].get(evaluator.headline_metric(trainer.meta.name))
   logging.info('Exported branch %d of step %d (%s checkpoint%s) to %s', branch, step,
                config.export.checkpoint, '' if scored is None else f', scored {scored:.2f}',

@@ -1,16 +1,23 @@
-r"""Runs an exported pose network on one image: prints joints and scores, draws the skeleton.
+r"""Runs an exported pose network on people in images: prints joints and scores, draws them.
 
   python -m okdhp_jax.tools.predict --checkpoint runs/hg4/export --image person.jpg \
-      [--box x,y,w,h] --out pose.png
+      [--box x,y,w,h --box x,y,w,h ...] --out pose.png
+  python -m okdhp_jax.tools.predict --checkpoint runs/coco_hg4/export \
+      --detections person_detections.json --image-dir val2017 --results keypoints.json
 
-The person box defaults to the whole image. The crop, flip test and decoding are the ones the
-evaluation uses (tf.data crop op, flip-test predict step, the heatmap codec's decoding).
+One image: one person per --box (default: the whole image), their skeletons drawn in the
+meta's left/right colours on the full-resolution image. A COCO detections file: every person
+box scoring at least --det-score-threshold, written as COCO keypoint results (HRNet's rescoring
+and OKS-NMS) that tools/eval_coco scores. The crop, flip test and decoding are the evaluation's
+(okdhp_jax/inference: the tf.data crop op, the flip-test predict step, the heatmap codec).
+Compiled steps are kept in JAX's persistent cache (okdhp_jax/compile_cache.py), so a second
+run of the same export and batch size starts without compiling.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import sys
 
 import numpy as np
@@ -21,88 +28,133 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     x, y, w, h = (float(v) for v in text.split(','))
   except ValueError:
     raise ValueError(f'--box {text!r} must be four numbers x,y,w,h') from None
+  if not np.all(np.isfinite([x, y, w, h])):
+    raise ValueError(f'--box {text!r} must be finite numbers')
   if w <= 0 or h <= 0:
     raise ValueError(f'--box {text!r} needs a positive width and height')
   return x, y, w, h
 
 
 def read_jpeg(path: str) -> tuple[bytes, np.ndarray]:
-  """JPEG bytes for the crop op (other formats re-encoded at quality 95) and the RGB pixels."""
-  from PIL import Image, UnidentifiedImageError
-  try:
-    with open(path, 'rb') as f:
-      data = f.read()
-    image = Image.open(io.BytesIO(data))
-    image.load()
-  except FileNotFoundError:
-    raise FileNotFoundError(f'--image {path} does not exist') from None
-  except (UnidentifiedImageError, OSError) as error:
-    raise ValueError(f'--image {path} is not a readable image ({error})') from None
-  pixels = np.asarray(image.convert('RGB'))
-  if image.format != 'JPEG':
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format='JPEG', quality=95)
-    data = buffer.getvalue()
-  return data, pixels
+  """The JPEG bytes the crop op decodes (other formats re-encoded at quality 95) and the
+  full-resolution RGB pixels."""
+  from okdhp_jax.inference import images
+  return images.open_image(path).read_jpeg(), images.load_rgb(path)
 
 
-def predict(checkpoint: str, image_path: str, box=None):
-  """Returns (joints [J, 2] image pixels, scores [J], meta, RGB image)."""
-  import ml_collections
+def print_people(result, meta) -> None:
+  for person, box in enumerate(result.boxes):
+    print(f'person {person}: box x,y,w,h = {",".join(f"{v:g}" for v in box)}')
+    print(f'  {"joint":<16}{"x":>9}{"y":>9}{"score":>8}')
+    for name, (x, y), score in zip(meta.joint_names, result.keypoints[person],
+                                   result.scores[person]):
+      print(f'  {name:<16}{x:9.1f}{y:9.1f}{score:8.3f}')
 
-  from okdhp_jax import sharding
-  from okdhp_jax.codecs import heatmap as heatmap_codec
-  from okdhp_jax.data import augment, geometry, meta as meta_lib
-  from okdhp_jax.data.tf_host import tf
-  from okdhp_jax.evaluation import predict_step as predict_step_lib
-  from okdhp_jax.export import store
-  from okdhp_jax.models import build_model
 
-  variables, description = store.load_exported(checkpoint)
-  meta = meta_lib.get_meta(description.get('dataset', 'mpii'))
-  input_size = tuple(description.get('input_size', (256, 256)))
-  encoded, pixels = read_jpeg(image_path)
-  height, width = pixels.shape[:2]
-  box = box or (0.0, 0.0, float(width), float(height))
-  center, scale = geometry.box_to_center_scale(box, input_size[1] / input_size[0])
-  matrix = augment.affine_matrix(tf.constant(center), tf.constant(scale), 0.0, input_size)
-  crop = augment.to_uint8(augment.crop_image(tf.constant(encoded), height, width, matrix,
-                                             input_size))
-  model = build_model(ml_collections.ConfigDict(description['model']), meta.num_joints,
-                      input_size)
-  eval_config = ml_collections.ConfigDict({'eval': {'flip_test': True, 'shift_heatmap': True}})
-  predict_step = predict_step_lib.make_predict_step(eval_config, model,
-                                                    mesh=sharding.make_mesh(1),
-                                                    flip_perm=meta.flip_permutation())
-  heatmaps = np.asarray(predict_step(variables, crop.numpy()[None])['ensemble'])
-  joints, scores = heatmap_codec.heatmaps_to_image_coords(heatmaps, center[None], scale[None])
-  return joints[0], scores[0], meta, pixels
+def draw(pixels: np.ndarray, result, meta, score_threshold: float) -> np.ndarray:
+  """Every person's box (thin, grey) and skeleton on the full-resolution image."""
+  from PIL import Image, ImageDraw
+
+  from okdhp_jax.evaluation import visualize
+  # Lines grow with the image, so that a skeleton on a 4000 px photo is still visible.
+  size = max(1, round(min(pixels.shape[:2]) / 250))
+  canvas = Image.fromarray(pixels)
+  outline = ImageDraw.Draw(canvas)
+  for x, y, w, h in result.boxes:
+    outline.rectangle([x, y, x + w, y + h], outline=(200, 200, 200), width=max(1, size // 2))
+  drawn = np.asarray(canvas)
+  for keypoints, scores in zip(result.keypoints, result.scores):
+    drawn = visualize.draw_pose(drawn, keypoints, meta, scores=scores,
+                                score_threshold=score_threshold, radius=2 + 2 * size,
+                                width=1 + 2 * size)
+  return drawn
+
+
+def run_image(predictor, args, boxes) -> None:
+  from okdhp_jax.evaluation import visualize
+  from okdhp_jax.inference import images
+  if len(boxes):  # checked here, to name them as the user wrote them
+    labels = ['--box'] if len(boxes) == 1 else [f'--box #{i + 1}' for i in range(len(boxes))]
+    boxes = images.check_boxes(boxes, images.open_image(args.image), labels)
+  result = predictor.predict(args.image, boxes if len(boxes) else None)
+  print_people(result, predictor.meta)
+  if args.out:
+    drawn = draw(images.load_rgb(args.image), result, predictor.meta, args.score_threshold)
+    visualize.save_png(args.out, drawn)
+    print(f'Skeletons drawn to {args.out}')
+
+
+def run_detections(predictor, args) -> None:
+  from okdhp_jax import paths
+  results = predictor.predict_detections(args.detections, args.image_dir,
+                                         score_threshold=args.det_score_threshold)
+  target = paths.resolve(args.results)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  target.write_text(json.dumps(results))
+  images = len({r['image_id'] for r in results})
+  print(f'{len(results)} people on {images} images written to {args.results} (COCO keypoint '
+        'results)')
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--checkpoint', required=True, help='export folder (model.json + variables)')
+  parser.add_argument('--image', default=None, help='one image (jpg, png, ...)')
+  parser.add_argument('--box', action='append', default=None,
+                      help='person box x,y,w,h in pixels; repeat for several people '
+                           '(default: the whole image)')
+  parser.add_argument('--out', default=None, help='PNG with the predicted skeletons drawn')
+  parser.add_argument('--score-threshold', '--score_threshold', type=float, default=0.2,
+                      help='joints scoring below this are not drawn')
+  parser.add_argument('--detections', default=None,
+                      help='COCO person detections json (image_id, bbox, score per box)')
+  parser.add_argument('--image-dir', '--image_dir', default=None,
+                      help='with --detections: the images, named by id (000000000785.jpg)')
+  parser.add_argument('--results', default=None,
+                      help='with --detections: COCO keypoint results json to write')
+  parser.add_argument('--det-score-threshold', '--det_score_threshold', type=float,
+                      default=0.0, help='with --detections: skip boxes scoring below this')
+  parser.add_argument('--batch-size', '--batch_size', type=int, default=None,
+                      help='people per device call (default: 32 with --detections, else the '
+                           'number of boxes)')
+  parser.add_argument('--no-flip-test', '--no_flip_test', dest='flip_test',
+                      action='store_false', help='one pass per person, without the mirror')
+  parser.add_argument('--no-compile-cache', '--no_compile_cache', dest='compile_cache',
+                      action='store_false', help="do not use JAX's persistent compile cache")
+  args = parser.parse_args(argv)
+  if (args.image is None) == (args.detections is None):
+    parser.error('give either --image (with --box and --out) or --detections (with '
+                 '--image-dir and --results)')
+  if args.detections and not (args.image_dir and args.results):
+    parser.error('--detections needs --image-dir (the images) and --results (the json to '
+                 'write)')
+  if args.detections and (args.box or args.out):
+    parser.error('--box and --out go with --image; --detections writes --results')
+  if args.image and (args.image_dir or args.results):
+    parser.error('--image-dir and --results go with --detections')
+  return args
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--checkpoint', required=True, help='export folder (model.json + variables)')
-  parser.add_argument('--image', required=True)
-  parser.add_argument('--box', default=None, help='person box x,y,w,h in pixels (default: image)')
-  parser.add_argument('--out', default=None, help='PNG with the predicted skeleton drawn')
-  parser.add_argument('--score-threshold', type=float, default=0.2,
-                      help='joints scoring below this are not drawn')
-  args = parser.parse_args(argv)
+  args = parse_args(argv)
   try:
-    box = parse_box(args.box) if args.box else None
-    joints, scores, meta, pixels = predict(args.checkpoint, args.image, box)
+    boxes = [parse_box(text) for text in args.box or []]  # before seconds of loading.
+    import ml_collections
+
+    from okdhp_jax import compile_cache
+    from okdhp_jax.inference import PosePredictor
+    compile_cache.enable(ml_collections.ConfigDict({'enabled': args.compile_cache, 'dir': ''}))
+    # One image: as many as its boxes, so that one person is not padded to 32.
+    batch_size = args.batch_size or (32 if args.detections else max(1, len(boxes)))
+    predictor = PosePredictor.from_export(args.checkpoint, flip_test=args.flip_test,
+                                          batch_size=batch_size)
+    if args.detections:
+      run_detections(predictor, args)
+    else:
+      run_image(predictor, args, boxes)
   except (FileNotFoundError, ValueError) as error:
     print(f'predict: error: {error}', file=sys.stderr)
     return 1
-  print(f'{"joint":<16}{"x":>9}{"y":>9}{"score":>8}')
-  for name, (x, y), score in zip(meta.joint_names, joints, scores):
-    print(f'{name:<16}{x:9.1f}{y:9.1f}{score:8.3f}')
-  if args.out:
-    from okdhp_jax.evaluation import visualize
-    drawn = visualize.draw_pose(pixels, joints, meta, scores=scores,
-                                score_threshold=args.score_threshold, radius=4, width=3)
-    visualize.save_png(args.out, drawn)
-    print(f'Skeleton drawn to {args.out}')
   return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -28,14 +27,10 @@ from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.evaluation import evaluator, predict_step, visualize
 from okdhp_jax.export.branch import deployed_model_config
 from okdhp_jax.models import build_model, stats
-from okdhp_jax.training import curves
+from okdhp_jax.training import curves, guards
 from okdhp_jax.training import state as state_lib
 from okdhp_jax.training import step as step_lib
 from okdhp_jax.training.optimizer import steps_per_epoch as compute_steps_per_epoch
-
-
-class NonFiniteLossError(RuntimeError):
-  """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
 
 
 class Trainer:
@@ -114,60 +109,76 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       config.data, trainer.meta, local_batch_size=local_batch, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       start_step=start_step)
-  batches = pipeline.global_batches(dataset, trainer.mesh, prefetch=config.data.prefetch)
+  batches = pipeline.global_batches(
+      dataset, trainer.mesh, prefetch=config.data.prefetch, split=config.data.train_split,
+      files=pipeline.split_files(config.data, config.data.train_split))
   frozen = trainer.method.frozen_state(trainer.mesh)
   eval_every_steps = max(1, int(config.train.eval_every_epochs * trainer.steps_per_epoch))
   line = progress_line.ProgressLine(trainer.total_steps, config.train.batch_size, start_step)
-  last_good_step = start_step
+  last_good_step = start_step if start_step else None
   window = _Window(start_step)
-
-  for step in range(start_step + 1, trainer.total_steps + 1):
-    waiting_since = time.perf_counter()
-    batch = next(batches)
-    window.input_wait += time.perf_counter() - waiting_since
-    if step == start_step + 1:
-      logging.info('Compiling the train step (the first call traces and compiles it)...')
-      compile_start = time.time()
-    trainer.state, metrics = trainer.train_step(trainer.state, frozen, batch)
-    if step == start_step + 1:
-      jax.block_until_ready(metrics)
-      logging.info('Compiled and ran the first step in %.1f s.', time.time() - compile_start)
-      line.restart(step)  # rates and ETA count from here.
-      window = _Window(step)
-    is_last = step == trainer.total_steps
-    log_now = step % config.train.log_every_steps == 0 or is_last
-    eval_now = step % eval_every_steps == 0 or is_last
-    save_now = eval_now or step % config.train.checkpoint_every_steps == 0
-    if log_now or save_now:
-      # One fetch per step, before anything is written: a NaN state is never saved.
-      scalars = _check_finite(metrics, step, last_good_step, trainer.manager.directory)
-    if log_now:
-      perf, text = {'perf/img_per_sec': line.images_per_second(step)}, ''
-      if step > window.step:  # not on the compiling step: nothing was timed yet.
-        train_rate, input_wait = window.close(step, config.train.batch_size)
-        perf.update({'perf/train_img_per_sec': train_rate,
-                     'perf/input_wait_fraction': input_wait})
-        text = f' | input wait {100 * input_wait:.0f}%'
-      writer.write_scalars(step, {**{f'train/{k}': v for k, v in scalars.items()}, **perf})
-      progress.setdefault('train_loss', []).append([step, scalars['loss']])
-      logging.info('%s | loss %.5f%s', line(step), scalars['loss'], text)
-      window = _Window(step)
-    if eval_now:
-      result = trainer.evaluate(num_images_to_draw=config.train.num_images_to_draw)
-      _log_eval(writer, step, result, workdir if is_chief else None)
-      progress['history'].append({'step': step, 'metrics': result.metrics,
-                                  'scored_on': result.scored_on, 'subsets': result.subsets})
-      if progress['best_metric'] is None or result.best_metric > progress['best_metric']:
-        progress.update(best_metric=result.best_metric, best_branch=result.best_branch,
-                        best_step=step)
-    if save_now:
-      checkpointing.save(trainer.manager, step, trainer.state, progress,
-                         metric=result.best_metric if eval_now else None, force=True)
-      last_good_step = step
-    if eval_now or save_now:
-      window = _Window(step)  # training rates leave evaluation and checkpoint time out.
-
-  trainer.manager.wait_until_finished()
+  guard = guards.LossGuard(config.train.divergence_factor, config.train.divergence_window,
+                           history=[loss for _, loss in progress.get('train_loss', [])])
+  preemption = guards.PreemptionWatch()
+  checkpoint_dir = trainer.manager.directory
+  try:
+    for step in range(start_step + 1, trainer.total_steps + 1):
+      waiting_since = time.perf_counter()
+      batch = next(batches)
+      window.input_wait += time.perf_counter() - waiting_since
+      if step == start_step + 1:
+        logging.info('Compiling the train step (the first call traces and compiles it)...')
+        compile_start = time.time()
+      trainer.state, metrics = trainer.train_step(trainer.state, frozen, batch)
+      if step == start_step + 1:
+        jax.block_until_ready(metrics)
+        logging.info('Compiled and ran the first step in %.1f s.', time.time() - compile_start)
+        line.restart(step)  # rates and ETA count from here.
+        window = _Window(step)
+      is_last = step == trainer.total_steps
+      log_now = step % config.train.log_every_steps == 0 or is_last
+      eval_now = step % eval_every_steps == 0 or is_last
+      preempted = preemption.should_stop(step)
+      save_now = eval_now or preempted or step % config.train.checkpoint_every_steps == 0
+      if log_now or save_now:
+        # One fetch per step, before anything is written: a NaN or diverged state is never saved.
+        scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        guard.check(scalars, step, last_good_step, checkpoint_dir)
+      if log_now:
+        perf, text = {'perf/img_per_sec': line.images_per_second(step)}, ''
+        if step > window.step:  # not on the compiling step: nothing was timed yet.
+          train_rate, input_wait = window.close(step, config.train.batch_size)
+          perf.update({'perf/train_img_per_sec': train_rate,
+                       'perf/input_wait_fraction': input_wait})
+          text = f' | input wait {100 * input_wait:.0f}%'
+        writer.write_scalars(step, {**{f'train/{k}': v for k, v in scalars.items()}, **perf})
+        progress.setdefault('train_loss', []).append([step, scalars['loss']])
+        logging.info('%s | loss %.5f%s', line(step), scalars['loss'], text)
+        window = _Window(step)
+      if eval_now and not preempted:
+        result = trainer.evaluate(num_images_to_draw=config.train.num_images_to_draw)
+        _log_eval(writer, step, result, workdir if is_chief else None)
+        progress['history'].append({'step': step, 'metrics': result.metrics,
+                                    'scored_on': result.scored_on, 'subsets': result.subsets})
+        if progress['best_metric'] is None or result.best_metric > progress['best_metric']:
+          progress.update(best_metric=result.best_metric, best_branch=result.best_branch,
+                          best_step=step)
+      if save_now:
+        scored = eval_now and not preempted
+        checkpointing.save(trainer.manager, step, trainer.state, progress,
+                           metric=result.best_metric if scored else None, force=True)
+        last_good_step = step
+      if preempted:
+        checkpointing.wait_until_finished(trainer.manager, step)
+        writer.flush()
+        raise guards.PreemptedError(
+            f'stopped by SIGTERM at step {step} of {trainer.total_steps}; saved a checkpoint of '
+            f'step {step} in {checkpoint_dir}. Rerun the same command to resume from it.')
+      if eval_now or save_now:
+        window = _Window(step)  # training rates leave evaluation and checkpoint time out.
+  finally:
+    preemption.close()
+  checkpointing.wait_until_finished(trainer.manager, trainer.total_steps)
   writer.flush()
   if is_chief and progress['history']:
     (paths.resolve(workdir) / 'eval_results.json').write_text(json.dumps(progress, indent=2))
@@ -203,18 +214,6 @@ def _log_model_summary(config: ml_collections.ConfigDict, trainer: Trainer, work
   path.write_text(parameter_overview.get_parameter_overview(trainer.state.params) + '\n')
   logging.info('Model at %dx%d (MACs per image; every parameter: %s):\n%s', *input_size, path,
                table)
-
-
-def _check_finite(metrics, step: int, last_good_step: int, checkpoint_dir) -> dict[str, float]:
-  scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  bad = sorted(k for k, v in scalars.items() if not math.isfinite(v))
-  if bad:
-    raise NonFiniteLossError(
-        f'non-finite training metrics at step {step}: {", ".join(bad)} '
-        f'(loss={scalars.get("loss")}). Training stopped; the last good checkpoint is step '
-        f'{last_good_step} in {checkpoint_dir}. Lower config.optim.learning_rate or check the '
-        'data, then rerun with the same --workdir to resume from it.')
-  return scalars
 
 
 def _log_eval(writer, step: int, result: evaluator.EvalResult, workdir: str | None) -> None:
