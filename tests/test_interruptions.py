@@ -150,3 +150,17 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoints(interru
     assert restored_params(workdir)[0] == before[-1]
   finally:
     subprocess.run(['umount', mount_point], capture_output=True, timeout=30)
+
+
+@pytest.mark.slow
+def test_evaluation_with_a_batch_the_devices_cannot_split(interrupted):
+  """config.eval.batch_size=3 on 2 devices: padded to 4 and masked, not a sharding error."""
+  workdir = interrupted[0]
+  env = dict(clean_env(), XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  result = subprocess.run(main_command(workdir, *TINY, '--mode=eval', '--config.eval.batch_size=3'),
+                          cwd=ROOT, capture_output=True, text=True, timeout=420, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'CpuDevice(id=1)' in result.stderr  # really two devices
+  assert 'branch_0' in result.stdout and 'ensemble' in result.stdout
+  with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
+    assert f.read()
