@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,19 +9,11 @@ import pytest
 
 from okdhp_jax.models import MultiBranchHourglass, StackedHourglass, build_model, init_variables
 from okdhp_jax.export.branch import export_branch, exported_model_config
+from model_helpers import random_batch_stats
 
 J = 16
 FEATURES = 16
 DEPTH = 2
-
-
-def random_batch_stats(batch_stats, seed=0):
-  rng = np.random.default_rng(seed)
-  flat = flax.traverse_util.flatten_dict(batch_stats)
-  return flax.traverse_util.unflatten_dict({
-      path: jnp.asarray(rng.normal(0, 0.1, leaf.shape) if path[-1] == 'mean'
-                        else rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
-      for path, leaf in flat.items()})
 
 
 def images():

@@ -13,9 +13,7 @@ import importlib.util
 import json
 import os
 
-import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ from okdhp_jax.data import normalization
 from okdhp_jax.export import branch as branch_lib
 from okdhp_jax.export import deploy, deploy_graph, deploy_tflite, store
 from okdhp_jax.models import build_model, init_variables
+from model_helpers import random_batch_stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 J = 16
@@ -48,15 +47,6 @@ def photo_crops() -> np.ndarray:
     crops.append(np.asarray(square.resize((SIZE, SIZE), Image.BILINEAR)))
   assert len(crops) == 5
   return np.stack(crops)
-
-
-def random_batch_stats(batch_stats, seed=0):
-  rng = np.random.default_rng(seed)
-  flat = flax.traverse_util.flatten_dict(batch_stats)
-  return flax.traverse_util.unflatten_dict({
-      path: jnp.asarray(rng.normal(0, 0.1, leaf.shape) if path[-1] == 'mean'
-                        else rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
-      for path, leaf in flat.items()})
 
 
 def training_network(kind: str) -> tuple[dict, int]:

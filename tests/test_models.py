@@ -15,6 +15,7 @@ from okdhp_jax.models import (MobilePose, MultiBranchHourglass, PoseOutputs, Sta
 from okdhp_jax.models import batch_norm as batch_norm_lib
 from okdhp_jax.models.fau import PaperFAU, ReleasedFAU
 from okdhp_jax.models.mobilepose import channel_shuffle, pixel_shuffle
+from model_helpers import random_batch_stats
 
 J = 16
 FEATURES = 16
@@ -23,16 +24,6 @@ IMAGE_SHAPE = (2, 64, 64, 3)
 
 def images(seed=0):
   return jax.random.normal(jax.random.key(seed), IMAGE_SHAPE)
-
-
-def random_batch_stats(batch_stats, seed=0):
-  """Non-trivial BatchNorm statistics: means N(0, 0.1), variances U(0.5, 1.5)."""
-  rng = np.random.default_rng(seed)
-  flat = flax.traverse_util.flatten_dict(batch_stats)
-  return flax.traverse_util.unflatten_dict({
-      path: jnp.asarray(rng.normal(0, 0.1, leaf.shape) if path[-1] == 'mean'
-                        else rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
-      for path, leaf in flat.items()})
 
 
 @pytest.fixture(scope='module')
