@@ -179,3 +179,16 @@ def test_stop_gradient_teacher(stop_gradient):
 
   grad = jax.grad(kd_only)(outputs.ensemble)
   assert (np.abs(np.asarray(grad)).max() == 0) == stop_gradient
+
+
+def test_branch_disagreement_is_the_mean_squared_difference_over_pairs():
+  outputs = _outputs(jax.random.key(7), num_branches=3, fau=True)
+  _, metrics = okdhp.okdhp_loss(outputs, jnp.zeros((2, 4, 4, 3)), jnp.ones((2, 3)),
+                                loss_config=loss_config(), epoch=1.0)
+  last = [np.asarray(h) for h in outputs.branch_heatmaps]
+  want = np.mean([np.mean((last[a] - last[b]) ** 2) for a, b in ((0, 1), (0, 2), (1, 2))])
+  np.testing.assert_allclose(metrics['branch_disagreement'], want, rtol=1e-6)
+  same = outputs.replace(branches=(outputs.branches[0],) * 3)
+  _, metrics = okdhp.okdhp_loss(same, jnp.zeros((2, 4, 4, 3)), jnp.ones((2, 3)),
+                                loss_config=loss_config(), epoch=1.0)
+  assert metrics['branch_disagreement'] == 0

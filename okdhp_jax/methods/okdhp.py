@@ -46,8 +46,9 @@ def okdhp_loss(
 
   Returns:
     (total, metrics) with scalar metrics: loss, mse_stacks (sum over stacks), mse/branch_b
-    (each branch's last stack), mse_ensemble, kl (sum over stacks), kd_ramp, and
-    fau_weight/branch_b (mean FAU weight) when the network has an FAU.
+    (each branch's last stack), mse_ensemble, kl (sum over stacks), kd_ramp,
+    branch_disagreement (several branches), and fau_weight/branch_b (mean FAU weight) when the
+    network has an FAU.
   """
   if not loss_config.use_target_weight:
     target_weight = jnp.ones_like(target_weight)
@@ -74,11 +75,26 @@ def okdhp_loss(
              'kl': kl, 'kd_ramp': ramp}
   for b, heatmaps in enumerate(outputs.branch_heatmaps):
     metrics[f'mse/branch_{b}'] = joints_mse(heatmaps, target, target_weight)
+  if outputs.num_branches > 1:
+    metrics['branch_disagreement'] = branch_disagreement(outputs.branch_heatmaps)
   if outputs.fau_weights is not None:
     mean_weight = jnp.mean(at_least_float32(outputs.fau_weights), axis=(0, 2))
     for b in range(outputs.num_branches):
       metrics[f'fau_weight/branch_{b}'] = mean_weight[b]
   return total, metrics
+
+
+def branch_disagreement(branch_heatmaps) -> jax.Array:
+  """Mean squared difference between the branches' heatmaps, averaged over branch pairs.
+
+  Diversity among the students is what the ensemble teacher gains from; with identical inputs
+  to identically built branches only their initialisation sets them apart, so this scalar
+  (TensorBoard: train/branch_disagreement) shows whether they stay apart. Logged, not trained.
+  """
+  maps = [jax.lax.stop_gradient(at_least_float32(h)) for h in branch_heatmaps]
+  pairs = [jnp.mean(jnp.square(maps[a] - maps[b]))
+           for a in range(len(maps)) for b in range(a + 1, len(maps))]
+  return sum(pairs) / len(pairs)
 
 
 @register('okdhp')
