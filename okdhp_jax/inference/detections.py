@@ -27,7 +27,7 @@ PERSON_CATEGORY_ID = 1
 
 
 def read_detections(path: str) -> list[dict[str, Any]]:
-  """The detections list, with the first malformed entry named."""
+  """The detections list of a json file, checked (check_detections)."""
   target = paths.resolve(path)
   if not target.exists():
     raise FileNotFoundError(f'detections file {path} does not exist')
@@ -35,19 +35,24 @@ def read_detections(path: str) -> list[dict[str, Any]]:
     detections = json.loads(target.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as error:
     raise ValueError(f'detections file {path} is not valid json ({error})') from None
-  what = f'{path} is not a COCO detections file (a list of image_id, bbox, score)'
+  return check_detections(detections, path)
+
+
+def check_detections(detections, source: str = 'detections') -> list[dict[str, Any]]:
+  """Raises ValueError naming the first entry that is not {image_id, bbox [4], score}."""
+  what = f'{source} is not a COCO detections file (a list of image_id, bbox, score)'
   if not isinstance(detections, list):
     raise ValueError(f'{what}: it holds a {type(detections).__name__}')
   for index, entry in enumerate(detections):
-    if not isinstance(entry, dict) or 'image_id' not in entry or 'bbox' not in entry:
-      raise ValueError(f'{what}: entry {index} has no image_id and bbox: {entry!r:.200}')
     try:
-      if np.asarray(entry['bbox'], np.float64).shape != (4,) or not np.isfinite(
-          float(entry.get('score', 1.0))):
-        raise ValueError
-    except (TypeError, ValueError):
-      raise ValueError(f'{what}: entry {index} needs a bbox of 4 numbers and a finite score; '
-                       f'got {entry!r:.200}') from None
+      ok = (isinstance(entry, dict) and isinstance(entry['image_id'], (int, str))
+            and np.asarray(entry['bbox'], np.float64).shape == (4,)
+            and np.isfinite(float(entry.get('score', 1.0))))
+    except (KeyError, TypeError, ValueError):
+      ok = False
+    if not ok:
+      raise ValueError(f'{what}: entry {index} needs an image_id, a bbox of 4 numbers and a '
+                       f'finite score; got {entry!r:.200}')
   return detections
 
 
@@ -93,9 +98,10 @@ def predict_detections(predictor, detections, image_dir: str, *, score_threshold
     [{'image_id', 'category_id': 1, 'keypoints': [x, y, score] * J, 'score'}, ...], image by
     image, highest score first within an image.
   """
-  source = detections if isinstance(detections, str) else 'detections'
   if isinstance(detections, str):
-    detections = read_detections(detections)
+    source, detections = detections, read_detections(detections)
+  else:
+    source, detections = 'detections', check_detections(detections)
   if not paths.resolve(image_dir).is_dir():
     raise FileNotFoundError(f'image folder {image_dir} does not exist')
   chosen = person_boxes(detections, score_threshold)

@@ -119,6 +119,7 @@ class PosePredictor:
     input_size = tuple(description.get('input_size', (256, 256)))
     model = build_model(ml_collections.ConfigDict(description['model']), meta.num_joints,
                         input_size)
+    _check_variables_fit(directory, model, variables, input_size)
     return cls(model, variables, meta, input_size, flip_test=flip_test, batch_size=batch_size,
                mesh=sharding.make_mesh(num_devices), description=description)
 
@@ -174,6 +175,7 @@ class PosePredictor:
     """
     if boxes is not None and len(boxes) != len(images):
       raise ValueError(f'boxes has {len(boxes)} entries for {len(images)} images')
+
     def name(i, image):
       if names is not None:
         return names[i]
@@ -252,6 +254,27 @@ class PosePredictor:
           yield batch
     if count:
       yield _split(pending, count)[0]
+
+
+def _check_variables_fit(directory: str, model, variables: dict[str, Any],
+                         input_size: tuple[int, int]) -> None:
+  """ValueError naming the first variable whose presence or shape differs from what
+  model.json's network expects (an export whose files were mixed or edited)."""
+  import flax  # pylint: disable=g-import-not-at-top
+  expected = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, *input_size, 3), jnp.float32), train=False))
+  want = {'/'.join(k): tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(
+      {c: expected[c] for c in ('params', 'batch_stats') if c in expected}).items()}
+  got = {'/'.join(k): tuple(np.shape(v)) for k, v in flax.traverse_util.flatten_dict(
+      {c: variables[c] for c in ('params', 'batch_stats') if c in variables}).items()}
+  missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+  if missing or unexpected:
+    raise ValueError(f'{directory}: the variables do not match the network model.json '
+                     f'describes: missing {missing[:5]}, unexpected {unexpected[:5]}')
+  for name, shape in want.items():
+    if got[name] != shape:
+      raise ValueError(f'{directory}: the variables do not match the network model.json '
+                       f'describes: {name} is {got[name]} in the file, {shape} for the network')
 
 
 def _split(pending: list[_People], size: int) -> tuple[_People, list[_People]]:
