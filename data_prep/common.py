@@ -9,7 +9,8 @@ conversion and a re-run (after a crash or not) simply redoes the work.
 
 What is refused rather than skipped: an image path that leaves the images folder (skipped
 without being opened), and an output folder that holds records of another dataset, converter
-files no finished conversion lists, or files no converter writes (`check_out_dir`).
+files no finished conversion lists, or files no converter writes
+(data_prep/records_folder.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
+from data_prep import records_folder
 from okdhp_jax.data import records
 from okdhp_jax.data.tf_host import tf
 
@@ -45,14 +47,6 @@ class BadInput(Exception):
 class ConversionError(RuntimeError):
   """Raised in --strict mode on the first bad input."""
 
-
-# Files a converter writes besides shards and dataset_info.json (MPII/synthetic: PCKh ground
-# truth; COCO: annotations for COCOeval and the detection boxes used).
-CONVERTER_FILES = ('gt_valid.mat', 'annotations_valid.json', 'person_detection_results.json')
-# dataset_info.json key: the CONVERTER_FILES this records folder holds.
-EXTRA_FILES = 'extra_files'
-TMP_PREFIX = '.incomplete-'
-_SHARD = re.compile(r'^(?P<split>.+)-\d{5}-of-\d{5}\.tfrecord$')
 
 
 @dataclasses.dataclass
@@ -223,108 +217,6 @@ def load_json(path: str, what: str):
       raise ValueError(f'{path} is not valid json: {e}') from None
 
 
-def _listing(names: list[str], limit: int = 6) -> str:
-  more = f' and {len(names) - limit} more' if len(names) > limit else ''
-  return ', '.join(names[:limit]) + more
-
-
-def _read_old_info(out_dir: str) -> dict | None:
-  path = os.path.join(out_dir, records.DATASET_INFO)
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      info = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ValueError(f'{path} cannot be read ({e}); pass --overwrite to replace the records '
-                     'folder, or choose another --out') from None
-  if not isinstance(info, dict):
-    raise ValueError(f'{path} is not a dataset_info object; pass --overwrite to replace it')
-  return info
-
-
-def _remove_dead_tmp_dirs(out_dir: str):
-  """Removes the temporary folders of conversions that were killed (their process is gone)."""
-  for name in os.listdir(out_dir):
-    pid = name[len(TMP_PREFIX):]
-    if not name.startswith(TMP_PREFIX) or not pid.isdigit() or int(pid) == os.getpid():
-      continue
-    try:
-      os.kill(int(pid), 0)
-    except ProcessLookupError:
-      shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
-    except OSError:  # alive, under another user: not ours to remove.
-      pass
-
-
-def check_out_dir(out_dir: str, info: dict, splits, extra_names, *,
-                  overwrite: bool = False) -> list[str]:
-  """Refuses an output folder the new records would be mixed up with; returns what to replace.
-
-  A folder may hold records of the same dataset (other splits converted earlier are kept and
-  merged into dataset_info.json). It must not hold records of another dataset or converter
-  files that no finished conversion lists (shards of other splits left by an interrupted run)
-  unless `overwrite`, nor any file no converter writes (never removed, even with `overwrite`).
-
-  Args:
-    out_dir: the records folder (existing).
-    info: the new dataset_info (its 'dataset' and 'num_joints' are compared).
-    splits: names of the splits this conversion writes.
-    extra_names: names of the extra files it writes.
-    overwrite: allow replacing every converter file in the folder.
-
-  Returns:
-    The converter files in the folder, which `overwrite` removes before installing.
-
-  Raises:
-    ValueError: one line naming the folder and the files in the way.
-  """
-  try:
-    old = _read_old_info(out_dir)
-  except ValueError:
-    if not overwrite:
-      raise
-    old = None  # an unreadable info file is replaced like the rest.
-  same = old is not None and (old.get('dataset'), old.get('num_joints')) == (
-      info.get('dataset'), info.get('num_joints'))
-  kept_splits = set(old.get('splits', {})) if same else set()
-  kept_extra = set(old.get(EXTRA_FILES, CONVERTER_FILES)) if same else set()
-  ours, stale, unknown = [], [], []
-  for name in sorted(os.listdir(out_dir)):
-    if name.startswith(TMP_PREFIX):
-      continue  # a running conversion's, or a killed one's (removed before writing)
-    if name in (records.DATASET_INFO, records.DATASET_INFO + '.tmp'):
-      ours.append(name)
-      continue
-    shard = _SHARD.match(name)
-    if not shard and name not in CONVERTER_FILES and name not in extra_names:
-      unknown.append(name)
-      continue
-    ours.append(name)
-    if shard and shard['split'] not in splits and shard['split'] not in kept_splits:
-      stale.append(name)
-    elif not shard and name not in extra_names and name not in kept_extra:
-      stale.append(name)
-  where = f'--out {out_dir}'
-  if unknown:
-    raise ValueError(
-        f'{where} holds files no converter writes: {_listing(unknown)}; move them away or choose '
-        'another --out (--overwrite removes converter files only, never these)')
-  if overwrite:
-    return ours
-  if old is not None and not same:
-    raise ValueError(
-        f'{where} holds {old.get("dataset")!r} records ({old.get("num_joints")} joints: '
-        f'{_listing(ours)}), not {info.get("dataset")!r} ({info.get("num_joints")} joints); '
-        'pass --overwrite to replace them, or choose another --out')
-  if stale:
-    why = (f'that its {records.DATASET_INFO} does not list' if old is not None else
-           f'and no {records.DATASET_INFO} (an earlier conversion did not finish)')
-    raise ValueError(f'{where} holds converter files {why}: {_listing(stale)}; pass '
-                     '--overwrite to remove them, or choose another --out')
-  return ours
-
-
 class ShardWriter:
   """Writes one split as shards of at most `examples_per_shard` under a temporary folder."""
 
@@ -393,9 +285,10 @@ def write_records(
   splits = dict(splits)
   extra_files = dict(extra_files or {})
   # Checked before the (long) conversion, so a refusal comes at once.
-  replaced = check_out_dir(out_dir, info, splits, extra_files, overwrite=overwrite)
-  _remove_dead_tmp_dirs(out_dir)
-  tmp_dir = os.path.join(out_dir, f'{TMP_PREFIX}{os.getpid()}')
+  replaced = records_folder.check_out_dir(out_dir, info, splits, extra_files,
+                                            overwrite=overwrite)
+  records_folder.remove_dead_tmp_dirs(out_dir)
+  tmp_dir = os.path.join(out_dir, f'{records_folder.TMP_PREFIX}{os.getpid()}')
   shutil.rmtree(tmp_dir, ignore_errors=True)
   os.makedirs(tmp_dir)
   try:
@@ -430,7 +323,7 @@ def write_records(
     # Install: the info file goes first (out) and last (in), so it marks completeness; a
     # folder caught in between has none and the pipeline refuses it.
     info_path = os.path.join(out_dir, records.DATASET_INFO)
-    old_info = {} if overwrite else (_read_old_info(out_dir) or {})  # checked above
+    old_info = {} if overwrite else (records_folder.read_old_info(out_dir) or {})  # checked above
     if os.path.exists(info_path):
       os.remove(info_path)
     if overwrite:
@@ -446,9 +339,10 @@ def write_records(
     info = dict(info)
     info['splits'] = {**old_info.get('splits', {}), **{s: sum(l) for s, l in lengths.items()}}
     info['shard_lengths'] = {**old_info.get('shard_lengths', {}), **lengths}
-    kept = old_info.get(EXTRA_FILES, CONVERTER_FILES)  # folders converted before the key
-    info[EXTRA_FILES] = sorted({n for n in kept if os.path.exists(os.path.join(out_dir, n))}
-                               | set(extra_files))
+    # Folders converted before the key existed: any converter file may be there.
+    kept = old_info.get(records_folder.EXTRA_FILES, records_folder.CONVERTER_FILES)
+    present = {n for n in kept if os.path.exists(os.path.join(out_dir, n))}
+    info[records_folder.EXTRA_FILES] = sorted(present | set(extra_files))
     with open(info_path + '.tmp', 'w') as f:
       json.dump(info, f, indent=2)
     os.replace(info_path + '.tmp', info_path)
