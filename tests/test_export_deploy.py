@@ -190,7 +190,8 @@ def test_mode_export_writes_a_mobilepose_student_with_its_deployment_files(tmp_p
                      {'best_step': None, 'history': []}, force=True)
   trainer.manager.wait_until_finished()
 
-  description = export_checkpoint(loop.Trainer(config, workdir), export_dir=str(tmp_path / 'x'))
+  exporter = loop.Trainer(config, workdir)  # a later start, as `--mode export` makes one
+  description = export_checkpoint(exporter, export_dir=str(tmp_path / 'x'))
   variables, saved = store.load_exported(str(tmp_path / 'x'))
   assert (saved['model']['name'], saved['model']['branch_stacks'], saved['model']['fau']) == (
       'mobilepose', [1], 'none')
@@ -209,7 +210,7 @@ def test_mode_export_writes_a_mobilepose_student_with_its_deployment_files(tmp_p
   assert_matches_jax(deploy_tflite.run_tflite(str(tmp_path / 'x/model.tflite'), crops), want)
 
   # An export without deployment formats leaves no stale files behind.
-  config.export.formats = 'orbax'
-  description = export_checkpoint(loop.Trainer(config, workdir), export_dir=str(tmp_path / 'x'))
+  exporter.config.export.formats = 'orbax'
+  description = export_checkpoint(exporter, export_dir=str(tmp_path / 'x'))
   assert 'deployment' not in description
   assert not (tmp_path / 'x/model.tflite').exists() and not (tmp_path / 'x/model.onnx').exists()

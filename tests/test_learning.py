@@ -1,13 +1,14 @@
 """The whole method learns: the README's first command, trained by `okdhp_jax.main`.
 
-configs/quickstart.py as it stands: a 1-shared + 3x1-stack OKDHP network, 96x96 input, 1026
-steps of batch 8 on the 5 bundled real MPII people + 4096 generated figures, about 4 minutes on
-two CPU cores, compiling included. Every student branch must end at PCKh@0.5 >= 60 % on 128
+configs/quickstart.py as it stands: a 1-shared + 3x1-stack OKDHP network, 64x64 input, 1026
+steps of batch 8 on the 5 bundled real MPII people + 4096 generated figures, about 2.5 minutes
+on two CPU cores, compiling included. Every student branch must end at PCKh@0.5 >= 60 % on 128
 held-out figures (the README's promise), with the ensemble reported beside them and the real
-people on their own line. Measured (seed 0, 2 cores): students 43-54 % after 513 steps and about
-80 % after 1026 steps at the full learning rate; with 3 epochs, 83-85 % (ensemble 89 %). A
-broken loss, target, gradient, decoder or flip leaves it far below the bar: flip augmentation on
-these chiral figures held a 64x64 variant's ensemble at 58 % where the unflipped run reached 80 %.
+people on their own line. Measured (seed 0, 2 cores, 2026-11-27): students 44-50 % after 513
+steps and 74-81 % after 1026 (ensemble 49 % and 81 %); at the earlier 96x96 input, about 80 %
+after 1026 steps. A broken loss, target, gradient, decoder or flip leaves it far below the bar:
+flip augmentation on these chiral figures held a 64x64 variant's ensemble at 58 % where the
+unflipped run reached 80 %.
 """
 
 from __future__ import annotations
