@@ -49,6 +49,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.synthetic.num_valid = 128
   config.data.synthetic.image_size = 128
   config.data.synthetic.clutter = False  # True: textured backgrounds and occluders.
+  # How hard the figures are (data_prep/synthetic.py `Difficulty`; these defaults change nothing):
+  # figures per image (the labelled target + distractors), the chance a distractor stands in
+  # front of the target, occluders tried (each with occluder_prob; clutter only), background
+  # shapes at most, torso lean spread (degrees), target height / image side.
+  config.data.synthetic.num_figures = 1
+  config.data.synthetic.front_prob = 0.5
+  config.data.synthetic.occluders = 1
+  config.data.synthetic.occluder_prob = 0.35
+  config.data.synthetic.background_shapes = 5
+  config.data.synthetic.lean_std = 12.0
+  config.data.synthetic.height_range = (0.55, 0.95)
   # Folder of TFRecords written by data_prep (train-*.tfrecord, valid-*.tfrecord).
   config.data.records_dir = 'data/mpii_records'
   config.data.train_split = 'train'

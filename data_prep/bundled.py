@@ -37,6 +37,13 @@ def _is_current(out_dir: str, params: dict) -> bool:
     return json.load(f).get('bundled') == params
 
 
+def _difficulty_params(difficulty: synthetic.Difficulty) -> dict:
+  """The knobs that differ from the defaults: records built before the knobs existed, or with
+  them at their defaults, stay current."""
+  changed = difficulty.changed()
+  return {'difficulty': changed} if changed else {}
+
+
 def _write_info(out_dir: str, info: dict) -> None:
   path = os.path.join(out_dir, records.DATASET_INFO)
   with open(path + '.tmp', 'w') as f:
@@ -87,6 +94,7 @@ def _description(num_real: int, num_train: int, num_valid: int) -> str:
 def prepare_bundled(out_dir: str, *, num_synthetic_train: int = 256,
                     num_synthetic_valid: int = 0, clutter: bool = True,
                     image_size: int = SYNTHETIC_SIZE, force: bool = False, seed: int = 0,
+                    difficulty: synthetic.Difficulty = synthetic.DEFAULT_DIFFICULTY,
                     show_progress: bool = False) -> str:
   """Converts the bundled MPII samples (+ synthetic figures) into out_dir; returns out_dir.
 
@@ -96,17 +104,18 @@ def prepare_bundled(out_dir: str, *, num_synthetic_train: int = 256,
   """
   params = {'kind': 'mpii', 'num_synthetic_train': num_synthetic_train,
             'num_synthetic_valid': num_synthetic_valid, 'seed': seed,
-            'synthetic_size': image_size, 'clutter': clutter}
+            'synthetic_size': image_size, 'clutter': clutter, **_difficulty_params(difficulty)}
   if not force and _is_current(out_dir, params):
     return out_dir
   samples = os.path.join(SAMPLES_DIR, 'mpii')
   people = mpii.load_json_list(os.path.join(samples, 'test_mpii.json'))
   num_real = len(people)
-  train_synth = [synthetic.figure_example(seed, i, image_size, clutter)[0]
+  train_synth = [synthetic.figure_example(seed, i, image_size, clutter, difficulty)[0]
                  for i in range(num_synthetic_train)]
   valid_pairs = []
   for i in range(num_synthetic_valid):
-    example, headbox = synthetic.figure_example(seed + 1_000_003, i, image_size, clutter)
+    example, headbox = synthetic.figure_example(seed + 1_000_003, i, image_size, clutter,
+                                                difficulty)
     example.person_index = num_real + i
     valid_pairs.append((example, headbox))
   splits = {
@@ -130,15 +139,21 @@ def prepare_bundled(out_dir: str, *, num_synthetic_train: int = 256,
 
 
 def prepare_synthetic(out_dir: str, *, num_train: int, num_valid: int, image_size: int,
-                      clutter: bool, seed: int = 0, show_progress: bool = False) -> str:
-  """Generates synthetic figures (data_prep.synthetic) into out_dir unless already there."""
+                      clutter: bool, seed: int = 0, show_progress: bool = False,
+                      **difficulty) -> str:
+  """Generates synthetic figures (data_prep.synthetic) into out_dir unless already there.
+
+  `difficulty`: fields of synthetic.Difficulty (config.data.synthetic's other keys).
+  """
+  knobs = synthetic.Difficulty.from_dict(difficulty)
   params = {'kind': 'synthetic', 'num_train': num_train, 'num_valid': num_valid,
-            'image_size': image_size, 'clutter': clutter, 'seed': seed}
+            'image_size': image_size, 'clutter': clutter, 'seed': seed,
+            **_difficulty_params(knobs)}
   if _is_current(out_dir, params):
     return out_dir
   # `generate` writes dataset_info.json last; rewrite it with the parameters that mark it current.
   info = synthetic.generate(out_dir, num_train, num_valid, size=image_size, seed=seed,
-                            clutter=clutter, show_progress=show_progress)
+                            clutter=clutter, difficulty=knobs, show_progress=show_progress)
   info['bundled'] = params
   _write_info(out_dir, info)
   return out_dir
@@ -172,11 +187,13 @@ def prepare_for_config(data_config) -> str:
   import jax  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   synthetic_params = data_config.synthetic.to_dict()
+  difficulty = {k: v for k, v in synthetic_params.items() if k in synthetic.DIFFICULTY_FIELDS}
   builders = {
       'mpii': lambda out_dir: prepare_bundled(
           out_dir, num_synthetic_train=synthetic_params['num_train'],
           num_synthetic_valid=synthetic_params['num_valid'],
-          image_size=synthetic_params['image_size'], clutter=synthetic_params['clutter']),
+          image_size=synthetic_params['image_size'], clutter=synthetic_params['clutter'],
+          difficulty=synthetic.Difficulty.from_dict(difficulty)),
       'coco': prepare_bundled_coco,
       'synthetic': lambda out_dir: prepare_synthetic(out_dir, **synthetic_params),
   }

@@ -13,7 +13,8 @@ from main_runs import ROOT, clean_env
 
 TOOLS = ('okdhp_jax.main', 'okdhp_jax.tools.model_stats', 'okdhp_jax.tools.bench_step',
          'okdhp_jax.tools.convert_torch', 'okdhp_jax.tools.eval_mpii', 'okdhp_jax.tools.eval_coco',
-         'okdhp_jax.tools.predict', 'okdhp_jax.tools.bench_predict', 'data_prep.mpii',
+         'okdhp_jax.tools.predict', 'okdhp_jax.tools.bench_predict', 'okdhp_jax.tools.study',
+         'data_prep.mpii',
          'data_prep.coco', 'data_prep.synthetic', 'data_prep.bench')
 # Runs a tool's --help, then says which heavy frameworks it imported on the way.
 HELP_PROBE = '''
