@@ -16,6 +16,7 @@ LONGEST_FIRST = (
     'test_learning.py',          # 346: the README's quickstart, trained to its promise
     'test_interruptions.py',     # 267
     'test_main.py',              # 172
+    'test_study.py',             # ~150: the study tool end to end (3 tiny runs)
     'test_multihost.py',         # 118
     'test_export_deploy.py',     # 92
     'test_training_step.py',     # 88
