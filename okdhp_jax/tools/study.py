@@ -268,8 +268,11 @@ def run_study(workdir: str, runs: list[Run], *, config: str = 'configs/study.py'
       f'{len(todo)} to train.')
   configs = {run: load_run_config(workdir, run, config=config, runlocal=runlocal,
                                   overrides=overrides) for run in todo}
-  by_variant = {run.variant: estimated_cost(configs[run]) for run in reversed(todo)}
-  weights = {run: by_variant[run.variant] for run in todo}  # the same for every seed.
+  by_variant = {}  # a variant costs the same for every seed: count its MACs once.
+  for run in todo:
+    if run.variant not in by_variant:
+      by_variant[run.variant] = estimated_cost(configs[run])
+  weights = {run: by_variant[run.variant] for run in todo}
   done_weight, start = 0.0, time.perf_counter()
   for i, run in enumerate(todo):
     remaining = sum(weights[r] for r in todo[i:])
