@@ -27,6 +27,11 @@ EVAL_KEYS = ('image', 'joints', 'joints_vis', 'center', 'scale', 'image_id', 'pe
              'box', 'score', 'area')
 
 
+# The map functions are written in graph form (tf.cond, tf.where; Python `if` only on Python
+# values), so AutoGraph's source conversion, seconds at every pipeline build, buys nothing.
+_graph_only = tf.autograph.experimental.do_not_convert
+
+
 def _autotune(value: int) -> int:
   return tf.data.AUTOTUNE if value is None or value < 0 else int(value)
 
@@ -94,7 +99,7 @@ def _records(files, *, record_sharded, process_index, process_count, shuffle_see
   """
   limits = [int((readable or {}).get(f, -1)) for f in files]  # take(-1): every record
   ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(limits, tf.int64)))
-  read = lambda f, n: tf.data.TFRecordDataset(f).take(n)
+  read = _graph_only(lambda f, n: tf.data.TFRecordDataset(f).take(n))
   if shuffle_seed is None:
     ds = ds.flat_map(read)
   else:
@@ -152,6 +157,7 @@ def build_train_dataset(data_config, meta, *, local_batch_size: int, seed: int,
       flip=data_config.flip, half_body_prob=data_config.half_body_prob,
       half_body_min_joints=data_config.half_body_min_joints, meta=meta)
 
+  @_graph_only
   def process(index, serialized):
     parsed = records.parse(serialized, meta.num_joints)
     example_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
@@ -201,6 +207,7 @@ def build_eval_dataset(data_config, meta, *, split: str, local_batch_size: int,
                 process_count=process_count)
   input_size = tuple(data_config.input_size)
 
+  @_graph_only
   def process(serialized):
     return augment.eval_example(records.parse(serialized, meta.num_joints),
                                 input_size=input_size)
@@ -209,8 +216,8 @@ def build_eval_dataset(data_config, meta, *, split: str, local_batch_size: int,
               deterministic=True)
   threshold = float(data_config.get('det_score_threshold', 0.0))
   if split.endswith('_det') and threshold > 0:
-    ds = ds.filter(lambda example: example['score'] >= threshold)
-  ds = ds.batch(local_batch_size).map(lambda b: _pad_batch(b, local_batch_size))
+    ds = ds.filter(_graph_only(lambda example: example['score'] >= threshold))
+  ds = ds.batch(local_batch_size).map(_graph_only(lambda b: _pad_batch(b, local_batch_size)))
   # All-invalid batches so that every process runs the same number of steps.
   filler = tf.data.Dataset.from_tensors(
       {k: tf.zeros(spec.shape, spec.dtype) for k, spec in ds.element_spec.items()}).repeat()
