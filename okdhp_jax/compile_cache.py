@@ -15,7 +15,10 @@ DEFAULT_SUBDIR = os.path.join('okdhp_jax', 'jax_compilation_cache')
 
 
 def default_dir() -> str:
-  """$XDG_CACHE_HOME/okdhp_jax/jax_compilation_cache, else ~/.cache/okdhp_jax/..."""
+  """$JAX_COMPILATION_CACHE_DIR when set (JAX's own variable), else
+  $XDG_CACHE_HOME/okdhp_jax/jax_compilation_cache, else ~/.cache/okdhp_jax/..."""
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return os.environ['JAX_COMPILATION_CACHE_DIR']
   base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
   return os.path.join(base, DEFAULT_SUBDIR)
 

@@ -9,6 +9,8 @@ which use one core each.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 # The longest modules start first, so no worker is left alone with one of them at the end.
 # Seconds measured on 2 CPU cores, serial (`--durations=0`), before the suite ran in parallel.
@@ -27,6 +29,22 @@ LONGEST_FIRST = (
 # More workers than this gain little: every worker imports JAX and TensorFlow (1-2 GB each), and
 # XLA's CPU runtime already spreads one step over the cores.
 MAX_WORKERS = 4
+
+
+def pytest_configure(config):
+  """One JAX compilation cache for this run of the suite, empty at the start.
+
+  Every worker and every `python -m okdhp_jax.main` the tests start inherits
+  JAX_COMPILATION_CACHE_DIR (okdhp_jax/compile_cache.py honours it), so a program that several
+  tests build (the tiny train step, its eval step) compiles once per run. A fresh folder keeps
+  the suite's time honest (nothing carried over from earlier runs) and the user's own cache
+  (~/.cache/okdhp_jax) untouched. A folder the caller set is used as it is.
+  """
+  if hasattr(config, 'workerinput') or os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return  # an xdist worker (it inherited the folder), or the caller chose one.
+  folder = tempfile.mkdtemp(prefix='okdhp_tests_compile_cache_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = folder
+  config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 def pytest_xdist_auto_num_workers(config):  # pylint: disable=unused-argument

@@ -51,6 +51,9 @@ def test_console_keeps_orbax_file_lines_off():
 
 
 def test_compile_cache_on_by_default_off_with_one_switch(tmp_path, monkeypatch):
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path / 'jax_says'))
+  assert compile_cache.default_dir() == str(tmp_path / 'jax_says')  # JAX's variable first.
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR')
   monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
   assert compile_cache.default_dir() == str(tmp_path / 'xdg' / 'okdhp_jax' /
                                             'jax_compilation_cache')

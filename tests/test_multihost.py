@@ -22,6 +22,10 @@ from main_runs import ROOT, TINY, clean_env, main_command, restored_params, run_
 pytestmark = pytest.mark.slow  # minutes on 2 cores: not in the fast tier.
 
 NUM_PROCESSES = 2
+# Gloo's CPU all-reduces cost about 2 s per step here (one per gradient and BatchNorm tensor),
+# so the run takes 9 steps of a global batch of 32 (16 per process) rather than TINY's 33 of 8.
+FLAGS = (*TINY, '--config.train.batch_size=32', '--config.eval.batch_size=16')
+STEPS = 9  # ceil(261 / 32): the global batch, not a per-process one, sets the steps.
 
 
 def _free_port() -> int:
@@ -43,7 +47,7 @@ def two_process_run(tmp_path_factory):
     # Files, not pipes: a process blocked on a full pipe would stall the other in a collective.
     # The child keeps its own copies of the file descriptors once started.
     with open(root / f'p{index}.out', 'w') as out, open(root / f'p{index}.err', 'w') as err:
-      processes.append(subprocess.Popen(main_command(workdir, *TINY, records=records),
+      processes.append(subprocess.Popen(main_command(workdir, *FLAGS, records=records),
                                         cwd=ROOT, stdout=out, stderr=err, env=env))
   try:
     for process in processes:
@@ -88,7 +92,7 @@ def test_only_process_0_writes_logs_exports_and_the_report(two_process_run):
 def test_collective_checkpoint_restores_in_one_process(two_process_run):
   _, workdir, _ = two_process_run
   step, params = restored_params(workdir)
-  assert step == 33  # ceil(261 / 8): the global batch, not a per-process one, sets the steps.
+  assert step == STEPS
   assert all(np.isfinite(v).all() for v in params.values())
 
 
@@ -96,7 +100,7 @@ def test_gathered_evaluation_equals_one_process_evaluation(two_process_run):
   """Each process scored half of the validation people; the gathered result is the whole."""
   _, workdir, records = two_process_run
   history = json.load(open(os.path.join(workdir, 'eval_results.json')))['history']
-  result = run_main(workdir, '--mode=eval', *TINY, records=records)
+  result = run_main(workdir, '--mode=eval', *FLAGS, records=records)
   assert result.returncode == 0, result.stderr[-4000:]
   single = json.load(open(os.path.join(workdir, 'eval', 'metrics.json')))['metrics']
   gathered = history[-1]['metrics']
