@@ -173,7 +173,7 @@ def test_mobilepose_branch_export_errors():
 
 @pytest.mark.slow
 def test_mode_export_writes_a_mobilepose_student_with_its_deployment_files(tmp_path):
-  """`--mode export` (export_checkpoint) on a 2-decoder MobilePose run, all formats."""
+  """`--mode export` (export_checkpoint) on a 2-decoder MobilePose run, with a TFLite file."""
   from main_runs import tiny_synthetic_config
   from okdhp_jax import checkpointing
   from okdhp_jax.export.trained import export_checkpoint
@@ -182,8 +182,9 @@ def test_mode_export_writes_a_mobilepose_student_with_its_deployment_files(tmp_p
   config = tiny_synthetic_config(str(tmp_path), num_train=8)
   config.model.update(name='mobilepose', backbone='resnet18', branch_stacks=(1, 1),
                       fau='released')
-  config.export.update(checkpoint='latest', branch=1,
-                       formats='orbax,tflite' + (',onnx' if HAS_ONNX else ''))
+  # TFLite only: the `deployed` fixture already holds a MobilePose ONNX file to JAX, and
+  # tf2onnx's conversion is the slowest step here.
+  config.export.update(checkpoint='latest', branch=1, formats='orbax,tflite')
   workdir = str(tmp_path / 'run')
   trainer = loop.Trainer(config, workdir)
   checkpointing.save(trainer.manager, 5, trainer.state.replace(step=trainer.state.step + 5),
@@ -200,7 +201,7 @@ def test_mode_export_writes_a_mobilepose_student_with_its_deployment_files(tmp_p
                                 trainer.state.params['decoder_1']['score']['kernel'])
   assert saved['deployment'] == description['deployment']
   files = {entry['file'] for entry in saved['deployment'].values()}
-  assert files == ({'model.tflite', 'model.onnx'} if HAS_ONNX else {'model.tflite'})
+  assert files == {'model.tflite'}
   assert tuple(config.data.input_size) == (SIZE, SIZE)  # runlocal, as photo_crops.
   crops = photo_crops()
   infer = deploy_graph.deployed_function(saved['model'], saved['num_joints'], (SIZE, SIZE),
