@@ -173,7 +173,9 @@ def _plain_background(rng: np.random.Generator, size: int) -> Image.Image:
 
 def _figure_shapes(rng: np.random.Generator, joints: np.ndarray, unit: float) -> list:
   """The drawing of one figure as (kind, geometry, fill, line width) in painting order."""
-  jitter = lambda c: tuple(int(np.clip(v + rng.integers(-25, 26), 0, 255)) for v in c)
+  # Python ints and min/max: np.clip on scalars made this a third of the generation time. The
+  # draws (one per channel) are the same as ever, so the figures are too.
+  jitter = lambda c: tuple(min(255, max(0, int(v) + int(rng.integers(-25, 26)))) for v in c)
   torso = [joints[R_SHO], joints[L_SHO], joints[L_HIP], joints[R_HIP]]
   shapes = [('polygon', [tuple(p) for p in torso], jitter(TORSO_COLOUR), 0),
             ('line', [tuple(joints[PELVIS]), tuple(joints[THORAX])], jitter(TORSO_COLOUR),

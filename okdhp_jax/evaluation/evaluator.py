@@ -46,6 +46,8 @@ class EvalResult:
     scored_on: what `metrics` were scored on when the records name evaluation groups (the
       first group, records.EVAL_GROUPS), else ''.
     subsets: the other groups' scores, {label: {'branch_0': {...}, ..., 'ensemble': {...}}}.
+    fau_weights: [branches][joints] FAU weight averaged over every evaluated person (the
+      flip-test average of each), or None for a network without an FAU.
   """
 
   metrics: dict[str, dict[str, float]]
@@ -58,6 +60,7 @@ class EvalResult:
   images: list[np.ndarray]
   scored_on: str = ''
   subsets: dict[str, dict[str, dict[str, float]]] = dataclasses.field(default_factory=dict)
+  fau_weights: list[list[float]] | None = None
 
 
 def branch_names(num_branches: int) -> list[str]:
@@ -96,6 +99,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
   coords, scores, info = {}, {}, {k: [] for k in ('center', 'scale', 'image_id',
                                                    'person_index', 'score')}
   drawn: list[np.ndarray] = []
+  fau: list[np.ndarray] = []  # [valid, branches, joints] per batch, for a model with an FAU.
   # This process's share (detections below the score threshold make it an upper bound).
   total = -(-pipeline.count_examples(config.data, config.data.eval_split) // jax.process_count())
   line = progress.ProgressLine(total, images_per_unit=1, label='eval')
@@ -116,6 +120,8 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
       scores.setdefault(name, []).append(conf)
     for key in info:
       info[key].append(batch[key][valid])
+    if 'fau_weights' in out:
+      fau.append(np.asarray(out['fau_weights'])[valid])
     if len(drawn) < num_images_to_draw:
       drawn += visualize.draw_crops(batch, *codec.decode_to_input(heatmaps[ENSEMBLE]),
                                     valid, meta, num_images_to_draw - len(drawn))
@@ -126,8 +132,9 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
   logging.info('%s', line(seen))
 
   # Each process scored its own shard; every process needs the whole split.
-  coords, scores, info = sharding.gather_rows(jax.tree.map(
-      np.concatenate, (coords, scores, info), is_leaf=lambda x: isinstance(x, list)))
+  coords, scores, info, fau = sharding.gather_rows(jax.tree.map(
+      np.concatenate, (coords, scores, info, {'weights': fau} if fau else {}),
+      is_leaf=lambda x: isinstance(x, list)))
   names = [n for n in coords if n != ENSEMBLE] + [ENSEMBLE]
 
   metric_key = headline_metric(meta.name)
@@ -164,10 +171,11 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
   table, best_name = report.branch_report(metrics, metric_key, scored_on=scored_on,
                                           subsets=subsets)
   best_branch = int(best_name.split('_')[-1])
+  fau_weights = np.mean(fau['weights'], axis=0).tolist() if fau else None
   return EvalResult(metrics=metrics, metric_key=metric_key, table=table,
                     best_branch=best_branch, best_metric=float(metrics[best_name][metric_key]),
                     predictions=coords, person_index=info['person_index'], images=drawn,
-                    scored_on=scored_on, subsets=subsets)
+                    scored_on=scored_on, subsets=subsets, fau_weights=fau_weights)
 
 
 def _group_rows(data_config, person_index: np.ndarray) -> dict[str, np.ndarray]:

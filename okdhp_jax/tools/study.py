@@ -164,32 +164,16 @@ def run_costs(config) -> dict[str, float]:
 
 
 def fau_weights(config, run_folder: str) -> list[list[float]] | None:
-  """[branches][joints] FAU weight of the final checkpoint, averaged over the held-out
-  figures; None for a network without an FAU."""
+  """[branches][joints] FAU weight of the final evaluation, averaged over the held-out figures
+  (the trainer records it in eval_results.json); None for a network without an FAU."""
   if config.model.fau == 'none':
     return None
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from okdhp_jax import sharding  # pylint: disable=g-import-not-at-top
-  from okdhp_jax.data import pipeline, tf_host  # pylint: disable=g-import-not-at-top
-  from okdhp_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-  from okdhp_jax.training import loop  # pylint: disable=g-import-not-at-top
-  tf_host.hide_accelerators()
-  trainer = loop.Trainer(config, run_folder)
-  trainer.restore_or_fail()
-  total, count = 0.0, 0
-  dataset = pipeline.build_eval_dataset(
-      config.data, trainer.meta, split=config.data.eval_split,
-      local_batch_size=evaluator.eval_local_batch_size(config.eval.batch_size, trainer.mesh))
-  for batch in pipeline.numpy_batches(dataset, split=config.data.eval_split,
-                                      files=pipeline.split_files(config.data,
-                                                                 config.data.eval_split)):
-    images = pipeline.make_global_batch({'image': batch['image']}, trainer.mesh)['image']
-    weights = sharding.local_rows(trainer.predict_step(trainer.state.variables,
-                                                       images)['fau_weights'])
-    valid = batch['valid'].astype(bool)
-    total = total + np.asarray(weights)[valid].sum(0)
-    count += int(valid.sum())
-  return (total / max(count, 1)).tolist()
+  with open(os.path.join(run_folder, 'eval_results.json')) as f:
+    weights = json.load(f)['history'][-1].get('fau_weights')
+  if weights is None:
+    raise StudyError(f'{run_folder}/eval_results.json holds no FAU weights (a run trained by an '
+                     'older version); delete that folder to train the run again')
+  return weights
 
 
 def final_metrics(run_folder: str) -> dict[str, dict[str, float]]:

@@ -159,7 +159,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         result = trainer.evaluate(num_images_to_draw=config.train.num_images_to_draw)
         _log_eval(writer, step, result, workdir if is_chief else None)
         progress['history'].append({'step': step, 'metrics': result.metrics,
-                                    'scored_on': result.scored_on, 'subsets': result.subsets})
+                                    'scored_on': result.scored_on, 'subsets': result.subsets,
+                                    'fau_weights': result.fau_weights})
         if progress['best_metric'] is None or result.best_metric > progress['best_metric']:
           progress.update(best_metric=result.best_metric, best_branch=result.best_branch,
                           best_step=step)

@@ -12,12 +12,12 @@ from typing import Any
 import flax.linen as nn
 import flax.struct
 import jax
-import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from jax.sharding import Mesh
 
 from okdhp_jax import sharding as sharding_lib
-from okdhp_jax.models import init_variables
+from okdhp_jax.models.initializers import host_variables
 from okdhp_jax.training import optimizer as optimizer_lib
 
 
@@ -45,10 +45,13 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module, rng:
   """Initialises parameters and optimiser state, replicated over `mesh`."""
   # `init_variables` rather than `model.init` under jit: compiling hundreds of separate random
   # draws takes a minute on CPU for a multi-branch hourglass; one draw sliced on the host does not.
+  # The optimiser's state comes from one jitted call: optax builds it leaf by leaf, and eagerly
+  # every leaf shape would compile a program of its own.
   height, width = config.data.input_size
-  variables = init_variables(model, rng, (1, height, width, 3))
+  replicated = sharding_lib.replicated(mesh)
+  variables = jax.device_put(host_variables(model, rng, (1, height, width, 3)), replicated)
   tx, _ = make_tx(config, steps_per_epoch=steps_per_epoch)
   params = variables['params']
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                     batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
-  return jax.device_put(state, sharding_lib.replicated(mesh))
+  opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
+  return TrainState(step=jax.device_put(np.zeros((), np.int32), replicated), params=params,
+                    batch_stats=variables.get('batch_stats', {}), opt_state=opt_state)
