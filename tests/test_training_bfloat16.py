@@ -36,6 +36,9 @@ def _config(dtype: str):
   config = default.get_config('runlocal')  # 64x64 input, 16x16 heatmaps, batch 8.
   config.model.update(features=16, depth=1, fau_hidden=8, num_shared_stacks=0,
                       branch_stacks=(1, 1), dtype=dtype)
+  # tests/test_training_step.py's tiny network and ramp: in one run of the suite the float32
+  # step compiles once for both modules (the persistent compilation cache is shared).
+  config.loss.kd_ramp_epochs = 1.0
   return config
 
 
