@@ -163,24 +163,17 @@ def run_costs(config) -> dict[str, float]:
           'train_gmacs': train}
 
 
-def fau_weights(config, run_folder: str) -> list[list[float]] | None:
-  """[branches][joints] FAU weight of the final evaluation, averaged over the held-out figures
-  (the trainer records it in eval_results.json); None for a network without an FAU."""
-  if config.model.fau == 'none':
-    return None
+def final_evaluation(config, run_folder: str) -> dict:
+  """The last evaluation of eval_results.json (the final step: no checkpoint is chosen):
+  {'metrics': per-branch tables, 'fau_weights': [branches][joints] FAU weight averaged over the
+  held-out figures, or None for a network without an FAU}."""
   with open(os.path.join(run_folder, 'eval_results.json')) as f:
-    weights = json.load(f)['history'][-1].get('fau_weights')
-  if weights is None:
+    last = json.load(f)['history'][-1]
+  weights = last.get('fau_weights') if config.model.fau != 'none' else None
+  if config.model.fau != 'none' and weights is None:
     raise StudyError(f'{run_folder}/eval_results.json holds no FAU weights (a run trained by an '
                      'older version); delete that folder to train the run again')
-  return weights
-
-
-def final_metrics(run_folder: str) -> dict[str, dict[str, float]]:
-  """The last evaluation of eval_results.json (the final step: no checkpoint is chosen)."""
-  with open(os.path.join(run_folder, 'eval_results.json')) as f:
-    history = json.load(f)['history']
-  return history[-1]['metrics']
+  return {'metrics': last['metrics'], 'fau_weights': weights}
 
 
 # ---------------------------------------------------------------- running
@@ -230,8 +223,7 @@ def finish(workdir: str, run: Run, config) -> dict:
   """Measures a trained run and marks it finished."""
   folder = run.folder(workdir)
   record = read_record(workdir, run)
-  record.update(metrics=final_metrics(folder), fau_weights=fau_weights(config, folder),
-                **run_costs(config), finished=True)
+  record.update(**final_evaluation(config, folder), **run_costs(config), finished=True)
   write_record(workdir, run, record)
   return record
 
