@@ -99,7 +99,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
   coords, scores, info = {}, {}, {k: [] for k in ('center', 'scale', 'image_id',
                                                    'person_index', 'score')}
   drawn: list[np.ndarray] = []
-  fau: list[np.ndarray] = []  # [valid, branches, joints] per batch, for a model with an FAU.
+  fau_rows: list[np.ndarray] = []  # [valid, branches, joints] per batch, when there is an FAU.
   # This process's share (detections below the score threshold make it an upper bound).
   total = -(-pipeline.count_examples(config.data, config.data.eval_split) // jax.process_count())
   line = progress.ProgressLine(total, images_per_unit=1, label='eval')
@@ -121,7 +121,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
     for key in info:
       info[key].append(batch[key][valid])
     if 'fau_weights' in out:
-      fau.append(np.asarray(out['fau_weights'])[valid])
+      fau_rows.append(np.asarray(out['fau_weights'])[valid])
     if len(drawn) < num_images_to_draw:
       drawn += visualize.draw_crops(batch, *codec.decode_to_input(heatmaps[ENSEMBLE]),
                                     valid, meta, num_images_to_draw - len(drawn))
@@ -133,7 +133,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any],
 
   # Each process scored its own shard; every process needs the whole split.
   coords, scores, info, fau = sharding.gather_rows(jax.tree.map(
-      np.concatenate, (coords, scores, info, {'weights': fau} if fau else {}),
+      np.concatenate, (coords, scores, info, {'weights': fau_rows} if fau_rows else {}),
       is_leaf=lambda x: isinstance(x, list)))
   names = [n for n in coords if n != ENSEMBLE] + [ENSEMBLE]
 

@@ -51,7 +51,7 @@ def host_variables(model: nn.Module, rng: jax.Array,
   for path, leaf in params.items():
     if path not in values:
       if path[-1] not in ('scale', 'bias'):
-        raise ValueError(f'init_variables: no rule for parameter {"/".join(path)}')
+        raise ValueError(f'host_variables: no rule for parameter {"/".join(path)}')
       values[path] = (np.ones if path[-1] == 'scale' else np.zeros)(leaf.shape, leaf.dtype)
   stats = flax.traverse_util.flatten_dict(abstract.get('batch_stats', {}))
   stat_values = {path: (np.ones if path[-1] == 'var' else np.zeros)(leaf.shape, leaf.dtype)
