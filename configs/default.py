@@ -76,6 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.flip = True
   config.data.half_body_prob = 0.0
   config.data.half_body_min_joints = 8
+  # JPEG windows are decoded at 1/2, 1/4 or 1/8 of their size when the crop shrinks them that
+  # much anyway (okdhp_jax/data/crop.py); 1 decodes every image at full size.
+  config.data.max_decode_reduction = 8
   config.data.shuffle_buffer = 4096
   config.data.prefetch = 2
   config.data.num_parallel_calls = -1    # tf.data.AUTOTUNE

@@ -87,14 +87,18 @@ def test_predict_checks_its_inputs(tmp_path):
     predict.read_jpeg(str(tmp_path / 'missing.jpg'))
 
 
-def test_pipeline_benchmark_counts_crops(tmp_path):
-  from configs import default
-  from okdhp_jax.data import meta as meta_lib
-  out = bundled.prepare_bundled(str(tmp_path / 'records'), num_synthetic_train=8)
-  data = default.get_config('runlocal').data
-  data.records_dir = out
-  rate = bench.measure(data, meta_lib.MPII, batch_size=4, seconds=0.5, threads=1)
-  assert rate > 0
+def test_pipeline_benchmark_builds_full_size_records_and_splits_the_time(tmp_path, capsys):
+  from okdhp_jax.data import records
+  folders = bench.build_realistic_records(str(tmp_path), people=10)
+  assert [os.path.basename(f) for f in folders] == ['mpii_10', 'coco_10']
+  for folder in folders:
+    assert records.read_dataset_info(folder)['splits']['train'] == 10
+  row = bench.measure(folders[0], input_size=(64, 64), batch_size=4, seconds=0.3,
+                      one_core=True, resume_step=7)
+  assert row['crops_per_s'] > 0 and set(row['ms']) == set(bench.STAGES) and row['resume_s'] > 0
+  row.update(name='mpii_10', one_core=True)
+  bench.print_table([row], cores=2)
+  assert '| mpii_10 | 64x64 | 1 |' in capsys.readouterr().out
 
 
 def test_training_curves_png(tmp_path):

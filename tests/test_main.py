@@ -79,6 +79,17 @@ def test_bundled_run_trains_evaluates_exports_and_says_where(trained):
   np.testing.assert_allclose(weights.sum(0), 1.0, atol=1e-5)
 
 
+def test_the_training_input_bench_reads_the_runs_wait_per_step(trained):
+  """data_prep/bench_training.py's table comes from these TensorBoard scalars."""
+  from data_prep import bench_training
+  rows = bench_training.read_perf_scalars(trained[0])
+  timed = [row for row in rows.values() if set(row) == set(bench_training.TAGS)]
+  assert timed, rows
+  for row in timed:
+    assert row['perf/train_img_per_sec'] > 0 and 0 <= row['perf/input_wait_fraction'] <= 1
+    assert row['perf/input_wait_ms_per_step'] >= 0
+
+
 def test_eval_mode_writes_pred_mat_on_devices_that_cannot_split_its_batch(trained):
   """--mode eval on 2 devices with config.eval.batch_size=3: padded to 4 and masked, not a
   sharding error; it writes MPII's pred.mat for the official tool, the metrics and a drawing."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from okdhp_jax.data import crop
 from okdhp_jax.data import geometry
 from okdhp_jax.data.tf_host import tf
 
@@ -50,52 +51,6 @@ def affine_matrix(center, scale, rotation, output_size, flip=False) -> tf.Tensor
 def transform_points(points: tf.Tensor, matrix: tf.Tensor) -> tf.Tensor:
   """points [N, 2] -> [N, 2] under a [3, 3] (affine) matrix."""
   return points @ tf.transpose(matrix[:2, :2]) + matrix[:2, 2]
-
-
-def crop_image(encoded: tf.Tensor, height, width, matrix: tf.Tensor, output_size) -> tf.Tensor:
-  """Decodes only the needed window of a JPEG and warps it (bilinear, zero fill).
-
-  Args:
-    encoded: JPEG bytes (scalar string). height, width: source size.
-    matrix: [3, 3] image -> output. output_size: (height, width).
-
-  Returns:
-    float32 [out_h, out_w, 3], values in [0, 255].
-  """
-  out_h, out_w = output_size
-  inverse = tf.linalg.inv(matrix)
-  corners = tf.constant([[-1.0, -1.0], [out_w, -1.0], [-1.0, out_h], [out_w, out_h]])
-  source = transform_points(corners, inverse)
-  # The preimage of the output plus 2 px, so bilinear neighbours inside the image are decoded.
-  low = tf.cast(tf.floor(tf.reduce_min(source, axis=0)), tf.int32) - 2
-  high = tf.cast(tf.math.ceil(tf.reduce_max(source, axis=0)), tf.int32) + 2
-  size = tf.cast(tf.stack([width, height]), tf.int32)
-  low = tf.clip_by_value(low, 0, size - 1)
-  high = tf.clip_by_value(high, 0, size - 1)
-  empty = tf.reduce_any(high < low)
-  extent = tf.maximum(high - low + 1, 1)
-  window = tf.stack([low[1], low[0], extent[1], extent[0]])
-  patch = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
-  patch = tf.cast(patch, tf.float32)
-  # Output -> window coordinates: the inverse, shifted by the window's top-left corner.
-  low_f = tf.cast(low, tf.float32)
-  to_window = inverse - tf.stack([tf.stack([0.0, 0.0, low_f[0]]),
-                                  tf.stack([0.0, 0.0, low_f[1]]),
-                                  tf.constant([0.0, 0.0, 0.0])])
-  transform = tf.reshape(to_window, [9])[:8]
-  warped = tf.raw_ops.ImageProjectiveTransformV3(
-      images=patch[None], transforms=transform[None],
-      output_shape=tf.constant([out_h, out_w], tf.int32), fill_value=0.0,
-      interpolation='BILINEAR', fill_mode='CONSTANT')[0]
-  warped = tf.where(empty, tf.zeros_like(warped), warped)
-  warped.set_shape([out_h, out_w, 3])
-  return warped
-
-
-def to_uint8(image: tf.Tensor) -> tf.Tensor:
-  """Float pixels in [0, 255] -> uint8, rounded: what crosses to the device (normalised there,
-  okdhp_jax/data/normalization.py). Rounding moves a pixel by at most half a grey level."""
-  return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
 def crop_joints(joints, joints_vis, matrix, output_size, flip_permutation=None, flip=False):
@@ -138,10 +93,11 @@ def half_body(joints, joints_vis, upper_body, num_joints: int, aspect_ratio: flo
   return center, scale, ok
 
 
-def train_example(parsed: dict, seed: tf.Tensor, *, input_size, scale_factor: float,
-                  rotation_factor: float, rotation_prob: float, flip: bool,
-                  half_body_prob: float, half_body_min_joints: int, meta) -> dict:
-  """One parsed record -> augmented {'image', 'joints', 'joints_vis'}."""
+def augmentation_matrix(parsed: dict, seed: tf.Tensor, *, input_size, scale_factor: float,
+                        rotation_factor: float, rotation_prob: float, flip: bool,
+                        half_body_prob: float, half_body_min_joints: int, meta
+                        ) -> tuple[tf.Tensor, tf.Tensor]:
+  """The random crop of one parsed record: ([3, 3] image -> input pixels, flipped bool)."""
   out_h, out_w = input_size
   aspect_ratio = out_w / out_h
   seeds = tf.random.experimental.stateless_split(seed, num=7)
@@ -164,25 +120,37 @@ def train_example(parsed: dict, seed: tf.Tensor, *, input_size, scale_factor: fl
   rotation = tf.where(tf.random.stateless_uniform([], seeds[4]) < rotation_prob, rotation, 0.0)
   do_flip = tf.logical_and(tf.constant(bool(flip)),
                            tf.random.stateless_uniform([], seeds[5]) < 0.5)
-  matrix = affine_matrix(center, scale, rotation, input_size, do_flip)
-  image = crop_image(parsed['image/encoded'], parsed['image/height'], parsed['image/width'],
-                     matrix, input_size)
-  joints, vis = crop_joints(joints, vis, matrix, input_size, meta.flip_permutation(), do_flip)
-  return {'image': to_uint8(image), 'joints': joints, 'joints_vis': vis}
+  return affine_matrix(center, scale, rotation, input_size, do_flip), do_flip
 
 
-def eval_example(parsed: dict, *, input_size) -> dict:
+def train_example(parsed: dict, seed: tf.Tensor, *, input_size, meta,
+                  max_decode_reduction: int = crop.DECODE_REDUCTIONS[-1], **augmentation) -> dict:
+  """One parsed record -> augmented {'image' uint8 [H, W, 3], 'joints' [J, 2], 'joints_vis' [J]}.
+
+  `augmentation`: augmentation_matrix's keyword arguments (scale_factor, rotation_factor, ...).
+  """
+  matrix, do_flip = augmentation_matrix(parsed, seed, input_size=input_size, meta=meta,
+                                        **augmentation)
+  image = crop.crop_image(parsed['image/encoded'], parsed['image/height'],
+                          parsed['image/width'], matrix, input_size, max_decode_reduction)
+  joints, vis = crop_joints(parsed['person/joints'], parsed['person/joints_vis'], matrix,
+                            input_size, meta.flip_permutation(), do_flip)
+  return {'image': image, 'joints': joints, 'joints_vis': vis}
+
+
+def eval_example(parsed: dict, *, input_size,
+                 max_decode_reduction: int = crop.DECODE_REDUCTIONS[-1]) -> dict:
   """One parsed record -> the unaugmented crop plus what back-projection needs."""
   out_h, out_w = input_size
   scale = fix_aspect_ratio(parsed['person/scale'], out_w / out_h)
   center = parsed['person/center']
   matrix = affine_matrix(center, scale, 0.0, input_size, False)
-  image = crop_image(parsed['image/encoded'], parsed['image/height'], parsed['image/width'],
-                     matrix, input_size)
+  image = crop.crop_image(parsed['image/encoded'], parsed['image/height'],
+                          parsed['image/width'], matrix, input_size, max_decode_reduction)
   joints, vis = crop_joints(parsed['person/joints'], parsed['person/joints_vis'], matrix,
                             input_size)
   return {
-      'image': to_uint8(image), 'joints': joints, 'joints_vis': vis,
+      'image': image, 'joints': joints, 'joints_vis': vis,
       'center': center, 'scale': scale, 'image_id': parsed['image/id'],
       'person_index': parsed['person/index'], 'box': parsed['person/box'],
       'score': parsed['person/score'], 'area': parsed['person/area'],

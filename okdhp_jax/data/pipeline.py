@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from okdhp_jax.data import augment
+from okdhp_jax.data import crop
 from okdhp_jax.data import records, shard_check
 from okdhp_jax.data.tf_host import tf
 
@@ -34,6 +35,25 @@ _graph_only = tf.autograph.experimental.do_not_convert
 
 def _autotune(value: int) -> int:
   return tf.data.AUTOTUNE if value is None or value < 0 else int(value)
+
+
+def train_augmentation(data_config, meta) -> dict:
+  """augment.train_example's keyword arguments from config.data."""
+  return dict(
+      input_size=tuple(data_config.input_size), scale_factor=data_config.scale_factor,
+      rotation_factor=data_config.rotation_factor, rotation_prob=data_config.rotation_prob,
+      flip=data_config.flip, half_body_prob=data_config.half_body_prob,
+      half_body_min_joints=data_config.half_body_min_joints, meta=meta,
+      max_decode_reduction=max_decode_reduction(data_config))
+
+
+def max_decode_reduction(data_config) -> int:
+  """config.data.max_decode_reduction, checked (okdhp_jax/data/crop.py says what it does)."""
+  value = data_config.get('max_decode_reduction', crop.DECODE_REDUCTIONS[-1])
+  if value not in crop.DECODE_REDUCTIONS:
+    raise ValueError(f'config.data.max_decode_reduction={value!r}: choose one of '
+                     f'{crop.DECODE_REDUCTIONS} (1 decodes every image at full size)')
+  return int(value)
 
 
 def _check_info(data_config, meta) -> dict:
@@ -111,14 +131,29 @@ def _records(files, *, record_sharded, process_index, process_count, shuffle_see
   return ds
 
 
+# Epoch e's shuffles are seeded with seed * _EPOCH_STRIDE + e: distinct for every (seed, epoch).
+_EPOCH_STRIDE = 1_000_003
+_NO_END = 2**62  # Dataset.range's stop for the epochs of an infinite stream.
+
+
+def _epoch_size(counts, process_index: int, readable: dict | None, first_epoch) -> int:
+  """Records per epoch for this process: from dataset_info.json's per-shard lengths, else (old
+  records without them, or shards with a damaged end skipped) counted by reading one epoch."""
+  if counts is not None and not readable:
+    return int(counts[process_index])
+  return int(first_epoch().reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+
+
 def build_train_dataset(data_config, meta, *, local_batch_size: int, seed: int,
                         process_index: int = 0, process_count: int = 1,
                         start_step: int = 0) -> tf.data.Dataset:
   """Infinite, shuffled, augmented batches for this process.
 
-  `start_step` resumes the stream exactly where a run stopped: the same order and the same
-  augmentation draws as an uninterrupted run from batch `start_step` on. Only the serialized
-  records before it are read again (not decoded or augmented).
+  The stream is a sequence of epochs, each a pass over this process's records in an order drawn
+  from (seed, epoch). `start_step` resumes it exactly where a run stopped: the same order and
+  the same augmentation draws as an uninterrupted run from batch `start_step` on. Whole epochs
+  before it are skipped unread; only the records of the current epoch before the stop point
+  are read again (not decoded or augmented).
 
   Yields dicts: 'image' uint8 [B, H, W, 3] (normalised on the device), 'joints' float32 [B, J, 2]
   in input pixels, 'joints_vis' float32 [B, J] (0 also outside the crop).
@@ -144,18 +179,28 @@ def build_train_dataset(data_config, meta, *, local_batch_size: int, seed: int,
       logging.warning('Skipping the damaged end of a shard (config.data.on_corrupt_record='
                       "'skip'): %s", d.describe(lengths.get(d.file)))
     readable = {d.file: d.readable for d in damage}
-  ds = _records(files, record_sharded=record_sharded, process_index=process_index,
-                process_count=process_count, shuffle_seed=seed, readable=readable)
-  ds = ds.repeat()
-  if data_config.shuffle_buffer > 1:
-    ds = ds.shuffle(data_config.shuffle_buffer, seed=seed * 1009 + process_index,
-                    reshuffle_each_iteration=True)
+
+  def epoch(number):
+    """Epoch `number` (an int64 tensor) of this process's stream: its files and records in an
+    order drawn from (seed, number) alone, so any epoch can be built without the ones before."""
+    ds = _records(files, record_sharded=record_sharded, process_index=process_index,
+                  process_count=process_count, shuffle_seed=seed * _EPOCH_STRIDE + number,
+                  readable=readable)
+    if data_config.shuffle_buffer > 1:
+      ds = ds.shuffle(data_config.shuffle_buffer,
+                      seed=(seed * 1009 + process_index + 1) * _EPOCH_STRIDE + number)
+    return ds
+
+  # A resumed run starts in the epoch it stopped in and reads (without decoding) only that
+  # epoch's records before its stop point; the whole epochs before it are never read.
+  epoch_size = _epoch_size(counts, process_index, readable,
+                           lambda: epoch(tf.constant(0, tf.int64)))
+  position = start_step * local_batch_size
+  first, offset = divmod(position, epoch_size)
+  later = tf.data.Dataset.range(first + 1, _NO_END).flat_map(_graph_only(epoch))
+  ds = epoch(tf.constant(first, tf.int64)).skip(offset).concatenate(later)
   base_seed = tf.constant([seed, process_index], tf.int64)
-  kwargs = dict(
-      input_size=tuple(data_config.input_size), scale_factor=data_config.scale_factor,
-      rotation_factor=data_config.rotation_factor, rotation_prob=data_config.rotation_prob,
-      flip=data_config.flip, half_body_prob=data_config.half_body_prob,
-      half_body_min_joints=data_config.half_body_min_joints, meta=meta)
+  kwargs = train_augmentation(data_config, meta)
 
   @_graph_only
   def process(index, serialized):
@@ -163,11 +208,9 @@ def build_train_dataset(data_config, meta, *, local_batch_size: int, seed: int,
     example_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
     return augment.train_example(parsed, example_seed, **kwargs)
 
-  # Each example's draws come from its position in the stream, so skipping positions (after
-  # numbering them) leaves every later example exactly as an uninterrupted run sees it.
-  ds = ds.enumerate()
-  if start_step:
-    ds = ds.skip(start_step * local_batch_size)
+  # Each example's draws come from its position in the stream, so a resumed stream, numbered
+  # from where it starts, draws exactly what an uninterrupted run draws there.
+  ds = ds.enumerate(start=position)
   ds = ds.map(process, num_parallel_calls=_autotune(data_config.num_parallel_calls),
               deterministic=True)
   ds = ds.batch(local_batch_size, drop_remainder=True)
@@ -206,11 +249,12 @@ def build_eval_dataset(data_config, meta, *, split: str, local_batch_size: int,
   ds = _records(files, record_sharded=record_sharded, process_index=process_index,
                 process_count=process_count)
   input_size = tuple(data_config.input_size)
+  reduction = max_decode_reduction(data_config)
 
   @_graph_only
   def process(serialized):
     return augment.eval_example(records.parse(serialized, meta.num_joints),
-                                input_size=input_size)
+                                input_size=input_size, max_decode_reduction=reduction)
 
   ds = ds.map(process, num_parallel_calls=_autotune(data_config.num_parallel_calls),
               deterministic=True)

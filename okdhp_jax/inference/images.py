@@ -3,7 +3,8 @@
 Every image reaches the crop as JPEG bytes, as in the records: a JPEG file's own bytes, and
 anything else (PNG, CMYK, an RGB array) re-encoded at quality 95 as data_prep does when it
 writes the records, so a person predicted here gets the crop the evaluation would give them.
-The crop is `augment.crop_image` (decode only the box's window, bilinear warp, zero fill), one
+The crop is `crop.crop_image` (decode only the box's window, at reduced scale when the crop
+shrinks it, bilinear warp, zero fill) with the default config.data.max_decode_reduction, one
 tf.function per input size mapped over the boxes of an image.
 
 Images are opened lazily: `open_image` reads only the size, so that thousands of images can be
@@ -24,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from okdhp_jax import paths
 from okdhp_jax.data import augment
+from okdhp_jax.data import crop as crop_lib
 from okdhp_jax.data.tf_host import tf
 
 JPEG_QUALITY = 95  # data_prep/common.py's, for images that are not JPEG already.
@@ -163,7 +165,7 @@ def _crop_function(input_size: tuple[int, int]):
     def one(center_scale):
       center, scale = center_scale
       matrix = augment.affine_matrix(center, scale, 0.0, input_size)
-      return augment.to_uint8(augment.crop_image(jpeg, height, width, matrix, input_size))
+      return crop_lib.crop_image(jpeg, height, width, matrix, input_size)
     return tf.map_fn(one, (centers, scales),
                      fn_output_signature=spec([*input_size, 3], tf.uint8))
 

@@ -147,10 +147,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if log_now:
         perf, text = {'perf/img_per_sec': line.images_per_second(step)}, ''
         if step > window.step:  # not on the compiling step: nothing was timed yet.
-          train_rate, input_wait = window.close(step, config.train.batch_size)
+          train_rate, input_wait, wait_ms = window.close(step, config.train.batch_size)
           perf.update({'perf/train_img_per_sec': train_rate,
-                       'perf/input_wait_fraction': input_wait})
-          text = f' | input wait {100 * input_wait:.0f}%'
+                       'perf/input_wait_fraction': input_wait,
+                       'perf/input_wait_ms_per_step': wait_ms})
+          text = f' | input wait {100 * input_wait:.0f}% ({wait_ms:.1f} ms/step)'
         writer.write_scalars(step, {**{f'train/{k}': v for k, v in scalars.items()}, **perf})
         progress.setdefault('train_loss', []).append([step, scalars['loss']])
         logging.info('%s | loss %.5f%s', line(step), scalars['loss'], text)
@@ -195,11 +196,14 @@ class _Window:
   def __init__(self, step: int):
     self.step, self.start, self.input_wait = step, time.perf_counter(), 0.0
 
-  def close(self, step: int, batch_size: int) -> tuple[float, float]:
-    """(training images/s, fraction of the time waiting for input) over the window; call
-    after the step's metrics were fetched, so the device work is inside the window."""
+  def close(self, step: int, batch_size: int) -> tuple[float, float, float]:
+    """(training images/s, fraction of the time waiting for input, milliseconds per step
+    blocked in next(batches)) over the window; call after the step's metrics were fetched, so
+    the device work is inside the window."""
     elapsed = max(time.perf_counter() - self.start, 1e-9)
-    return (step - self.step) * batch_size / elapsed, min(self.input_wait / elapsed, 1.0)
+    steps = max(step - self.step, 1)
+    return (steps * batch_size / elapsed, min(self.input_wait / elapsed, 1.0),
+            1000 * self.input_wait / steps)
 
 
 def _log_model_summary(config: ml_collections.ConfigDict, trainer: Trainer, workdir: str) -> None:
