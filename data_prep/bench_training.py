@@ -18,35 +18,19 @@ pixels decoded per crop would (data_prep/bench.py shows where a crop's time goes
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import subprocess
 import sys
 import tempfile
 
 from data_prep import bench
+from okdhp_jax.tools import run_scalars
 
 TAGS = ('perf/train_img_per_sec', 'perf/input_wait_fraction', 'perf/input_wait_ms_per_step')
 # A small OKDHP network (1 shared stack, 3 branches of 1, 32 channels): a CPU trains it at a
 # few images per second, an accelerator at thousands.
 SMALL_NETWORK = ['--config.model.features=32', '--config.model.num_shared_stacks=1',
                  '--config.model.branch_stacks=(1,1,1)']
-
-
-def read_perf_scalars(workdir: str) -> dict[int, dict[str, float]]:
-  """{step: {tag: value}} of TAGS from the run's TensorBoard event files."""
-  from tensorboard.compat.proto import event_pb2
-  from okdhp_jax.data.tf_host import tf
-  rows: dict[int, dict[str, float]] = {}
-  for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
-    for record in tf.data.TFRecordDataset(path):
-      event = event_pb2.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        if value.tag in TAGS:
-          number = (float(tf.make_ndarray(value.tensor)) if value.HasField('tensor')
-                    else value.simple_value)
-          rows.setdefault(event.step, {})[value.tag] = number
-  return rows
 
 
 def main(argv=None) -> int:
@@ -76,8 +60,7 @@ def main(argv=None) -> int:
     print(f'error: the training run failed (its log is above; workdir {workdir})',
           file=sys.stderr)
     return 1
-  rows = read_perf_scalars(workdir)
-  timed = {step: row for step, row in rows.items() if len(row) == len(TAGS)}
+  timed = run_scalars.timed_windows(workdir, TAGS)
   if not timed:
     print(f'error: no timed log steps in {workdir} (a run needs at least two log steps)',
           file=sys.stderr)

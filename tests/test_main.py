@@ -82,10 +82,10 @@ def test_bundled_run_trains_evaluates_exports_and_says_where(trained):
 def test_the_training_input_bench_reads_the_runs_wait_per_step(trained):
   """data_prep/bench_training.py's table comes from these TensorBoard scalars."""
   from data_prep import bench_training
-  rows = bench_training.read_perf_scalars(trained[0])
-  timed = [row for row in rows.values() if set(row) == set(bench_training.TAGS)]
-  assert timed, rows
-  for row in timed:
+  from okdhp_jax.tools import run_scalars
+  timed = run_scalars.timed_windows(trained[0], bench_training.TAGS)
+  assert timed and all(step > 1 for step in timed), timed
+  for row in timed.values():
     assert row['perf/train_img_per_sec'] > 0 and 0 <= row['perf/input_wait_fraction'] <= 1
     assert row['perf/input_wait_ms_per_step'] >= 0
 
