@@ -3,8 +3,9 @@ r"""A tiny OKDHP network learning synthetic figures on a CPU: proof that trainin
 1 shared stack + 3 branches of 1 private stack (a 2-stack hourglass each), 32 channels, 96x96
 input, released FAU, trained on 4096 generated figures (data_prep/synthetic.py, plain
 backgrounds) for 2048 steps of batch 8, and scored with PCKh on 128 held-out figures. On two
-CPU cores it takes about 4 minutes and ends above 90 % PCKh@0.5 for the ensemble and every
-branch; tests/test_learning.py holds it to that. Run:
+CPU cores it takes about 4-7 minutes and ends above 90 % PCKh@0.5 for the ensemble and every
+branch, in float32 and in bfloat16 (`python -m okdhp_jax.tools.bench_precision` trains both and
+checks). Run:
 
   python -m okdhp_jax.main --config configs/synthetic.py --workdir /tmp/okdhp_synthetic
 

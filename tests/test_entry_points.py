@@ -3,6 +3,7 @@ tool's input checks, the pipeline benchmark and the curve plot (the full runs ar
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -131,3 +132,20 @@ def test_tensorflow_imports_without_its_notices():
       capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   assert 'oneDNN' not in result.stderr and 'absl::InitializeLog' not in result.stderr
+
+
+def test_precision_bench_reads_finished_runs_and_judges_the_threshold(tmp_path, capsys):
+  """Finished runs (eval_results.json present) are read back, not trained again."""
+  from okdhp_jax.tools import bench_precision
+  for dtype, means in (('float32', (92.0, 93.5, 94.0)), ('bfloat16', (91.0, 89.5, 93.0))):
+    metrics = {f'branch_{i}': {'Mean': m} for i, m in enumerate(means[:2])}
+    metrics['ensemble'] = {'Mean': means[2]}
+    folder = tmp_path / dtype
+    folder.mkdir()
+    history = {'history': [{'step': 2048, 'metrics': metrics}]}
+    (folder / 'eval_results.json').write_text(json.dumps(history))
+  assert bench_precision.main(['--workdir', str(tmp_path), '--threshold', '90']) == 1
+  out = capsys.readouterr().out
+  assert '| float32 | 92.00 | 93.50 | 94.00 | read back | yes |' in out
+  assert '| bfloat16 | 91.00 | 89.50 | 93.00 | read back | no |' in out
+  assert bench_precision.main(['--workdir', str(tmp_path), '--threshold', '89']) == 0
