@@ -48,7 +48,7 @@ def test_a_row_runs_in_its_own_process(tiny_config):
   # Every row of a several-row table takes this path; one row (bfloat16, while float32 is
   # measured in process above) shows it without paying for two more compiles.
   args = argparse.Namespace(steps=1, warmup=0, profile='')
-  row = bench_step._measure_in_child(args, tiny_config, 'bfloat16', 8)  # pylint: disable=protected-access
+  row = bench_step.measure_in_child(args, tiny_config, 'bfloat16', 8)
   assert 'error' not in row, row
   assert (row['dtype'], row['batch']) == ('bfloat16', 8) and row['step_ms'] > 0
   line = bench_step.format_rows([row]).splitlines()[2]

@@ -18,7 +18,6 @@ bench_step compiled where the programs are the same.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -29,13 +28,13 @@ TAGS = ('perf/train_img_per_sec', 'perf/input_wait_fraction')
 
 
 def _bench_step_row(config_spec: str, batch: int | None, steps: int) -> dict:
-  command = [sys.executable, '-m', 'okdhp_jax.tools.bench_step', '--config', config_spec,
-             '--steps', str(steps), '--row-json']
-  command += ['--batch', str(batch)] if batch else []
-  result = subprocess.run(command, capture_output=True, text=True, check=False)
-  if result.returncode != 0:
-    raise SystemExit(f'error: bench_step failed for {config_spec}:\n{result.stderr[-3000:]}')
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  """bench_step's row for the config, measured in a fresh process."""
+  from okdhp_jax.tools import bench_step
+  options = argparse.Namespace(steps=steps, warmup=2, profile='')
+  row = bench_step.measure_in_child(options, config_spec, None, batch)
+  if 'error' in row:
+    raise SystemExit(f'error: bench_step failed for {config_spec}: {row["error"]}')
+  return row
 
 
 def main(argv=None) -> int:

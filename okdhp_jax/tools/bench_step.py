@@ -155,7 +155,7 @@ def format_rows(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def _measure_in_child(args, config_spec: str, dtype: str | None, batch: int | None) -> dict:
+def measure_in_child(args, config_spec: str, dtype: str | None, batch: int | None) -> dict:
   """One row in a fresh process: its compile time and peak memory are its own."""
   command = [sys.executable, '-m', 'okdhp_jax.tools.bench_step', '--config', config_spec,
              '--steps', str(args.steps), '--warmup', str(args.warmup), '--row-json']
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
   for i, (config_spec, dtype, batch) in enumerate(grid):
     print(f'[{i + 1}/{len(grid)}] {config_spec} dtype={dtype or "config"} '
           f'batch={batch or "config"}', file=sys.stderr, flush=True)
-    rows.append(_measure_in_child(args, config_spec, dtype, batch))
+    rows.append(measure_in_child(args, config_spec, dtype, batch))
   print(format_rows(rows), flush=True)
 
 
