@@ -1,9 +1,12 @@
 """Training checkpoints: an Orbax CheckpointManager holding the train state and loop progress.
 
-Each checkpoint has two items:
-  state     the TrainState pytree (step, params, batch_stats, opt_state), saved collectively by
-            every process (sharded arrays are written by the processes that own them).
-  progress  JSON: the loop's bookkeeping (best metric so far, best branch, evaluation history).
+Each checkpoint has three items:
+  state         the TrainState pytree (step, params, batch_stats, opt_state) packed into one
+                array per dtype (`checkpoint_packing` says why), written by process 0.
+  state_layout  JSON: the name, shape, dtype and offset of every leaf in those arrays, so a
+                checkpoint can be read without the model (`read_on_host`).
+  progress      JSON: the loop's bookkeeping (best metric so far, best branch, evaluation history).
+Checkpoints written before packing (the state saved leaf by leaf, no state_layout) still restore.
 The manager keeps the latest `keep` checkpoints plus the one with the best validation metric.
 """
 
@@ -19,9 +22,11 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from okdhp_jax import checkpoint_packing
 from okdhp_jax import paths
 
 STATE = 'state'
+LAYOUT = 'state_layout'
 PROGRESS = 'progress'
 # The metric a checkpoint is ranked by: the best branch's PCKh@0.5 (MPII) or AP (COCO).
 BEST_METRIC = 'best_branch_metric'
@@ -33,6 +38,12 @@ class CheckpointSaveError(RuntimeError):
   """Writing a checkpoint failed (a full disk, a lost mount); older checkpoints are intact."""
 
   explained = True  # its message says what happened and what to do (main prints it alone).
+
+
+class CheckpointMismatchError(ValueError):
+  """A readable checkpoint that does not fit this run's state (the model or optimiser changed)."""
+
+  explained = True
 
 
 def make_manager(directory: str, *, keep: int, asynchronous: bool = True) -> ocp.CheckpointManager:
@@ -52,7 +63,7 @@ def make_manager(directory: str, *, keep: int, asynchronous: bool = True) -> ocp
   )
   return ocp.CheckpointManager(
       str(paths.resolve(directory)), options=options,
-      item_names=(STATE, PROGRESS)
+      item_names=(STATE, LAYOUT, PROGRESS)
   )
 
 
@@ -65,10 +76,13 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, progress: dict[s
   """
   metrics = None if metric is None else {BEST_METRIC: float(metric)}
   try:
+    if not manager.should_save(step) and not force:
+      return False  # spares packing the state for a save the manager would skip
     saved = manager.save(
         step,
         args=ocp.args.Composite(**{
-            STATE: ocp.args.StandardSave(state),
+            STATE: ocp.args.StandardSave(checkpoint_packing.pack(state)),
+            LAYOUT: ocp.args.JsonSave(checkpoint_packing.layout(state)),
             PROGRESS: ocp.args.JsonSave(progress),
         }),
         metrics=metrics,
@@ -116,10 +130,59 @@ def save_error(manager: ocp.CheckpointManager, step: int, error: Exception) -> C
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any
             ) -> tuple[Any, dict[str, Any]]:
-  """Restores checkpoint `step` into the shapes/shardings of `abstract_state`."""
+  """Restores checkpoint `step` into the shapes/shardings of `abstract_state`.
+
+  CheckpointMismatchError when the checkpoint is whole but holds another state (names the
+  first leaf that differs); other errors mean it cannot be read.
+  """
   if step not in manager.all_steps():
     raise FileNotFoundError(f'{manager.directory} holds no checkpoint of step {step} (it has '
                             f'{sorted(manager.all_steps())})')
+  if not _is_packed(manager, step):
+    return _restore_unpacked(manager, step, abstract_state)
+  packed, saved_layout, progress = _read_packed(manager, step)
+  try:
+    checkpoint_packing.check_layout(saved_layout, abstract_state,
+                                    f'checkpoint {manager.directory}/{step}')
+  except ValueError as error:
+    raise CheckpointMismatchError(str(error)) from None
+  state = checkpoint_packing.unpack(packed, abstract_state)
+  logging.info('Restored checkpoint of step %d from %s', step, manager.directory)
+  return state, progress
+
+
+def read_on_host(directory: str, step: int | None = None
+                 ) -> tuple[int, dict[str, Any], dict[str, Any]]:
+  """(step, state, progress) of checkpoint `step` (the newest when None) under `directory`,
+  the state as nested dicts of numpy arrays ('params', 'batch_stats', 'opt_state', 'step'),
+  read without building the model. Packed checkpoints only."""
+  manager = make_manager(directory, keep=1, asynchronous=False)
+  step = manager.latest_step() if step is None else step
+  if step is None or step not in manager.all_steps():
+    raise FileNotFoundError(f'{directory} holds no checkpoint'
+                            + ('' if step is None else f' of step {step}'))
+  if not _is_packed(manager, step):
+    raise ValueError(f'checkpoint {directory}/{step} predates packed checkpoints; restore it '
+                     'with checkpointing.restore into a train state')
+  packed, saved_layout, progress = _read_packed(manager, step)
+  return step, checkpoint_packing.unpack_on_host(packed, saved_layout), progress
+
+
+def _is_packed(manager: ocp.CheckpointManager, step: int) -> bool:
+  return (paths.resolve(str(manager.directory)) / str(step) / LAYOUT).exists()
+
+
+def _read_packed(manager: ocp.CheckpointManager, step: int):
+  restored = manager.restore(step, args=ocp.args.Composite(**{
+      STATE: ocp.args.StandardRestore(),  # numpy arrays, as saved
+      LAYOUT: ocp.args.JsonRestore(),
+      PROGRESS: ocp.args.JsonRestore(),
+  }))
+  return dict(restored[STATE]), dict(restored[LAYOUT]), dict(restored[PROGRESS])
+
+
+def _restore_unpacked(manager: ocp.CheckpointManager, step: int, abstract_state: Any):
+  """A checkpoint written leaf by leaf, before packing."""
   restored = manager.restore(
       step,
       args=ocp.args.Composite(**{
@@ -138,12 +201,15 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any
   A checkpoint that fails to restore (a file truncated by a crash or a full disk) is moved to
   WORKDIR/checkpoints_unreadable/ with a warning naming it and the error, and the next older
   one is tried, so a run resumes from the newest good state. If checkpoints exist but none
-  restores, that is an error, not a silent fresh start.
+  restores, that is an error, not a silent fresh start. A checkpoint of another state
+  (CheckpointMismatchError) is left where it is and the error raised.
   """
   tried = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       return restore(manager, step, abstract_state)
+    except CheckpointMismatchError:
+      raise  # whole but for another config: moving it aside would lose a good checkpoint
     except Exception as error:  # pylint: disable=broad-except  (Orbax/TensorStore/JSON errors)
       reason = ' '.join(f'{type(error).__name__}: {error}'.split())[:300]
       moved_to = _set_aside(manager, step)

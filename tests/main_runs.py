@@ -59,21 +59,10 @@ def run_main(workdir, *flags, timeout=420, **kwargs) -> subprocess.CompletedProc
 
 
 def restored_params(workdir):
-  """The newest checkpoint's parameters, as flat numpy arrays keyed by path."""
-  import jax
-  import orbax.checkpoint as ocp
+  """The newest checkpoint's parameters and BatchNorm statistics, as flat numpy arrays keyed
+  by path ('/params/stem/conv/kernel'), read without building the model."""
   from okdhp_jax import checkpointing
-  manager = checkpointing.make_manager(os.path.join(workdir, 'checkpoints'), keep=10,
-                                       asynchronous=False)
-  step = manager.latest_step()
-  # Onto this process's first device, whatever mesh wrote the checkpoint.
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  state_dir = os.path.join(workdir, 'checkpoints', str(step), checkpointing.STATE)
-  metadata = ocp.StandardCheckpointer().metadata(state_dir).item_metadata
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        dict(metadata))
-  state = manager.restore(step, args=ocp.args.Composite(
-      **{checkpointing.STATE: ocp.args.StandardRestore(target)}))[checkpointing.STATE]
+  step, state, _ = checkpointing.read_on_host(os.path.join(workdir, 'checkpoints'))
   flat = {}
   def visit(prefix, node):
     for key, value in node.items():

@@ -1,4 +1,5 @@
-"""A failed checkpoint save ends in one line and leaves the checkpoints already there usable.
+"""Checkpoints: the packed train state round-trips, older layouts still restore, a checkpoint of
+another state is refused without being set aside, and a failed save ends in one line.
 
 tests/test_main.py fills a real small tmpfs during a run where it can mount one; this makes the
 save fail in-process, as a full disk makes TensorStore fail, so the path is tested everywhere.
@@ -6,13 +7,88 @@ save fail in-process, as a full disk makes TensorStore fail, so the path is test
 
 from __future__ import annotations
 
+import collections
 import errno
+import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from okdhp_jax import checkpointing
+from okdhp_jax import sharding
+
+# Shaped like a TrainState: an int32 step, nested dicts, an optimiser's tuple of named tuples.
+Moments = collections.namedtuple('Moments', ['count', 'mu', 'nu'])
+
+
+def _state(scale=1.0, mesh=None):
+  rng = np.random.default_rng(0)
+  tree = {
+      'step': np.int32(7),
+      'params': {'conv': {'kernel': rng.normal(size=(3, 3, 2, 4)).astype(np.float32) * scale,
+                          'bias': np.zeros(4, np.float32)},
+                 'head': {'kernel': rng.normal(size=(4, 16)).astype(np.float32)}},
+      'batch_stats': {'bn': {'mean': np.arange(4, dtype=np.float32)}},
+      'opt_state': (Moments(np.int32(3), {'w': np.ones(5, np.float32)},
+                            {'w': np.full(5, 2, np.float32)}), ()),
+  }
+  replicated = sharding.replicated(mesh or sharding.make_mesh())
+  return jax.device_put(tree, replicated)
+
+
+def test_the_packed_state_round_trips_into_the_live_shardings(tmp_path):
+  manager = checkpointing.make_manager(str(tmp_path / 'checkpoints'), keep=3, asynchronous=False)
+  state = _state()
+  assert checkpointing.save(manager, 5, state, {'history': [1]}, force=True)
+  manager.wait_until_finished()
+  # One array per dtype on disk, not one per leaf.
+  saved = ocp.StandardCheckpointer().metadata(
+      str(tmp_path / 'checkpoints' / '5' / checkpointing.STATE)).item_metadata
+  assert sorted(saved.keys()) == ['float32', 'int32']
+  assert saved['float32'].shape == (72 + 4 + 64 + 4 + 5 + 5,)
+
+  restored, progress = checkpointing.restore(manager, 5, _state(scale=0.0))
+  assert progress == {'history': [1]}
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    assert got.dtype == want.dtype and got.sharding == want.sharding
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+  step, on_host, _ = checkpointing.read_on_host(str(tmp_path / 'checkpoints'))
+  assert step == 5 and int(on_host['step']) == 7
+  np.testing.assert_array_equal(on_host['params']['conv']['kernel'],
+                                np.asarray(state['params']['conv']['kernel']))
+  np.testing.assert_array_equal(on_host['opt_state']['0']['nu']['w'], np.full(5, 2.0))
+
+
+def test_a_checkpoint_written_leaf_by_leaf_still_restores(tmp_path):
+  """The layout before packing: the state as Orbax's own pytree, no state_layout item."""
+  manager = checkpointing.make_manager(str(tmp_path / 'checkpoints'), keep=3, asynchronous=False)
+  state = _state()
+  manager.save(3, args=ocp.args.Composite(**{
+      checkpointing.STATE: ocp.args.StandardSave(state),
+      checkpointing.PROGRESS: ocp.args.JsonSave({'history': []})}))
+  manager.wait_until_finished()
+  restored, _ = checkpointing.restore(manager, 3, _state(scale=0.0))
+  np.testing.assert_array_equal(np.asarray(restored['params']['conv']['kernel']),
+                                np.asarray(state['params']['conv']['kernel']))
+
+
+def test_a_checkpoint_of_another_state_is_refused_and_kept(tmp_path):
+  manager = checkpointing.make_manager(str(tmp_path / 'checkpoints'), keep=3, asynchronous=False)
+  assert checkpointing.save(manager, 2, _state(), {'history': []}, force=True)
+  manager.wait_until_finished()
+  other = _state()
+  other['params']['head']['kernel'] = jnp.zeros((4, 14))  # another joint count
+  with pytest.raises(checkpointing.CheckpointMismatchError) as caught:
+    checkpointing.restore_latest(manager, other)
+  message = str(caught.value)
+  assert 'params/head/kernel' in message and '[4, 16]' in message and '[4, 14]' in message
+  assert os.path.isdir(tmp_path / 'checkpoints' / '2')  # not moved aside as unreadable
+  assert not os.path.exists(tmp_path / checkpointing.UNREADABLE_DIR)
 
 
 def test_a_failed_save_names_the_cause_and_keeps_the_older_checkpoints(tmp_path, monkeypatch):
