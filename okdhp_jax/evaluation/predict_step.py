@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
+from okdhp_jax import cpu_compiler
 from okdhp_jax import sharding as sharding_lib
 from okdhp_jax.codecs.heatmap import flip_back
 from okdhp_jax.data import normalization
@@ -65,4 +66,5 @@ def make_predict_step(config: ml_collections.ConfigDict, model: nn.Module, *, me
 
   # Outputs stay where the compiler puts them (sharded over the batch like the images).
   return jax.jit(predict, in_shardings=(sharding_lib.replicated(mesh),
-                                        sharding_lib.data_sharded(mesh)))
+                                        sharding_lib.data_sharded(mesh)),
+                 compiler_options=cpu_compiler.compiler_options())

@@ -21,6 +21,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
+from okdhp_jax import cpu_compiler
 from okdhp_jax import sharding as sharding_lib
 from okdhp_jax.codecs.heatmap import HeatmapCodec
 from okdhp_jax.data import normalization
@@ -80,7 +81,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, method:
   replicated = sharding_lib.replicated(mesh)
   return jax.jit(train_step,
                  in_shardings=(replicated, replicated, sharding_lib.data_sharded(mesh)),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+                 out_shardings=(replicated, replicated), donate_argnums=(0,),
+                 compiler_options=cpu_compiler.compiler_options())
 
 
 def check_batch(batch: Batch, num_joints: int) -> None:
