@@ -15,6 +15,10 @@ from okdhp_jax import cpu_compiler
 
 @pytest.fixture(autouse=True)
 def _fresh_probe():
+  # Asked here, not at import: the suite's workers import every module before any test runs,
+  # and a backend started at import would fix the device count before test modules set it.
+  if jax.default_backend() != 'cpu':
+    pytest.skip('CPU compiler options')
   cpu_compiler._checked_options.cache_clear()
   yield
   cpu_compiler._checked_options.cache_clear()
@@ -36,7 +40,6 @@ def _library_fused_ops(compiler_options) -> list[str]:
           if 'kind=kCustom' in line]
 
 
-@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='CPU compiler options')
 def test_convolutions_compile_without_library_fusions(monkeypatch):
   monkeypatch.delenv('XLA_FLAGS', raising=False)
   options = cpu_compiler.compiler_options()
@@ -48,13 +51,11 @@ def test_convolutions_compile_without_library_fusions(monkeypatch):
     pytest.skip("this jaxlib's defaults do not use YNNPACK for convolutions either")
 
 
-@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='CPU compiler options')
 def test_a_users_xla_flags_win(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT')
   assert cpu_compiler.compiler_options() is None
 
 
-@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='CPU compiler options')
 def test_an_option_this_jaxlib_lacks_falls_back_with_a_log_line(monkeypatch, caplog):
   monkeypatch.delenv('XLA_FLAGS', raising=False)
   monkeypatch.setattr(cpu_compiler, 'CPU_OPTIONS', {'xla_cpu_option_from_the_future': ''})
