@@ -76,7 +76,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, progress: dict[s
   """
   metrics = None if metric is None else {BEST_METRIC: float(metric)}
   try:
-    if not manager.should_save(step) and not force:
+    if not force and not manager.should_save(step):
       return False  # spares packing the state for a save the manager would skip
     saved = manager.save(
         step,
@@ -156,6 +156,8 @@ def read_on_host(directory: str, step: int | None = None
   """(step, state, progress) of checkpoint `step` (the newest when None) under `directory`,
   the state as nested dicts of numpy arrays ('params', 'batch_stats', 'opt_state', 'step'),
   read without building the model. Packed checkpoints only."""
+  if not paths.resolve(directory).exists():  # before the manager, which would create it
+    raise FileNotFoundError(f'{directory} does not exist')
   manager = make_manager(directory, keep=1, asynchronous=False)
   step = manager.latest_step() if step is None else step
   if step is None or step not in manager.all_steps():

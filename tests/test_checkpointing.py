@@ -62,6 +62,9 @@ def test_the_packed_state_round_trips_into_the_live_shardings(tmp_path):
   np.testing.assert_array_equal(on_host['params']['conv']['kernel'],
                                 np.asarray(state['params']['conv']['kernel']))
   np.testing.assert_array_equal(on_host['opt_state']['0']['nu']['w'], np.full(5, 2.0))
+  with pytest.raises(FileNotFoundError, match='does not exist'):
+    checkpointing.read_on_host(str(tmp_path / 'no_such_run' / 'checkpoints'))
+  assert not (tmp_path / 'no_such_run').exists()  # reading created nothing
 
 
 def test_a_checkpoint_written_leaf_by_leaf_still_restores(tmp_path):
