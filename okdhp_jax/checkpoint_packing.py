@@ -117,18 +117,20 @@ def unpack(packed: dict[str, np.ndarray], target: Any) -> Any:
   equality check `device_put` makes for every leaf.
   """
   leaves, treedef = jax.tree.flatten(target)
-  offsets: dict[str, int] = {}
   restored = []
-  for leaf in leaves:
-    dtype, shape = np.dtype(leaf.dtype).name, tuple(leaf.shape)
-    start = offsets.get(dtype, 0)
-    size = int(np.prod(shape, dtype=np.int64))
-    piece = np.asarray(packed[dtype][start:start + size]).reshape(shape)
-    offsets[dtype] = start + size
+  for leaf, entry in zip(leaves, layout(target)['leaves']):
+    piece = _cut(packed, entry)
     sharding = getattr(leaf, 'sharding', None)
     restored.append(piece if sharding is None else jax.make_array_from_callback(
-        shape, sharding, lambda index, piece=piece: piece[index]))
+        piece.shape, sharding, lambda index, piece=piece: piece[index]))
   return jax.tree.unflatten(treedef, restored)
+
+
+def _cut(packed: dict[str, np.ndarray], entry: dict[str, Any]) -> np.ndarray:
+  """The leaf a layout entry describes, cut from the packed array of its dtype."""
+  size = int(np.prod(entry['shape'], dtype=np.int64))
+  flat = np.asarray(packed[entry['dtype']])[entry['offset']:entry['offset'] + size]
+  return flat.reshape(entry['shape'])
 
 
 def unpack_on_host(packed: dict[str, np.ndarray], saved_layout: dict[str, Any]
@@ -136,12 +138,10 @@ def unpack_on_host(packed: dict[str, np.ndarray], saved_layout: dict[str, Any]
   """Nested dicts of numpy arrays keyed by the layout's names, without a model or a state to
   restore into ('params/a/kernel' -> result['params']['a']['kernel'])."""
   tree: dict[str, Any] = {}
-  for leaf in saved_layout['leaves']:
-    size = int(np.prod(leaf['shape'], dtype=np.int64))
-    flat = np.asarray(packed[leaf['dtype']])[leaf['offset']:leaf['offset'] + size]
-    *parents, last = leaf['name'].split('/')
+  for entry in saved_layout['leaves']:
+    *parents, last = entry['name'].split('/')
     node = tree
     for part in parents:
       node = node.setdefault(part, {})
-    node[last] = flat.reshape(leaf['shape'])
+    node[last] = _cut(packed, entry)
   return tree
