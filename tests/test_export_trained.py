@@ -68,7 +68,8 @@ def export(config, workdir, tmp_path, **overrides):
   config.export.update(overrides)
   description = export_checkpoint(loop.Trainer(config, workdir), export_dir=str(tmp_path))
   variables, saved = store.load_exported(str(tmp_path))
-  for key in ('branch', 'step', 'checkpoint', 'metrics', 'num_joints', 'dataset'):
+  for key in ('branch', 'step', 'checkpoint', 'metrics', 'num_joints', 'dataset',
+              'max_decode_reduction'):
     assert saved[key] == description[key], key  # model.json says what was exported.
   return description, variables
 

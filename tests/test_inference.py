@@ -58,7 +58,7 @@ def predictor(export):
   return PosePredictor.from_export(export, batch_size=4)
 
 
-def evaluation_crop(path, box):
+def evaluation_crop(path, box, max_decode_reduction=8):
   """The crop the eval pipeline makes of a record holding this image and box."""
   with open(path, 'rb') as f:
     encoded = f.read()
@@ -69,7 +69,8 @@ def evaluation_crop(path, box):
             'person/scale': tf.constant(scale), 'person/joints': tf.zeros([17, 2]),
             'person/joints_vis': tf.zeros([17]), 'image/id': 0, 'person/index': 0,
             'person/box': box, 'person/score': 1.0, 'person/area': 1.0}
-  example = augment.eval_example(parsed, input_size=(SIZE, SIZE))
+  example = augment.eval_example(parsed, input_size=(SIZE, SIZE),
+                                 max_decode_reduction=max_decode_reduction)
   return example['image'].numpy(), center, scale
 
 
@@ -268,3 +269,23 @@ def test_an_export_whose_variables_do_not_fit_its_model_json_is_refused(export, 
   store.save_exported(relabelled, variables, dict(description, dataset='mpii'))
   with pytest.raises(ValueError, match='num_joints=17, but its dataset .mpii. has 16 joints'):
     PosePredictor.from_export(relabelled, batch_size=4)
+
+
+def test_the_crop_decodes_at_the_scale_the_export_was_trained_with(export, tmp_path):
+  """model.json's max_decode_reduction reaches the crop: a run trained with full-size decoding
+  (1) gets full-size crops, not the default reduced decode; a value outside 1/2/4/8 is refused."""
+  variables, description = store.load_exported(export)
+  full_size = str(tmp_path / 'full_size')
+  store.save_exported(full_size, variables, dict(description, max_decode_reduction=1))
+  predictor = PosePredictor.from_export(full_size, batch_size=4)
+  assert predictor.max_decode_reduction == 1
+  source = images.open_image(IMAGE)
+  crops = next(predictor._batches([source], [BOXES[:1]])).crops  # pylint: disable=protected-access
+  exact, _, _ = evaluation_crop(IMAGE, BOXES[0], max_decode_reduction=1)
+  reduced, _, _ = evaluation_crop(IMAGE, BOXES[0])
+  np.testing.assert_array_equal(crops[0], exact)
+  assert np.abs(exact.astype(int) - reduced).max() > 0  # the box shrinks 4x: the caps differ
+  odd = str(tmp_path / 'odd')
+  store.save_exported(odd, variables, dict(description, max_decode_reduction=3))
+  with pytest.raises(ValueError, match=r'odd: model.json says max_decode_reduction=3'):
+    PosePredictor.from_export(odd, batch_size=4)

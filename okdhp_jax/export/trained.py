@@ -18,6 +18,7 @@ import jax
 import ml_collections
 
 from okdhp_jax import checkpointing
+from okdhp_jax.data import pipeline
 from okdhp_jax.evaluation import evaluator, report
 from okdhp_jax.export import branch as branch_lib
 from okdhp_jax.export import deploy, store
@@ -91,6 +92,8 @@ def export_checkpoint(trainer: 'Trainer', *, export_dir: str,
       'dataset': trainer.meta.name,
       'input_size': list(config.data.input_size),
       'heatmap_size': list(config.data.heatmap_size),
+      # The evaluation's JPEG decode scale cap, so that a predictor crops people as it did.
+      'max_decode_reduction': pipeline.max_decode_reduction(config.data),
       'branch': branch,
       'step': step,
       'checkpoint': config.export.checkpoint,

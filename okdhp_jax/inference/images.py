@@ -4,8 +4,9 @@ Every image reaches the crop as JPEG bytes, as in the records: a JPEG file's own
 anything else (PNG, CMYK, an RGB array) re-encoded at quality 95 as data_prep does when it
 writes the records, so a person predicted here gets the crop the evaluation would give them.
 The crop is `crop.crop_image` (decode only the box's window, at reduced scale when the crop
-shrinks it, bilinear warp, zero fill) with the default config.data.max_decode_reduction, one
-tf.function per input size mapped over the boxes of an image.
+shrinks it, bilinear warp, zero fill) with the run's config.data.max_decode_reduction (an
+export's model.json records it), one tf.function per input size mapped over the boxes of an
+image.
 
 Images are opened lazily: `open_image` reads only the size, so that thousands of images can be
 checked (missing files, boxes outside) before any network runs, and the bytes are read again
@@ -155,7 +156,7 @@ def check_boxes(boxes, image: ImageSource, labels: Sequence[str] | None = None) 
 
 
 @functools.lru_cache(maxsize=None)
-def _crop_function(input_size: tuple[int, int]):
+def _crop_function(input_size: tuple[int, int], max_reduction: int):
   """tf.function (jpeg, height, width, centers [N, 2], scales [N, 2]) -> uint8 [N, h, w, 3]."""
   spec = tf.TensorSpec
 
@@ -165,26 +166,28 @@ def _crop_function(input_size: tuple[int, int]):
     def one(center_scale):
       center, scale = center_scale
       matrix = augment.affine_matrix(center, scale, 0.0, input_size)
-      return crop_lib.crop_image(jpeg, height, width, matrix, input_size)
+      return crop_lib.crop_image(jpeg, height, width, matrix, input_size, max_reduction)
     return tf.map_fn(one, (centers, scales),
                      fn_output_signature=spec([*input_size, 3], tf.uint8))
 
   return crop
 
 
-def crop_people(image: ImageSource, centers, scales, input_size) -> np.ndarray:
+def crop_people(image: ImageSource, centers, scales, input_size,
+                max_reduction: int = crop_lib.DECODE_REDUCTIONS[-1]) -> np.ndarray:
   """The network inputs of the people of one image, as the evaluation crops them.
 
   Args:
     centers: [N, 2] (x, y) box centres; scales: [N, 2] (units of 200 px), at the input's
       aspect ratio (geometry.box_to_center_scale).
     input_size: (height, width) of the network input.
+    max_reduction: the largest JPEG decode reduction (config.data.max_decode_reduction).
 
   Returns:
     uint8 [N, height, width, 3].
   """
   input_size = tuple(int(s) for s in input_size)
-  crop = _crop_function(input_size)
+  crop = _crop_function(input_size, int(max_reduction))
   try:
     crops = crop(tf.constant(image.read_jpeg()), tf.constant(image.height, tf.int32),
                  tf.constant(image.width, tf.int32), tf.constant(centers, tf.float32),

@@ -27,6 +27,7 @@ import numpy as np
 
 from okdhp_jax import sharding
 from okdhp_jax.codecs import heatmap as heatmap_codec
+from okdhp_jax.data import crop as crop_lib
 from okdhp_jax.data import geometry
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.evaluation import predict_step as predict_step_lib
@@ -75,7 +76,8 @@ class PosePredictor:
   def __init__(self, model, variables: dict[str, Any], meta: meta_lib.DatasetMeta,
                input_size: tuple[int, int], *, flip_test: bool = True,
                batch_size: int = 32, mesh: jax.sharding.Mesh | None = None,
-               box_padding: float = 1.25, description: dict[str, Any] | None = None):
+               box_padding: float = 1.25, description: dict[str, Any] | None = None,
+               max_decode_reduction: int = crop_lib.DECODE_REDUCTIONS[-1]):
     """Wraps a pose network (`model.apply(variables, images, train=False) -> PoseOutputs`).
 
     Args:
@@ -83,13 +85,19 @@ class PosePredictor:
       batch_size: people per device call; must divide by the mesh's devices.
       mesh: a mesh with a `data` axis (sharding.make_mesh); one device by default.
       box_padding: a box grows by this factor around its centre before cropping (COCO's 1.25).
+      max_decode_reduction: the largest JPEG decode reduction of the crop (the training run's
+        config.data.max_decode_reduction; okdhp_jax/data/crop.py).
     """
+    if max_decode_reduction not in crop_lib.DECODE_REDUCTIONS:
+      raise ValueError(f'max_decode_reduction={max_decode_reduction!r}: choose one of '
+                       f'{crop_lib.DECODE_REDUCTIONS}')
     if batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     self.meta = meta
     self.input_size = tuple(int(s) for s in input_size)
     self.batch_size = int(batch_size)
     self.box_padding = float(box_padding)
+    self.max_decode_reduction = int(max_decode_reduction)
     self.description = dict(description or {})
     self._mesh = mesh if mesh is not None else sharding.make_mesh(1)
     sharding.check_batch_divisible(self.batch_size, self._mesh, 'batch_size')
@@ -120,8 +128,14 @@ class PosePredictor:
     model = build_model(ml_collections.ConfigDict(description['model']), meta.num_joints,
                         input_size)
     _check_variables_fit(directory, model, variables, input_size)
+    # Exports from before model.json recorded it were made with the default.
+    reduction = description.get('max_decode_reduction', crop_lib.DECODE_REDUCTIONS[-1])
+    if reduction not in crop_lib.DECODE_REDUCTIONS:
+      raise ValueError(f'{directory}: model.json says max_decode_reduction={reduction!r}; '
+                       f'expected one of {crop_lib.DECODE_REDUCTIONS}')
     return cls(model, variables, meta, input_size, flip_test=flip_test, batch_size=batch_size,
-               mesh=sharding.make_mesh(num_devices), description=description)
+               mesh=sharding.make_mesh(num_devices), description=description,
+               max_decode_reduction=reduction)
 
   # ---------------------------------------------------------------- the device step
 
@@ -245,7 +259,8 @@ class PosePredictor:
                                                              self.box_padding)
                                 for box in chunk))
         centers, scales = np.stack(centers), np.stack(scales)
-        crops = images_lib.crop_people(source, centers, scales, self.input_size)
+        crops = images_lib.crop_people(source, centers, scales, self.input_size,
+                                       self.max_decode_reduction)
         pending.append(_People(crops, centers, scales))
         count += len(crops)
         if count >= self.batch_size:
