@@ -16,7 +16,8 @@ TOOLS = ('okdhp_jax.main', 'okdhp_jax.tools.model_stats', 'okdhp_jax.tools.bench
          'okdhp_jax.tools.predict', 'okdhp_jax.tools.bench_predict', 'okdhp_jax.tools.study',
          'data_prep.mpii',
          'data_prep.coco', 'data_prep.synthetic', 'data_prep.bench', 'data_prep.bench_training',
-         'okdhp_jax.tools.bench_loop', 'okdhp_jax.tools.bench_precision')
+         'okdhp_jax.tools.bench_loop', 'okdhp_jax.tools.bench_precision',
+         'okdhp_jax.tools.bench_torch')
 # Runs a tool's --help, then says which heavy frameworks it imported on the way.
 HELP_PROBE = '''
 import runpy, sys

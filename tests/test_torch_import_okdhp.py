@@ -20,7 +20,7 @@ from okdhp_jax.models import build_model
 from okdhp_jax.models import torch_checkpoint
 from okdhp_jax.models.torch_import import state_dict_to_variables
 from okdhp_jax.tools import convert_torch
-from torch_reference import OKDHPNet, randomize
+from okdhp_jax.models.torch_reference import OKDHPNet, randomize
 
 FEATURES, J, DEPTH, SIZE = 32, 16, 4, 64
 # (shared stacks, private stacks per branch): the released HG4 layout (2 shared + 3 x 2) scaled
@@ -140,7 +140,7 @@ def test_missing_unexpected_and_mis_shaped_keys_are_named(official):
 
 
 def test_branch_of_a_plain_checkpoint_is_refused(tmp_path):
-  from torch_reference import HourglassNet  # pylint: disable=g-import-not-at-top
+  from okdhp_jax.models.torch_reference import HourglassNet  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / 'plain.pth')
   torch.save(HourglassNet(1, FEATURES, J, 1).state_dict(), path)
   with pytest.raises(ValueError, match='--branch picks a branch of a multi-branch'):

@@ -1,11 +1,15 @@
-"""Independent PyTorch references for the weight-import tests (written for the tests).
+"""PyTorch twins of the project's hourglass networks, written independently of the JAX models.
+
+The weight-import tests hold the JAX models to them (same weights, same outputs), and
+tools/bench_torch.py times their eager train step beside the JAX one.
 
   HourglassNet  pytorch-pose's plain `hg` (keys hg.{s}.*, res.{s}.*, score.{s}, ...).
   OKDHPNet      the released OKDHP multi-branch key layout (ind_s_{i}, ind_b_{b}_s_{i},
                 score_b_{b}_s_{i}, the FAU as convs.{k}, fc, fcs.{b}), with the ensemble over
                 each branch's LAST head (the paper's teacher).
 
-Widths scale with `features` (256 in the paper). Import only after pytest.importorskip('torch').
+Widths scale with `features` (256 in the paper). Needs PyTorch (pip install -e '.[torch]'); tests
+import it after pytest.importorskip('torch').
 """
 
 import torch

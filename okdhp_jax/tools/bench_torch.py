@@ -1,0 +1,159 @@
+r"""The JAX train step against PyTorch eager on the same CPU cores, same network, same losses.
+
+  python -m okdhp_jax.tools.bench_torch                      # HG4 and OKDHP-HG4, batch 4
+  python -m okdhp_jax.tools.bench_torch --config configs/hg2_baseline.py --batch 8 --steps 5
+
+For each config, one row: PyTorch's ms per step, JAX's (bench_step's row in a fresh process,
+float32) and JAX's speed relative to PyTorch (above 1: JAX is faster). Needs PyTorch
+(pip install -e '.[torch]'); the networks are okdhp_jax/models/torch_reference.py, which the
+weight-import tests hold to the JAX models output for output.
+
+The PyTorch step does the work of ours: forward in training mode, then the method's loss as
+okdhp_jax/methods/okdhp.py defines it (MSE on every stack; for OKDHP also the ensemble's MSE
+and the pixel-wise KL from the ensemble to every stack at the full KD weight, the teacher not
+detached, so the FAU is trained), backward and an Adam update, on random images and target
+heatmaps. Our step also renders its target heatmaps from joints, which is small. Only
+hourglass configs with the released FAU (or none) have a PyTorch twin here.
+
+PyTorch runs in this process, after the JAX row's process has finished, with one thread per
+core this process may use; both are timed after warm-up steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+DEFAULT_CONFIGS = ('configs/hg4_baseline.py', 'configs/hg4.py')
+
+
+def torch_network(model_config, num_joints: int):
+  """(network, is_multi_branch) of okdhp_jax/models/torch_reference.py for config.model."""
+  from okdhp_jax.models import torch_reference
+  stacks = tuple(model_config.branch_stacks)
+  if model_config.name != 'hourglass':
+    raise ValueError(f'config.model.name={model_config.name!r}: only hourglass networks have a '
+                     f'PyTorch twin here')
+  if len(stacks) == 1 and model_config.num_shared_stacks == 0 and model_config.fau == 'none':
+    return torch_reference.HourglassNet(stacks[0], model_config.features, num_joints,
+                                        model_config.depth), False
+  if model_config.fau != 'released':
+    raise ValueError(f'config.model.fau={model_config.fau!r}: the PyTorch twin of a '
+                     f"multi-branch network has the released FAU only (set 'released')")
+  return torch_reference.OKDHPNet(model_config.num_shared_stacks, stacks, model_config.features,
+                                  num_joints, model_config.depth,
+                                  model_config.fau_hidden), True
+
+
+def torch_train_step(config, batch_size: int):
+  """(network, step): `step()` runs one PyTorch eager train step of config's network on fixed
+  random inputs (see the module doc)."""
+  import torch
+  from torch.nn import functional as F
+  from okdhp_jax.data.meta import get_meta
+
+  torch.manual_seed(config.seed)
+  num_joints = get_meta(config.data.dataset).num_joints
+  net, multi_branch = torch_network(config.model, num_joints)
+  net.train()
+  optimizer = torch.optim.Adam(net.parameters(), lr=config.optim.learning_rate)
+  height, width = config.data.input_size
+  heat_h, heat_w = config.data.heatmap_size
+  images = torch.randn(batch_size, 3, height, width)
+  target = torch.rand(batch_size, num_joints, heat_h, heat_w)
+  loss_config = config.loss
+  temperature = loss_config.kd_temperature
+
+  def log_p(heatmaps):  # [b, j, h, w] -> per joint, a log-distribution over the pixels
+    return F.log_softmax(heatmaps.flatten(2) / temperature, dim=-1)
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    out = net(images)
+    stacks = out[0] if multi_branch else out
+    loss = sum(F.mse_loss(h, target) * 0.5 for h in stacks)
+    if multi_branch:
+      ensemble = out[2]
+      loss = loss + loss_config.ensemble_weight * 0.5 * F.mse_loss(ensemble, target)
+      if loss_config.kd_weight:
+        teacher = log_p(ensemble)
+        kl = sum((teacher.exp() * (teacher - log_p(h))).sum(-1).mean() for h in stacks)
+        loss = loss + loss_config.kd_weight * kl
+    loss.backward()
+    optimizer.step()
+
+  return net, step
+
+
+def torch_step_ms(config, batch_size: int, *, steps: int, warmup: int) -> float:
+  """Milliseconds per PyTorch eager train step of config's network, after `warmup` steps."""
+  _, step = torch_train_step(config, batch_size)
+  for _ in range(warmup):
+    step()
+  start = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return (time.perf_counter() - start) / steps * 1e3
+
+
+def format_table(rows: list[dict]) -> str:
+  lines = ['| config | input | global batch | PyTorch ms/step | JAX ms/step | JAX speed / '
+           'PyTorch |', '|---|---|---:|---:|---:|---:|']
+  for row in rows:
+    jax_ms = row.get('jax_ms')
+    cells = [row['config'], row['input'], str(row['batch']), f'{row["torch_ms"]:.0f}',
+             f'{jax_ms:.0f}' if jax_ms else f'failed: {row.get("jax_error", "")}',
+             f'{row["torch_ms"] / jax_ms:.2f}x' if jax_ms else '']
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--config', action='append', default=[],
+                      help=f'config file[:arg], repeatable (default: {", ".join(DEFAULT_CONFIGS)})')
+  parser.add_argument('--batch', type=int, default=4, help='global batch')
+  parser.add_argument('--steps', type=int, default=3, help='timed steps per row')
+  parser.add_argument('--warmup', type=int, default=1, help='untimed steps first')
+  args = parser.parse_args(argv)
+  for name in ('batch', 'steps'):
+    if getattr(args, name) < 1:
+      parser.error(f'--{name} must be >= 1, got {getattr(args, name)}')
+  try:
+    import torch
+  except ImportError:
+    sys.exit("bench_torch: error: PyTorch is not installed (pip install -e '.[torch]')")
+  from okdhp_jax.tools import bench_step
+  from okdhp_jax.tools.config_file import load_config
+
+  torch.set_num_threads(len(os.sched_getaffinity(0)))
+  rows = []
+  for spec in args.config or list(DEFAULT_CONFIGS):
+    config = load_config(spec)
+    try:
+      torch_network(config.model, 1)  # refuse a config without a twin before timing anything
+    except ValueError as error:
+      sys.exit(f'bench_torch: error: {spec}: {error}')
+    print(f'{spec}: JAX ...', flush=True)
+    options = argparse.Namespace(steps=args.steps, warmup=args.warmup, profile='')
+    jax_row = bench_step.measure_in_child(options, spec, 'float32', args.batch)
+    print(f'{spec}: PyTorch ({torch.get_num_threads()} threads) ...', flush=True)
+    row = {'config': spec, 'batch': args.batch,
+           'input': 'x'.join(str(s) for s in config.data.input_size),
+           'torch_ms': torch_step_ms(config, args.batch, steps=args.steps,
+                                     warmup=args.warmup)}
+    if 'error' in jax_row:
+      row['jax_error'] = jax_row['error']
+    else:
+      row['jax_ms'] = jax_row['step_ms']
+    rows.append(row)
+  print(f'\nfloat32 train step on {len(os.sched_getaffinity(0))} CPU cores, PyTorch '
+        f'{torch.__version__} eager against JAX (bench_step), {args.steps} timed steps after '
+        f'{args.warmup} warm-up')
+  print(format_table(rows))
+
+
+if __name__ == '__main__':
+  main()
