@@ -16,11 +16,16 @@ from okdhp_jax.training import step as step_lib
 
 NUM_JOINTS = 16
 STEPS = 3
-# bfloat16 keeps 8 mantissa bits (~0.4 % per op). Measured on this network (2-core x86 CPU):
-# loss within 0.09 %, gradient norm within 2.6 % over 3 steps; the bounds leave room for other
-# CPUs' op orders.
+# bfloat16 keeps 8 mantissa bits (~0.4 % per op). Measured on this network over 3 steps: loss
+# within 0.09 % (2-core Xeon) and 0.14 % (2-core AMD EPYC); gradient norm within 2.6 % (Xeon)
+# and 5.3 % (EPYC, in a process with the suite's 8 host devices; 4.2 % with one). The gradient
+# norm after an update is the sensitive one: Adam's first update moves every weight by the full
+# learning rate whatever its gradient's size, so rounding that flips the sign of a near-zero
+# gradient component moves a weight by a whole step. float32 alone shows it: its step-1
+# gradient norm was 0.5846 in a 1-device process and 0.5682 with 8 host devices (2.8 % apart,
+# same program, other thread partitions; 2026-11-27).
 LOSS_RTOL = 0.02
-GRAD_NORM_RTOL = 0.05
+GRAD_NORM_RTOL = 0.08
 
 
 def test_auto_is_bfloat16_on_accelerators_and_float32_on_cpu():
