@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,6 +17,7 @@ from data_prep import mpii
 from okdhp_jax.data import augment
 from okdhp_jax.data import crop
 from okdhp_jax.data import meta as meta_lib
+from okdhp_jax.data import pipeline
 from okdhp_jax.data import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,3 +149,12 @@ def test_a_crop_that_misses_the_image_is_black():
                                  (64, 48), False)
   image = crop.crop_image(tf.constant(encoded), SIDE, SIDE, matrix, (64, 48)).numpy()
   assert image.shape == (64, 48, 3) and image.dtype == np.uint8 and not image.any()
+
+
+@pytest.mark.parametrize('value', [3, 16, 0])
+def test_a_decode_reduction_libjpeg_cannot_do_is_refused_by_key(value):
+  data = ml_collections.ConfigDict({'max_decode_reduction': value})
+  with pytest.raises(ValueError, match=rf'config.data.max_decode_reduction={value}: choose one '
+                                       r'of \(1, 2, 4, 8\)'):
+    pipeline.max_decode_reduction(data)
+  assert pipeline.max_decode_reduction(ml_collections.ConfigDict({})) == 8  # the default

@@ -33,6 +33,14 @@ DECODE_REDUCTIONS = (1, 2, 4, 8)
 cv2.setNumThreads(1)
 
 
+def check_max_reduction(value, name: str) -> int:
+  """`value` as an int if it is one of DECODE_REDUCTIONS; else ValueError naming `name`."""
+  if value not in DECODE_REDUCTIONS:
+    raise ValueError(f'{name}={value!r}: choose one of {DECODE_REDUCTIONS} (1 decodes every '
+                     f'image at full size)')
+  return int(value)
+
+
 def decode_reduction(matrix: tf.Tensor, max_reduction: int) -> tf.Tensor:
   """int32 scalar: the largest r of DECODE_REDUCTIONS (<= max_reduction) that the crop shrinks by.
 

@@ -49,11 +49,9 @@ def train_augmentation(data_config, meta) -> dict:
 
 def max_decode_reduction(data_config) -> int:
   """config.data.max_decode_reduction, checked (okdhp_jax/data/crop.py says what it does)."""
-  value = data_config.get('max_decode_reduction', crop.DECODE_REDUCTIONS[-1])
-  if value not in crop.DECODE_REDUCTIONS:
-    raise ValueError(f'config.data.max_decode_reduction={value!r}: choose one of '
-                     f'{crop.DECODE_REDUCTIONS} (1 decodes every image at full size)')
-  return int(value)
+  return crop.check_max_reduction(data_config.get('max_decode_reduction',
+                                                  crop.DECODE_REDUCTIONS[-1]),
+                                  'config.data.max_decode_reduction')
 
 
 def _check_info(data_config, meta) -> dict:

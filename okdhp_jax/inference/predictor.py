@@ -88,16 +88,14 @@ class PosePredictor:
       max_decode_reduction: the largest JPEG decode reduction of the crop (the training run's
         config.data.max_decode_reduction; okdhp_jax/data/crop.py).
     """
-    if max_decode_reduction not in crop_lib.DECODE_REDUCTIONS:
-      raise ValueError(f'max_decode_reduction={max_decode_reduction!r}: choose one of '
-                       f'{crop_lib.DECODE_REDUCTIONS}')
     if batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     self.meta = meta
     self.input_size = tuple(int(s) for s in input_size)
     self.batch_size = int(batch_size)
     self.box_padding = float(box_padding)
-    self.max_decode_reduction = int(max_decode_reduction)
+    self.max_decode_reduction = crop_lib.check_max_reduction(max_decode_reduction,
+                                                             'max_decode_reduction')
     self.description = dict(description or {})
     self._mesh = mesh if mesh is not None else sharding.make_mesh(1)
     sharding.check_batch_divisible(self.batch_size, self._mesh, 'batch_size')
@@ -129,10 +127,9 @@ class PosePredictor:
                         input_size)
     _check_variables_fit(directory, model, variables, input_size)
     # Exports from before model.json recorded it were made with the default.
-    reduction = description.get('max_decode_reduction', crop_lib.DECODE_REDUCTIONS[-1])
-    if reduction not in crop_lib.DECODE_REDUCTIONS:
-      raise ValueError(f'{directory}: model.json says max_decode_reduction={reduction!r}; '
-                       f'expected one of {crop_lib.DECODE_REDUCTIONS}')
+    reduction = crop_lib.check_max_reduction(
+        description.get('max_decode_reduction', crop_lib.DECODE_REDUCTIONS[-1]),
+        f"{directory}: model.json's max_decode_reduction")
     return cls(model, variables, meta, input_size, flip_test=flip_test, batch_size=batch_size,
                mesh=sharding.make_mesh(num_devices), description=description,
                max_decode_reduction=reduction)
