@@ -1,7 +1,7 @@
 r"""Synthetic articulated figures with exact joints, in the MPII layout and record format.
 
   python -m data_prep.synthetic --out DIR --num 2000 [--num-valid 200] [--size 128] [--seed 0]
-      [--plain] [--figures 1] [--occluders 1] [--occluder-prob 0.35] [--background-shapes 5]
+      [--overwrite] [--plain] [--figures 1] [--occluders 1] [--occluder-prob 0.35] [--background-shapes 5]
       [--lean-std 12] [--height-range 0.55 0.95] [--front-prob 0.5]
 
 Each image holds one 16-joint figure (MPII joint order) built from proportions of a human body
@@ -317,8 +317,11 @@ def candidates(examples, split: str) -> list[common.Candidate]:
 
 def generate(out_dir: str, num_train: int, num_valid: int, *, size: int = 128, seed: int = 0,
              clutter: bool = True, difficulty: Difficulty = DEFAULT_DIFFICULTY,
-             show_progress: bool = True) -> dict:
-  """Writes train/valid splits (dataset 'mpii') and the valid split's gt_valid.mat."""
+             show_progress: bool = True, overwrite: bool = False) -> dict:
+  """Writes train/valid splits (dataset 'mpii') and the valid split's gt_valid.mat.
+
+  `overwrite`: replace records already in out_dir (common.write_records).
+  """
   report = common.Report()
   train = [figure_example(seed, i, size, clutter, difficulty)[0] for i in range(num_train)]
   valid_pairs = [figure_example(seed + 1_000_003, i, size, clutter, difficulty)
@@ -337,12 +340,14 @@ def generate(out_dir: str, num_train: int, num_valid: int, *, size: int = 128, s
     return common.write_records(
         out_dir, {'train': candidates(train, 'train'), 'valid': candidates(valid, 'valid')},
         info, report=report, extra_files={'gt_valid.mat': gt_path} if valid else None,
-        show_progress=show_progress)
+        show_progress=show_progress, overwrite=overwrite)
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out', required=True)
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace the records (of any dataset) already in --out')
   parser.add_argument('--num', type=int, default=2000, help='train figures')
   parser.add_argument('--num-valid', '--num_valid', dest='num_valid',
                       type=int, default=200, help='valid figures')
@@ -373,7 +378,7 @@ def main(argv=None) -> int:
   try:
     difficulty = Difficulty.from_dict({name: getattr(args, name) for name in DIFFICULTY_FIELDS})
     info = generate(args.out, args.num, args.num_valid, size=args.size, seed=args.seed,
-                    clutter=not args.plain, difficulty=difficulty)
+                    clutter=not args.plain, difficulty=difficulty, overwrite=args.overwrite)
   except (ValueError, OSError) as error:  # e.g. --out holds other records
     print(f'error: {error}', file=sys.stderr)
     return 1

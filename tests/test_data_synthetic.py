@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 
@@ -167,3 +168,19 @@ def test_flips_stay_allowed_on_real_people(tmp_path):
                                                          with_detections=False)
   assert config.data.flip and config.eval.flip_test
   checks.check_flips(config)
+
+
+def test_overwrite_replaces_records_of_another_dataset(tmp_path, capsys):
+  """The refusal to mix datasets in one folder offers --overwrite, and the tool has it."""
+  out = str(tmp_path)
+  assert synthetic.main(['--out', out, '--num', '4', '--num-valid', '2', '--size', '64']) == 0
+  info_path = os.path.join(out, records.DATASET_INFO)
+  with open(info_path) as f:
+    other = json.load(f)
+  with open(info_path, 'w') as f:
+    json.dump(dict(other, dataset='coco', num_joints=17), f)
+  command = ['--out', out, '--num', '4', '--num-valid', '2', '--size', '64']
+  assert synthetic.main(command) == 1
+  assert '--overwrite' in capsys.readouterr().err
+  assert synthetic.main(command + ['--overwrite']) == 0
+  assert records.read_dataset_info(out)['dataset'] == 'mpii'
