@@ -29,19 +29,28 @@ import time
 DEFAULT_CONFIGS = ('configs/hg4_baseline.py', 'configs/hg4.py')
 
 
+def is_plain(model_config) -> bool:
+  """config.model has a PyTorch twin (ValueError naming the key if not); True for a plain
+  hourglass, False for a multi-branch network with the released FAU."""
+  if model_config.name != 'hourglass':
+    raise ValueError(f'config.model.name={model_config.name!r}: only hourglass networks have a '
+                     f'PyTorch twin here')
+  if (len(model_config.branch_stacks) == 1 and model_config.num_shared_stacks == 0
+      and model_config.fau == 'none'):
+    return True
+  if model_config.fau != 'released':
+    raise ValueError(f'config.model.fau={model_config.fau!r}: the PyTorch twin of a '
+                     f"multi-branch network has the released FAU only (set 'released')")
+  return False
+
+
 def torch_network(model_config, num_joints: int):
   """(network, is_multi_branch) of okdhp_jax/models/torch_reference.py for config.model."""
   from okdhp_jax.models import torch_reference
   stacks = tuple(model_config.branch_stacks)
-  if model_config.name != 'hourglass':
-    raise ValueError(f'config.model.name={model_config.name!r}: only hourglass networks have a '
-                     f'PyTorch twin here')
-  if len(stacks) == 1 and model_config.num_shared_stacks == 0 and model_config.fau == 'none':
+  if is_plain(model_config):
     return torch_reference.HourglassNet(stacks[0], model_config.features, num_joints,
                                         model_config.depth), False
-  if model_config.fau != 'released':
-    raise ValueError(f'config.model.fau={model_config.fau!r}: the PyTorch twin of a '
-                     f"multi-branch network has the released FAU only (set 'released')")
   return torch_reference.OKDHPNet(model_config.num_shared_stacks, stacks, model_config.features,
                                   num_joints, model_config.depth,
                                   model_config.fau_hidden), True
@@ -133,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
   for spec in args.config or list(DEFAULT_CONFIGS):
     config = load_config(spec)
     try:
-      torch_network(config.model, 1)  # refuse a config without a twin before timing anything
+      is_plain(config.model)  # refuse a config without a twin before timing anything
     except ValueError as error:
       sys.exit(f'bench_torch: error: {spec}: {error}')
     print(f'{spec}: JAX ...', flush=True)
