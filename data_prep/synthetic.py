@@ -1,8 +1,8 @@
 r"""Synthetic articulated figures with exact joints, in the MPII layout and record format.
 
   python -m data_prep.synthetic --out DIR --num 2000 [--num-valid 200] [--size 128] [--seed 0]
-      [--overwrite] [--plain] [--figures 1] [--occluders 1] [--occluder-prob 0.35] [--background-shapes 5]
-      [--lean-std 12] [--height-range 0.55 0.95] [--front-prob 0.5]
+      [--overwrite] [--plain] [--figures 1] [--occluders 1] [--occluder-prob 0.35]
+      [--background-shapes 5] [--lean-std 12] [--height-range 0.55 0.95] [--front-prob 0.5]
 
 Each image holds one 16-joint figure (MPII joint order) built from proportions of a human body
 (head, torso, arms and legs in head units), with random but plausible joint angles, seen from

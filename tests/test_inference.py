@@ -287,6 +287,6 @@ def test_the_crop_decodes_at_the_scale_the_export_was_trained_with(export, tmp_p
   assert np.abs(exact.astype(int) - reduced).max() > 0  # the box shrinks 4x: the caps differ
   odd = str(tmp_path / 'odd')
   store.save_exported(odd, variables, dict(description, max_decode_reduction=3))
-  with pytest.raises(ValueError,
-                     match=r"odd: model.json's max_decode_reduction=3: choose one of \(1, 2, 4, 8\)"):
+  with pytest.raises(ValueError, match=r"odd: model.json's max_decode_reduction=3: choose one "
+                                       r'of \(1, 2, 4, 8\)'):
     PosePredictor.from_export(odd, batch_size=4)

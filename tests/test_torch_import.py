@@ -16,7 +16,8 @@ from okdhp_jax.export.store import load_exported  # pylint: disable=g-import-not
 from okdhp_jax.models import build_model
 from okdhp_jax.models.torch_import import load_state_dict, state_dict_to_variables
 from okdhp_jax.tools import convert_torch
-from okdhp_jax.models.torch_reference import HourglassNet, randomize  # pylint: disable=g-import-not-at-top
+from okdhp_jax.models.torch_reference import (  # pylint: disable=g-import-not-at-top
+    HourglassNet, randomize)
 
 NUM_STACKS = 2
 FEATURES = 32  # pytorch-pose: 256 (num_feats 128 * expansion 2, stem 64)
