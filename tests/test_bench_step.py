@@ -42,6 +42,11 @@ def test_one_row_in_process_with_a_profile(tiny_config, tmp_path, capsys):
   assert cells[7] == 'n/a'  # a CPU has no peak to divide by.
   # TensorBoard's profile plugin reads the .xplane.pb files jax.profiler writes.
   assert glob.glob(str(tmp_path / 'profile' / '**' / '*.xplane.pb'), recursive=True)
+  # ... and under the table, where the profiled steps' time went, read back from that trace.
+  summary = lines.index(next(line for line in lines if line.startswith('Where the time goes')))
+  assert f'{tiny_config}, float32, global batch 8. 3 profiled steps' in lines[summary]
+  kinds = [line.split('|')[1].strip() for line in lines[summary + 3:]]
+  assert 'convolution' in kinds and 'elementwise fusion' in kinds
 
 
 def test_a_row_runs_in_its_own_process(tiny_config):

@@ -1,7 +1,7 @@
 r"""The train step's throughput on the devices present: the table to quote, with MFU.
 
   python -m okdhp_jax.tools.bench_step --sweep --dtype float32 --dtype bfloat16 \
-      --batch 16 --batch 32 --batch 64
+      --batch 16 --batch 32 --batch 64 --results sweep.jsonl
   python -m okdhp_jax.tools.bench_step --config configs/hg4.py --batch 32 --profile /tmp/prof
   python -m okdhp_jax.tools.bench_step --config configs/quickstart.py
 
@@ -16,7 +16,10 @@ Batches are synthetic (random images and joints) on a `data` mesh over every dev
 parameters are freshly initialised, and so is the method's frozen state (FPD: a random teacher).
 With more than one row, each row runs in a fresh process, so compile times and peak memory are
 its own. `--profile DIR` writes a jax.profiler trace of a few steps per row under DIR, which
-TensorBoard's profile plugin opens (pip install tensorboard-plugin-profile).
+TensorBoard's profile plugin opens (pip install tensorboard-plugin-profile), and prints under
+the table where those steps' time went, by op kind (okdhp_jax/tools/profile_summary.py).
+`--results FILE` keeps each row as it finishes: a sweep stopped by a time limit or Ctrl-C,
+run again with the same FILE, measures only the rows it lacks.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import sys
 import time
 
 import numpy as np
+
+from okdhp_jax.tools import profile_summary
 
 SWEEP = ('configs/hg4_baseline.py', 'configs/hg4.py', 'configs/hg4_unbalanced.py',
          'configs/mobilepose_resnet18.py', 'configs/coco_hg4.py')
@@ -110,12 +115,15 @@ def measure(config_spec: str, dtype: str | None, batch_size: int | None, *, step
   jax.block_until_ready((state, metrics))
   step_s = (time.perf_counter() - start) / steps
 
+  profile = None
   if profile_dir:
     name = os.path.basename(config_spec).replace('.py', '').replace(':', '_')
-    with jax.profiler.trace(os.path.join(profile_dir, f'{name}_{compute_dtype}_b{batch_size}')):
+    trace_dir = os.path.join(profile_dir, f'{name}_{compute_dtype}_b{batch_size}')
+    with jax.profiler.trace(trace_dir):
       for _ in range(PROFILE_STEPS):
         state, metrics = train_step(state, frozen, batch)
       jax.block_until_ready((state, metrics))
+    profile = profile_summary.summarize(trace_dir, PROFILE_STEPS)
 
   devices = jax.devices()
   achieved = flops_per_image * batch_size / step_s / 1e12
@@ -127,7 +135,7 @@ def measure(config_spec: str, dtype: str | None, batch_size: int | None, *, step
       'img_per_s': batch_size / step_s, 'step_ms': step_s * 1e3, 'tflops': achieved,
       'mfu': achieved / (peak * len(devices)) if peak else None,
       'first_call_s': first_call_s, 'peak_gib': peak_memory_gib(),
-      'loss': float(metrics['loss']),
+      'loss': float(metrics['loss']), 'profile': profile,
   }
 
 
@@ -171,6 +179,64 @@ def measure_in_child(args, config_spec: str, dtype: str | None, batch: int | Non
           'error': f'exit {result.returncode}: {last[-120:]}'}
 
 
+def request_key(config_spec: str, dtype: str | None, batch: int | None) -> tuple:
+  """What a row was asked for (None: the config's own dtype or batch)."""
+  return (config_spec, dtype, batch)
+
+
+def load_results(path: str) -> dict[tuple, dict]:
+  """Rows measured earlier into `path` (--results), by request (failed rows are never written
+  there, so they are measured again)."""
+  rows = {}
+  if not os.path.exists(path):
+    return rows
+  with open(path) as f:
+    lines = f.readlines()
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+      rows[request_key(*row['request'])] = row
+    except (ValueError, KeyError, TypeError) as error:
+      if number == len(lines) and not line.endswith('\n'):
+        continue  # a write cut off by a kill: that row is measured again.
+      raise SystemExit(f'error: --results {path}, line {number} is not a bench_step row '
+                       f'({error}); give another file or remove that line') from None
+  return rows
+
+
+def append_result(path: str, row: dict) -> None:
+  """Adds one measured row to `path` at once, so an interrupted sweep keeps what it measured."""
+  with open(path, 'ab+') as f:
+    ends_cut_off = False  # by a kill while writing: the new row starts on a line of its own.
+    if f.seek(0, os.SEEK_END) > 0:
+      f.seek(-1, os.SEEK_END)
+      ends_cut_off = f.read(1) != b'\n'
+    f.write((b'\n' if ends_cut_off else b'') + json.dumps(row).encode() + b'\n')
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def brief(row: dict) -> str:
+  """'812.3 img/s, 39.4 ms/step, MFU 31.2%, first call 48.1 s' (or the failure)."""
+  if 'error' in row:
+    return f'failed: {row["error"]}'
+  mfu = f', MFU {row["mfu"]:.1%}' if row.get('mfu') is not None else ''
+  return (f'{row["img_per_s"]:.1f} img/s, {row["step_ms"]:.1f} ms/step{mfu}, first call '
+          f'{row["first_call_s"]:.1f} s')
+
+
+def print_report(rows: list[dict]) -> None:
+  """The table, then the profile summary of each row that has one."""
+  print(format_rows(rows), flush=True)
+  for row in rows:
+    if row.get('profile'):
+      print(f'\nWhere the time goes: {row["config"]}, {row["dtype"]}, global batch '
+            f'{row["batch"]}. {profile_summary.format_summary(row["profile"], row["step_ms"])}',
+            flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--config', action='append', default=[],
@@ -184,7 +250,11 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--steps', type=int, default=10, help='timed steps per row')
   parser.add_argument('--warmup', type=int, default=2, help='untimed steps after compiling')
   parser.add_argument('--profile', default='', metavar='DIR',
-                      help=f'write a jax.profiler trace of {PROFILE_STEPS} steps per row here')
+                      help=f'write a jax.profiler trace of {PROFILE_STEPS} steps per row here and '
+                           'print where their time goes')
+  parser.add_argument('--results', default='', metavar='FILE',
+                      help='append each measured row to this JSON-lines file as it finishes; '
+                           'rows already in it are shown, not measured again (resumes a sweep)')
   parser.add_argument('--row-json', action='store_true', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   configs = args.config + (list(SWEEP) if args.sweep else [])
@@ -196,18 +266,47 @@ def main(argv: list[str] | None = None) -> None:
   grid = [(c, d, b) for c in configs for d in (args.dtype or [None])
           for b in (args.batch or [None])]
 
-  if args.row_json or len(grid) == 1:
+  if args.row_json:
     config_spec, dtype, batch = grid[0]
-    row = measure(config_spec, dtype, batch, steps=args.steps, warmup=args.warmup,
-                  profile_dir=args.profile)
-    print(json.dumps(row) if args.row_json else format_rows([row]), flush=True)
+    print(json.dumps(measure(config_spec, dtype, batch, steps=args.steps, warmup=args.warmup,
+                             profile_dir=args.profile)), flush=True)
     return
-  rows = []
-  for i, (config_spec, dtype, batch) in enumerate(grid):
-    print(f'[{i + 1}/{len(grid)}] {config_spec} dtype={dtype or "config"} '
-          f'batch={batch or "config"}', file=sys.stderr, flush=True)
-    rows.append(measure_in_child(args, config_spec, dtype, batch))
-  print(format_rows(rows), flush=True)
+  earlier = load_results(args.results) if args.results else {}
+  to_measure = [g for g in grid if request_key(*g) not in earlier]
+  rows, measured, start = [], 0, time.perf_counter()
+  try:
+    for i, (config_spec, dtype, batch) in enumerate(grid):
+      label = (f'[{i + 1}/{len(grid)}] {config_spec} dtype={dtype or "config"} '
+               f'batch={batch or "config"}')
+      key = request_key(config_spec, dtype, batch)
+      if key in earlier:
+        rows.append(earlier[key])
+        print(f'{label}: measured earlier ({args.results}): {brief(earlier[key])}',
+              file=sys.stderr, flush=True)
+        continue
+      print(label, file=sys.stderr, flush=True)
+      # One row runs in this process; with several, each gets a fresh one.
+      if len(grid) == 1:
+        row = measure(config_spec, dtype, batch, steps=args.steps, warmup=args.warmup,
+                      profile_dir=args.profile)
+      else:
+        row = measure_in_child(args, config_spec, dtype, batch)
+      row['request'] = list(key)
+      rows.append(row)
+      measured += 1
+      if args.results and 'error' not in row:
+        append_result(args.results, row)
+      elapsed = time.perf_counter() - start
+      left = elapsed / measured * (len(to_measure) - measured)
+      print(f'{label}: {brief(row)} | {elapsed / 60:.1f} min so far, about {left / 60:.1f} min '
+            'left', file=sys.stderr, flush=True)
+  except KeyboardInterrupt:
+    print(f'Interrupted: {len(rows)} of {len(grid)} rows done'
+          + (f' (kept in {args.results}; run again to go on)' if args.results else ''),
+          file=sys.stderr, flush=True)
+    print_report(rows)
+    raise SystemExit(130) from None
+  print_report(rows)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,204 @@
+r"""Where a profiled train step's time goes, read back from a jax.profiler trace.
+
+  python -m okdhp_jax.tools.profile_summary TRACE_DIR [--steps 3]
+
+`bench_step --profile DIR` writes one trace per row and prints this summary under its table.
+The trace's XSpace (the .xplane.pb TensorBoard's profile plugin opens) is read with
+jax.profiler.ProfileData, so no TensorBoard is needed, e.g. on a GPU node without it.
+
+Which events count as the step's ops:
+  * a GPU or TPU: the device plane's 'XLA Ops' line where the profiler derived one, otherwise
+    every event on the device plane that names its HLO op (the kernels of each stream);
+  * a CPU: the events of XLA's threads that name their HLO op (one per thunk).
+Op time is summed over streams or threads, so on a CPU it can exceed the wall time. 'busy' is
+the wall time during which at least one op ran, per step. On a GPU or TPU, busy far below the
+step time means the device waits (for the host, kernel launches or transfers). On a CPU the
+gap is mostly convolutions: XLA hands the large ones to Eigen's thread pool, whose work the
+trace does not attribute to the op, so a CPU summary under-counts convolutions.
+
+Ops are grouped by kind from their HLO names (the same words on every backend), e.g.
+`convolution.12` and `cudnn-conv.3` are convolutions, `transpose_copy_fusion.7` a transpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+
+# (kind, pattern searched in the lower-cased op name). First match wins: collectives before
+# 'reduce', transposes before 'fusion'. 'conv' must not match 'convert'.
+KINDS = (
+    ('collective', r'all-reduce|all-gather|reduce-scatter|all-to-all|collective|nccl'),
+    ('convolution', r'conv(?!ert)|cudnn|xmma|dgrad|wgrad|fprop'),
+    ('matmul', r'gemm|dot|cublas|matmul'),
+    ('library fusion (YNNPACK/oneDNN)', r'ynn|xnn|onednn'),
+    ('transpose / copy', r'transpose|copy|memcpy|bitcast'),
+    ('pooling / scatter', r'reduce[-_]window|select[-_]and[-_]scatter|scatter'),
+    ('reduction', r'reduce'),
+    ('elementwise fusion', r'fusion|convert|broadcast|multiply|add|iota|select|maximum'),
+)
+OTHER = 'other'
+# Line names of the derived timelines on device planes, which repeat what 'XLA Ops' shows.
+_DERIVED_LINES = ('XLA Modules', 'Steps', 'Framework Name Scope', 'Framework Ops',
+                  'TensorFlow Name Scope', 'TensorFlow Ops', 'Source code', 'XLA TraceMe',
+                  'Launch Stats', 'SparseCore')
+
+
+def op_kind(name: str) -> str:
+  """The KINDS group of an HLO op or kernel name ('convolution.12' -> 'convolution')."""
+  lowered = name.lower()
+  for kind, pattern in KINDS:
+    if re.search(pattern, lowered):
+      return kind
+  return OTHER
+
+
+def _base_name(name: str) -> str:
+  """'multiply_add_fusion.123' -> 'multiply_add_fusion' (one entry per op type)."""
+  return re.sub(r'(\.\d+)+$', '', name.strip().lstrip('%'))
+
+
+def newest_xplane(trace_dir: str) -> str:
+  """The newest .xplane.pb under `trace_dir` (jax.profiler.trace nests it in dated folders)."""
+  found = glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'), recursive=True)
+  if not found:
+    raise FileNotFoundError(f'no .xplane.pb under {trace_dir!r}: is it a jax.profiler.trace '
+                            'folder?')
+  return max(found, key=os.path.getmtime)
+
+
+def _hlo_op(event) -> str | None:
+  for key, value in event.stats:
+    if key == 'hlo_op':
+      return str(value)
+  return None
+
+
+def op_events(profile) -> tuple[str, list[tuple[str, int, int]]]:
+  """(where the ops came from, [(op name, start ns, duration ns)]) of a ProfileData."""
+  devices = [p for p in profile.planes if p.name.startswith('/device:')
+             and not p.name.startswith('/device:CUSTOM')]
+  events = []
+  for plane in devices:
+    lines = {line.name: line for line in plane.lines}
+    if 'XLA Ops' in lines:
+      events += [(e.name, e.start_ns, e.duration_ns) for e in lines['XLA Ops'].events]
+      continue
+    for name, line in lines.items():
+      if name in _DERIVED_LINES:
+        continue
+      for e in line.events:
+        op = _hlo_op(e)
+        if op is not None:
+          events.append((op, e.start_ns, e.duration_ns))
+  if events:
+    return ', '.join(p.name for p in devices), events
+  host = profile.find_plane_with_name('/host:CPU')
+  for line in (host.lines if host is not None else []):
+    if not line.name.startswith('tf_XLA'):
+      continue
+    for e in line.events:
+      op = _hlo_op(e)
+      if op is not None and not e.name.startswith('end: '):
+        events.append((op, e.start_ns, e.duration_ns))
+  return "/host:CPU (XLA's threads)", events
+
+
+def _busy_ns(intervals: list[tuple[int, int]]) -> int:
+  """Length of the union of [start, start + duration) intervals."""
+  total, end = 0, None
+  for start, duration in sorted(intervals):
+    stop = start + duration
+    if end is None or start > end:
+      total += duration
+      end = stop
+    elif stop > end:
+      total += stop - end
+      end = stop
+  return total
+
+
+def summarize(trace_dir: str, steps: int, top: int = 8) -> dict:
+  """summarize_profile of the newest trace under `trace_dir`."""
+  from jax.profiler import ProfileData  # pylint: disable=g-import-not-at-top
+  path = newest_xplane(trace_dir)
+  try:
+    return summarize_profile(ProfileData.from_file(path), steps, top)
+  except ValueError as error:
+    raise ValueError(f'{path}: {error}') from None
+
+
+def summarize_profile(profile, steps: int, top: int = 8) -> dict:
+  """Per-step op time by kind, and the device's busy time, from a trace of `steps` steps.
+
+  Args:
+    profile: a jax.profiler.ProfileData.
+
+  Returns a JSON-able dict: source, steps, op_ms (summed op time per step), busy_ms (wall
+  time with an op running, per step) and kinds: [{kind, ms, share, ops, largest}] (ms and ops
+  per step, share of op_ms, largest: the op type of the kind that took the most time),
+  largest first, at most `top` (the rest merged into 'other').
+  """
+  source, events = op_events(profile)
+  if not events:
+    raise ValueError('the trace holds no XLA op events')
+  per_kind = collections.defaultdict(float)
+  counts = collections.Counter()
+  per_op = collections.defaultdict(float)
+  for name, _, duration in events:
+    kind = op_kind(name)
+    per_kind[kind] += duration
+    counts[kind] += 1
+    per_op[(kind, _base_name(name))] += duration
+  total = sum(per_kind.values())
+  ordered = sorted(per_kind, key=per_kind.get, reverse=True)
+  if len(ordered) > top:
+    for kind in ordered[top - 1:]:
+      if kind != OTHER:
+        per_kind[OTHER] += per_kind.pop(kind)
+        counts[OTHER] += counts.pop(kind)
+    ordered = sorted(per_kind, key=per_kind.get, reverse=True)
+  kinds = []
+  for kind in ordered:
+    ops = {op: t for (k, op), t in per_op.items() if k == kind}
+    kinds.append({'kind': kind, 'ms': per_kind[kind] / steps / 1e6,
+                  'share': per_kind[kind] / total, 'ops': counts[kind] / steps,
+                  'largest': max(ops, key=ops.get) if ops else ''})
+  busy = _busy_ns([(start, duration) for _, start, duration in events])
+  return {'source': source, 'steps': steps, 'op_ms': total / steps / 1e6,
+          'busy_ms': busy / steps / 1e6, 'kinds': kinds}
+
+
+def format_summary(summary: dict, step_ms: float | None = None) -> str:
+  """A short paragraph and a markdown table of `summarize`'s result."""
+  busy = f'ops ran during {summary["busy_ms"]:.1f} ms of each step'
+  if step_ms:
+    busy += f' ({summary["busy_ms"] / step_ms:.0%} of the {step_ms:.1f} ms step)'
+  lines = [f'{summary["steps"]} profiled steps, ops of {summary["source"]}: {busy}; op time '
+           f'summed over streams/threads {summary["op_ms"]:.1f} ms per step.',
+           '| op kind | ms/step | share | ops/step | largest op type |', '|---|---|---|---|---|']
+  for k in summary['kinds']:
+    lines.append(f'| {k["kind"]} | {k["ms"]:.2f} | {k["share"]:.1%} | {k["ops"]:.0f} | '
+                 f'{k["largest"]} |')
+  return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('trace_dir', help='a jax.profiler.trace folder (bench_step --profile)')
+  parser.add_argument('--steps', type=int, default=3, help='steps the trace holds')
+  parser.add_argument('--step-ms', type=float, default=None,
+                      help='the measured step time, to show busy time as a share of it')
+  args = parser.parse_args(argv)
+  try:
+    summary = summarize(args.trace_dir, args.steps)
+  except (FileNotFoundError, ValueError) as error:
+    raise SystemExit(f'error: {error}') from None
+  print(format_summary(summary, args.step_ms))
+
+
+if __name__ == '__main__':
+  main()

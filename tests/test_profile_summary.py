@@ -1,0 +1,82 @@
+"""Reading a jax.profiler trace back: op kinds, per-step times, and the device's busy time."""
+
+from __future__ import annotations
+
+import pytest
+from jax.profiler import ProfileData
+
+from okdhp_jax.tools import profile_summary
+
+# A GPU-like trace of 2 steps (times in ps; ops of 2-6 ms): the derived 'XLA Ops' line, plus a
+# stream line whose kernels repeat those ops and must not be counted twice.
+GPU_TRACE = '''
+planes {
+  id: 1
+  name: "/device:GPU:0"
+  lines { id: 1 name: "XLA Ops" timestamp_ns: 1000
+    events { metadata_id: 1 offset_ps: 0 duration_ps: 6000000000 }
+    events { metadata_id: 2 offset_ps: 4000000000 duration_ps: 2000000000 }
+    events { metadata_id: 3 offset_ps: 10000000000 duration_ps: 4000000000 }
+    events { metadata_id: 4 offset_ps: 14000000000 duration_ps: 2000000000 } }
+  lines { id: 2 name: "Stream #7(compute)" timestamp_ns: 1000
+    events { metadata_id: 5 offset_ps: 0 duration_ps: 6000000000
+             stats { metadata_id: 9 str_value: "cudnn-conv.3" } } }
+  lines { id: 3 name: "XLA Modules" timestamp_ns: 1000
+    events { metadata_id: 6 offset_ps: 0 duration_ps: 16000000000 } }
+  event_metadata { key: 1 value { id: 1 name: "cudnn-conv.3" } }
+  event_metadata { key: 2 value { id: 2 name: "transpose_copy_fusion.1" } }
+  event_metadata { key: 3 value { id: 3 name: "cudnn-conv.4" } }
+  event_metadata { key: 4 value { id: 4 name: "all-reduce.2" } }
+  event_metadata { key: 5 value { id: 5 name: "sm90_xmma_fprop_kernel" } }
+  event_metadata { key: 6 value { id: 6 name: "jit_train_step" } }
+  stat_metadata { key: 9 value { id: 9 name: "hlo_op" } }
+}
+'''
+
+
+@pytest.mark.parametrize('name, kind', [
+    ('convolution.51', 'convolution'), ('cudnn-conv-bias-activation.2', 'convolution'),
+    ('wrapped_convert.7', 'elementwise fusion'),  # 'convert' is not a convolution.
+    ('transpose_copy_fusion.1', 'transpose / copy'), ('all-reduce.3', 'collective'),
+    ('reduce-scatter.1', 'collective'), ('convert_reduce_fusion', 'reduction'),
+    ('select-and-scatter.4', 'pooling / scatter'), ('cublas-gemm.1', 'matmul'),
+    ('ynn_fusion.9', 'library fusion (YNNPACK/oneDNN)'), ('rng-bit-generator', 'other'),
+])
+def test_op_kinds_from_hlo_names(name, kind):
+  assert profile_summary.op_kind(name) == kind
+
+
+def test_a_gpu_trace_counts_the_xla_ops_line_once_per_step():
+  summary = profile_summary.summarize_profile(ProfileData.from_text_proto(GPU_TRACE), steps=2)
+  assert summary['source'] == '/device:GPU:0'
+  kinds = {k['kind']: k for k in summary['kinds']}
+  assert set(kinds) == {'convolution', 'transpose / copy', 'collective'}
+  assert kinds['convolution']['ms'] == pytest.approx(5.0)  # (6 + 4) ms over 2 steps
+  assert kinds['convolution']['ops'] == 1 and kinds['convolution']['largest'] == 'cudnn-conv'
+  assert kinds['transpose / copy']['ms'] == pytest.approx(1.0)
+  assert summary['op_ms'] == pytest.approx(7.0)
+  # The overlapping transpose adds no busy time: ops cover [0, 6) and [10, 16) ms.
+  assert summary['busy_ms'] == pytest.approx(6.0)
+  assert sum(k['share'] for k in summary['kinds']) == pytest.approx(1.0)
+  table = profile_summary.format_summary(summary, step_ms=10.0)
+  assert '(60% of the 10.0 ms step)' in table
+  assert '| convolution | 5.00 | 71.4% | 1 | cudnn-conv |' in table
+
+
+def test_without_a_derived_line_the_kernels_that_name_their_op_count():
+  trace = GPU_TRACE.replace('name: "XLA Ops"', 'name: "Stream #8(compute)"', 1)
+  summary = profile_summary.summarize_profile(ProfileData.from_text_proto(trace), steps=1)
+  # Only the stream kernel carries an hlo_op stat; it is named by that op.
+  assert [(k['kind'], k['largest']) for k in summary['kinds']] == [('convolution', 'cudnn-conv')]
+
+
+def test_small_kinds_merge_into_other():
+  summary = profile_summary.summarize_profile(ProfileData.from_text_proto(GPU_TRACE), steps=2,
+                                              top=2)
+  assert [k['kind'] for k in summary['kinds']] == ['convolution', 'other']
+  assert summary['kinds'][1]['ms'] == pytest.approx(2.0)
+
+
+def test_a_folder_without_a_trace_is_named(tmp_path):
+  with pytest.raises(SystemExit, match='no .xplane.pb under'):
+    profile_summary.main([str(tmp_path)])
