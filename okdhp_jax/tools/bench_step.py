@@ -123,7 +123,11 @@ def measure(config_spec: str, dtype: str | None, batch_size: int | None, *, step
       for _ in range(PROFILE_STEPS):
         state, metrics = train_step(state, frozen, batch)
       jax.block_until_ready((state, metrics))
-    profile = profile_summary.summarize(trace_dir, PROFILE_STEPS)
+    try:
+      profile = profile_summary.summarize(trace_dir, PROFILE_STEPS)
+    except Exception as error:  # pylint: disable=broad-except  (the row matters more)
+      print(f'warning: the trace in {trace_dir} was written but could not be summarised: '
+            f'{error}', file=sys.stderr, flush=True)
 
   devices = jax.devices()
   achieved = flops_per_image * batch_size / step_s / 1e12
