@@ -91,3 +91,10 @@ def test_an_interrupted_sweep_prints_the_rows_it_has(monkeypatch, tmp_path, caps
   assert [r[3] for r in table_rows(out)] == ['2']
   assert f'1 of 2 rows done (kept in {results}; run again to go on)' in err
   assert len(results.read_text().splitlines()) == 1
+
+
+def test_a_results_file_in_a_missing_folder_is_refused_before_measuring(measured, tmp_path,
+                                                                         capsys):
+  with pytest.raises(SystemExit):
+    bench_step.main(ARGS + ['--results', str(tmp_path / 'no_such_folder' / 'sweep.jsonl')])
+  assert 'its folder does not exist' in capsys.readouterr().err and measured == []

@@ -80,3 +80,11 @@ def test_small_kinds_merge_into_other():
 def test_a_folder_without_a_trace_is_named(tmp_path):
   with pytest.raises(SystemExit, match='no .xplane.pb under'):
     profile_summary.main([str(tmp_path)])
+
+
+def test_a_damaged_trace_is_named(tmp_path):
+  damaged = tmp_path / 'plugins' / 'profile' / '2026_11_27' / 'host.xplane.pb'
+  damaged.parent.mkdir(parents=True)
+  damaged.write_bytes(b'not an XSpace')
+  with pytest.raises(SystemExit, match=f'{damaged} is not a readable jax.profiler trace'):
+    profile_summary.main([str(tmp_path)])

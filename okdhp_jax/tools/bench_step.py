@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
   for spec in configs:
     if not os.path.exists(spec.partition(':')[0]):
       parser.error(f'--config file {spec.partition(":")[0]} does not exist')
+  if args.results and not os.path.isdir(os.path.dirname(os.path.abspath(args.results))):
+    parser.error(f'--results {args.results}: its folder does not exist')
   grid = [(c, d, b) for c in configs for d in (args.dtype or [None])
           for b in (args.batch or [None])]
 

@@ -126,7 +126,11 @@ def summarize(trace_dir: str, steps: int, top: int = 8) -> dict:
   from jax.profiler import ProfileData  # pylint: disable=g-import-not-at-top
   path = newest_xplane(trace_dir)
   try:
-    return summarize_profile(ProfileData.from_file(path), steps, top)
+    profile = ProfileData.from_file(path)
+  except RuntimeError as error:  # what jaxlib raises for bytes that are not an XSpace
+    raise ValueError(f'{path} is not a readable jax.profiler trace ({error})') from None
+  try:
+    return summarize_profile(profile, steps, top)
   except ValueError as error:
     raise ValueError(f'{path}: {error}') from None
 
