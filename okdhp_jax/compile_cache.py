@@ -32,6 +32,6 @@ def enable(cache_config) -> str | None:
   jax.config.update('jax_compilation_cache_dir', folder)
   # Every executable that took a second or more: the train, eval and export steps.
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
-  logging.info('Compiled steps are cached in %s (config.compile_cache.enabled=False: off)',
-               folder)
+  logging.info('Compiled steps are cached in %s (to turn this off: '
+               'config.compile_cache.enabled=False)', folder)
   return folder
