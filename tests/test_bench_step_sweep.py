@@ -3,7 +3,9 @@ missing, and an interrupted sweep printing what it has (measurement itself: test
 
 from __future__ import annotations
 
+import argparse
 import json
+import subprocess
 
 import pytest
 
@@ -47,8 +49,39 @@ def test_a_rerun_measures_only_the_rows_the_results_file_lacks(measured, tmp_pat
   out, err = capsys.readouterr()
   assert [r[3] for r in table_rows(out)] == ['2', '4']  # the rows asked for, in grid order
   assert 'measured earlier' in err and 'about 0.0 min left' in err
-  kept = [json.loads(line)['request'][2] for line in results.read_text().splitlines()]
-  assert kept == [2, 8, 4]
+  kept = [json.loads(line)['request'] for line in results.read_text().splitlines()]
+  assert [r['batch'] for r in kept] == [2, 8, 4]
+  assert kept[0] == {'config': 'configs/quickstart.py', 'dtype': 'float32', 'batch': 2,
+                     'steps': 10, 'warmup': 2, 'profile': False}
+
+
+def test_rows_measured_another_way_are_measured_again(measured, tmp_path, capsys):
+  results = tmp_path / 'sweep.jsonl'
+  bench_step.main(ARGS + ['--results', str(results)])
+  bench_step.main(ARGS + ['--results', str(results), '--steps', '20'])
+  bench_step.main(ARGS + ['--results', str(results), '--steps', '20'])
+  # Rows without a profile do not answer a request for one.
+  bench_step.main(ARGS + ['--results', str(results), '--profile', str(tmp_path / 'prof')])
+  assert [b for _, _, b in measured] == [2, 4, 2, 4, 2, 4]
+  capsys.readouterr()
+
+
+def test_a_row_asked_for_twice_is_measured_once(measured, capsys):
+  bench_step.main(ARGS + ['--config', 'configs/quickstart.py'])
+  assert [b for _, _, b in measured] == [2, 4]
+  assert len(table_rows(capsys.readouterr().out)) == 2
+
+
+def test_a_single_row_is_kept_too(monkeypatch, tmp_path, capsys):
+  # One row is measured in this process (measure, not measure_in_child).
+  calls = []
+  monkeypatch.setattr(bench_step, 'measure', lambda c, d, b, **kwargs: (
+      calls.append(b), fake_row(c, d, b))[1])
+  results = tmp_path / 'sweep.jsonl'
+  for _ in range(2):
+    bench_step.main(ARGS[:-2] + ['--results', str(results)])
+  assert calls == [2] and len(results.read_text().splitlines()) == 1
+  assert 'measured earlier on 1 x cpu' in capsys.readouterr().err
 
 
 def test_failed_rows_are_measured_again(monkeypatch, tmp_path, capsys):
@@ -63,16 +96,19 @@ def test_failed_rows_are_measured_again(monkeypatch, tmp_path, capsys):
 
 def test_a_row_cut_off_mid_write_is_measured_again(measured, tmp_path, capsys):
   results = tmp_path / 'sweep.jsonl'
-  row = dict(fake_row('configs/quickstart.py', 'float32', 2),
-             request=['configs/quickstart.py', 'float32', 2])
-  results.write_text(json.dumps(row) + '\n' + json.dumps(row)[:40])  # killed while writing
-  bench_step.main(ARGS + ['--results', str(results)])
-  assert measured == [('configs/quickstart.py', 'float32', 4)]
+  bench_step.main(ARGS[:-1] + ['8', '--results', str(results)])  # batches 2 and 8
   lines = results.read_text().splitlines()
-  assert json.loads(lines[-1])['request'] == ['configs/quickstart.py', 'float32', 4]
+  results.write_text(lines[0] + '\n' + lines[1][:40])  # killed while writing the second row
+  bench_step.main(ARGS + ['--results', str(results)])
+  assert [b for _, _, b in measured] == [2, 8, 4]
+  lines = results.read_text().splitlines()
+  assert [json.loads(line)['request']['batch'] for line in lines] == [2, 4]  # fragment dropped
+  bench_step.main(ARGS + ['--results', str(results)])  # and the file reads cleanly again
+  assert len(measured) == 3
   capsys.readouterr()
+  results.write_text(lines[0] + '\n{"not": "a row"}\n' + lines[1] + '\n')
   with pytest.raises(SystemExit, match=r'sweep.jsonl, line 2 is not a bench_step row'):
-    bench_step.main(ARGS + ['--results', str(results)])  # now a damaged line in the middle
+    bench_step.main(ARGS + ['--results', str(results)])  # a damaged line in the middle
 
 
 def test_an_interrupted_sweep_prints_the_rows_it_has(monkeypatch, tmp_path, capsys):
@@ -93,8 +129,22 @@ def test_an_interrupted_sweep_prints_the_rows_it_has(monkeypatch, tmp_path, caps
   assert len(results.read_text().splitlines()) == 1
 
 
-def test_a_results_file_in_a_missing_folder_is_refused_before_measuring(measured, tmp_path,
-                                                                         capsys):
+@pytest.mark.parametrize('where, problem', [
+    ('no_such_folder/sweep.jsonl', 'its folder does not exist'), ('.', 'is a folder')])
+def test_a_results_path_that_cannot_take_rows_is_refused_before_measuring(
+    measured, tmp_path, capsys, where, problem):
   with pytest.raises(SystemExit):
-    bench_step.main(ARGS + ['--results', str(tmp_path / 'no_such_folder' / 'sweep.jsonl')])
-  assert 'its folder does not exist' in capsys.readouterr().err and measured == []
+    bench_step.main(ARGS + ['--results', str(tmp_path / where)])
+  assert problem in capsys.readouterr().err and measured == []
+
+
+def test_a_childs_warnings_reach_the_user(monkeypatch, capsys):
+  row = fake_row('configs/quickstart.py', 'float32', 2)
+  done = subprocess.CompletedProcess(
+      [], 0, stdout=json.dumps(row) + '\n',
+      stderr='I1127 some framework log line\nwarning: the trace in /tmp/p could not be read\n')
+  monkeypatch.setattr(bench_step.subprocess, 'run', lambda *a, **k: done)
+  args = argparse.Namespace(steps=1, warmup=0, profile='/tmp/p')
+  assert bench_step.measure_in_child(args, 'configs/quickstart.py', 'float32', 2) == row
+  err = capsys.readouterr().err
+  assert 'warning: the trace in /tmp/p could not be read' in err and 'framework' not in err

@@ -41,6 +41,9 @@ planes {
     ('reduce-scatter.1', 'collective'), ('convert_reduce_fusion', 'reduction'),
     ('select-and-scatter.4', 'pooling / scatter'), ('cublas-gemm.1', 'matmul'),
     ('ynn_fusion.9', 'library fusion (YNNPACK/oneDNN)'), ('rng-bit-generator', 'other'),
+    ('__cudnn$convForward', 'convolution'), ('gemm_fusion_dot.2', 'matmul'),
+    ('maximum_bitcast_fusion.3', 'elementwise fusion'),  # a ReLU, named after its root ops
+    ('reduce-precision.1', 'other'),
 ])
 def test_op_kinds_from_hlo_names(name, kind):
   assert profile_summary.op_kind(name) == kind
@@ -75,6 +78,24 @@ def test_small_kinds_merge_into_other():
                                               top=2)
   assert [k['kind'] for k in summary['kinds']] == ['convolution', 'other']
   assert summary['kinds'][1]['ms'] == pytest.approx(2.0)
+  assert summary['kinds'][1]['largest'] in ('transpose_copy_fusion', 'all-reduce')
+
+
+def test_several_devices_give_the_mean_of_one():
+  second = GPU_TRACE.replace('/device:GPU:0', '/device:GPU:1').replace('id: 1\n', 'id: 2\n', 1)
+  one = profile_summary.summarize_profile(ProfileData.from_text_proto(GPU_TRACE), steps=2)
+  two = profile_summary.summarize_profile(ProfileData.from_text_proto(GPU_TRACE + second),
+                                          steps=2)
+  assert two['devices'] == 2 and two['source'] == '/device:GPU:0, /device:GPU:1'
+  for key in ('op_ms', 'busy_ms'):
+    assert two[key] == pytest.approx(one[key])
+  assert two['kinds'] == one['kinds']
+  assert '(per device: the mean of 2)' in profile_summary.format_summary(two)
+
+
+def test_a_trace_needs_at_least_one_step(tmp_path):
+  with pytest.raises(SystemExit):
+    profile_summary.main([str(tmp_path), '--steps', '0'])
 
 
 def test_a_folder_without_a_trace_is_named(tmp_path):

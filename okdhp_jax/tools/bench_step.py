@@ -175,6 +175,9 @@ def measure_in_child(args, config_spec: str, dtype: str | None, batch: int | Non
   command += ['--batch', str(batch)] if batch else []
   command += ['--profile', args.profile] if args.profile else []
   result = subprocess.run(command, capture_output=True, text=True)
+  for line in result.stderr.splitlines():
+    if line.startswith('warning:'):  # the row's own warnings (not the frameworks' log lines)
+      print(line, file=sys.stderr, flush=True)
   lines = result.stdout.strip().splitlines()
   if result.returncode == 0 and lines:
     return json.loads(lines[-1])
@@ -183,9 +186,15 @@ def measure_in_child(args, config_spec: str, dtype: str | None, batch: int | Non
           'error': f'exit {result.returncode}: {last[-120:]}'}
 
 
-def request_key(config_spec: str, dtype: str | None, batch: int | None) -> tuple:
-  """What a row was asked for (None: the config's own dtype or batch)."""
-  return (config_spec, dtype, batch)
+def request(args, config_spec: str, dtype: str | None, batch: int | None) -> dict:
+  """What a row was asked for and how it is measured (None: the config's own dtype or batch).
+  A --results row is reused only for the same request."""
+  return {'config': config_spec, 'dtype': dtype, 'batch': batch, 'steps': args.steps,
+          'warmup': args.warmup, 'profile': bool(args.profile)}
+
+
+def request_key(asked: dict) -> tuple:
+  return tuple(sorted(asked.items()))
 
 
 def load_results(path: str) -> dict[tuple, dict]:
@@ -194,32 +203,52 @@ def load_results(path: str) -> dict[tuple, dict]:
   rows = {}
   if not os.path.exists(path):
     return rows
-  with open(path) as f:
-    lines = f.readlines()
+  try:
+    with open(path, encoding='utf-8') as f:
+      lines = f.readlines()
+  except (OSError, UnicodeDecodeError) as error:
+    raise SystemExit(f'error: --results {path} cannot be read: {error}') from None
   for number, line in enumerate(lines, 1):
     if not line.strip():
       continue
     try:
       row = json.loads(line)
-      rows[request_key(*row['request'])] = row
-    except (ValueError, KeyError, TypeError) as error:
+      rows[request_key(row['request'])] = row
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
       if number == len(lines) and not line.endswith('\n'):
-        continue  # a write cut off by a kill: that row is measured again.
+        continue  # a write cut off by a kill: append_result drops it, and the row is measured.
       raise SystemExit(f'error: --results {path}, line {number} is not a bench_step row '
                        f'({error}); give another file or remove that line') from None
   return rows
 
 
 def append_result(path: str, row: dict) -> None:
-  """Adds one measured row to `path` at once, so an interrupted sweep keeps what it measured."""
+  """Adds one measured row to `path` at once, so an interrupted sweep keeps what it measured.
+  A last line cut off by a kill while writing is dropped first."""
   with open(path, 'ab+') as f:
-    ends_cut_off = False  # by a kill while writing: the new row starts on a line of its own.
-    if f.seek(0, os.SEEK_END) > 0:
-      f.seek(-1, os.SEEK_END)
-      ends_cut_off = f.read(1) != b'\n'
-    f.write((b'\n' if ends_cut_off else b'') + json.dumps(row).encode() + b'\n')
+    f.seek(0)
+    content = f.read()
+    complete = content.rfind(b'\n') + 1
+    if complete < len(content):
+      f.truncate(complete)
+    f.write(json.dumps(row).encode() + b'\n')
     f.flush()
     os.fsync(f.fileno())
+
+
+def check_results_file(path: str) -> str | None:
+  """Why `path` cannot take --results rows (None if it can): checked before measuring, so that
+  no measured row is lost to a bad path."""
+  if os.path.isdir(path):
+    return 'is a folder'
+  if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+    return 'its folder does not exist'
+  try:
+    with open(path, 'ab'):
+      pass
+  except OSError as error:
+    return f'cannot be written ({error.strerror})'
+  return None
 
 
 def brief(row: dict) -> str:
@@ -267,10 +296,12 @@ def main(argv: list[str] | None = None) -> None:
   for spec in configs:
     if not os.path.exists(spec.partition(':')[0]):
       parser.error(f'--config file {spec.partition(":")[0]} does not exist')
-  if args.results and not os.path.isdir(os.path.dirname(os.path.abspath(args.results))):
-    parser.error(f'--results {args.results}: its folder does not exist')
-  grid = [(c, d, b) for c in configs for d in (args.dtype or [None])
-          for b in (args.batch or [None])]
+  problem = check_results_file(args.results) if args.results else None
+  if problem:
+    parser.error(f'--results {args.results}: {problem}')
+  # dict.fromkeys: a row asked for twice (a --config also in --sweep) is measured once.
+  grid = list(dict.fromkeys((c, d, b) for c in configs for d in (args.dtype or [None])
+                            for b in (args.batch or [None])))
 
   if args.row_json:
     config_spec, dtype, batch = grid[0]
@@ -278,17 +309,18 @@ def main(argv: list[str] | None = None) -> None:
                              profile_dir=args.profile)), flush=True)
     return
   earlier = load_results(args.results) if args.results else {}
-  to_measure = [g for g in grid if request_key(*g) not in earlier]
+  to_measure = [g for g in grid if request_key(request(args, *g)) not in earlier]
   rows, measured, start = [], 0, time.perf_counter()
   try:
     for i, (config_spec, dtype, batch) in enumerate(grid):
       label = (f'[{i + 1}/{len(grid)}] {config_spec} dtype={dtype or "config"} '
                f'batch={batch or "config"}')
-      key = request_key(config_spec, dtype, batch)
+      asked = request(args, config_spec, dtype, batch)
+      key = request_key(asked)
       if key in earlier:
         rows.append(earlier[key])
-        print(f'{label}: measured earlier ({args.results}): {brief(earlier[key])}',
-              file=sys.stderr, flush=True)
+        print(f'{label}: measured earlier on {earlier[key].get("devices", "?")} '
+              f'({args.results}): {brief(earlier[key])}', file=sys.stderr, flush=True)
         continue
       print(label, file=sys.stderr, flush=True)
       # One row runs in this process; with several, each gets a fresh one.
@@ -297,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
                       profile_dir=args.profile)
       else:
         row = measure_in_child(args, config_spec, dtype, batch)
-      row['request'] = list(key)
+      row['request'] = asked
       rows.append(row)
       measured += 1
       if args.results and 'error' not in row:

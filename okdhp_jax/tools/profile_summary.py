@@ -14,7 +14,8 @@ Op time is summed over streams or threads, so on a CPU it can exceed the wall ti
 the wall time during which at least one op ran, per step. On a GPU or TPU, busy far below the
 step time means the device waits (for the host, kernel launches or transfers). On a CPU the
 gap is mostly convolutions: XLA hands the large ones to Eigen's thread pool, whose work the
-trace does not attribute to the op, so a CPU summary under-counts convolutions.
+trace does not attribute to the op, so a CPU summary under-counts convolutions. With several
+devices, the figures are the mean of one device's.
 
 Ops are grouped by kind from their HLO names (the same words on every backend), e.g.
 `convolution.12` and `cudnn-conv.3` are convolutions, `transpose_copy_fusion.7` a transpose.
@@ -28,16 +29,17 @@ import glob
 import os
 import re
 
-# (kind, pattern searched in the lower-cased op name). First match wins: collectives before
-# 'reduce', transposes before 'fusion'. 'conv' must not match 'convert'.
+# (kind, pattern searched in the lower-cased HLO op name). First match wins: collectives before
+# 'reduce', transposes before 'fusion'. 'conv' must not match 'convert'. Fusions are named after
+# their root ops, so 'maximum_bitcast_fusion' is elementwise, not a transpose.
 KINDS = (
     ('collective', r'all-reduce|all-gather|reduce-scatter|all-to-all|collective|nccl'),
-    ('convolution', r'conv(?!ert)|cudnn|xmma|dgrad|wgrad|fprop'),
+    ('convolution', r'conv(?!ert)'),
     ('matmul', r'gemm|dot|cublas|matmul'),
     ('library fusion (YNNPACK/oneDNN)', r'ynn|xnn|onednn'),
-    ('transpose / copy', r'transpose|copy|memcpy|bitcast'),
+    ('transpose / copy', r'transpose|copy|memcpy'),
     ('pooling / scatter', r'reduce[-_]window|select[-_]and[-_]scatter|scatter'),
-    ('reduction', r'reduce'),
+    ('reduction', r'reduce(?![-_]precision)'),
     ('elementwise fusion', r'fusion|convert|broadcast|multiply|add|iota|select|maximum'),
 )
 OTHER = 'other'
@@ -48,7 +50,7 @@ _DERIVED_LINES = ('XLA Modules', 'Steps', 'Framework Name Scope', 'Framework Ops
 
 
 def op_kind(name: str) -> str:
-  """The KINDS group of an HLO op or kernel name ('convolution.12' -> 'convolution')."""
+  """The KINDS group of an HLO op name ('convolution.12' -> 'convolution')."""
   lowered = name.lower()
   for kind, pattern in KINDS:
     if re.search(pattern, lowered):
@@ -77,39 +79,39 @@ def _hlo_op(event) -> str | None:
   return None
 
 
-def op_events(profile) -> tuple[str, list[tuple[str, int, int]]]:
-  """(where the ops came from, [(op name, start ns, duration ns)]) of a ProfileData."""
+def op_events(profile) -> tuple[str, list[list[tuple[str, float, float]]]]:
+  """(where the ops came from, per device: [(HLO op name, start ns, duration ns)]).
+
+  One list per device plane that holds ops; on a CPU, one list for XLA's host threads. On a
+  GPU without an 'XLA Ops' line, an op that launches several kernels gives several events.
+  """
   devices = [p for p in profile.planes if p.name.startswith('/device:')
              and not p.name.startswith('/device:CUSTOM')]
-  events = []
+  per_device, names = [], []
   for plane in devices:
     lines = {line.name: line for line in plane.lines}
     if 'XLA Ops' in lines:
-      events += [(e.name, e.start_ns, e.duration_ns) for e in lines['XLA Ops'].events]
-      continue
-    for name, line in lines.items():
-      if name in _DERIVED_LINES:
-        continue
-      for e in line.events:
-        op = _hlo_op(e)
-        if op is not None:
-          events.append((op, e.start_ns, e.duration_ns))
-  if events:
-    return ', '.join(p.name for p in devices), events
+      events = [(e.name, e.start_ns, e.duration_ns) for e in lines['XLA Ops'].events]
+    else:
+      events = [(op, e.start_ns, e.duration_ns)
+                for name, line in lines.items() if name not in _DERIVED_LINES
+                for e in line.events if (op := _hlo_op(e)) is not None]
+    if events:
+      per_device.append(events)
+      names.append(plane.name)
+  if per_device:
+    return ', '.join(names), per_device
   host = profile.find_plane_with_name('/host:CPU')
-  for line in (host.lines if host is not None else []):
-    if not line.name.startswith('tf_XLA'):
-      continue
-    for e in line.events:
-      op = _hlo_op(e)
-      if op is not None and not e.name.startswith('end: '):
-        events.append((op, e.start_ns, e.duration_ns))
-  return "/host:CPU (XLA's threads)", events
+  events = [(op, e.start_ns, e.duration_ns)
+            for line in (host.lines if host is not None else []) if line.name.startswith('tf_XLA')
+            for e in line.events
+            if (op := _hlo_op(e)) is not None and not e.name.startswith('end: ')]
+  return "/host:CPU (XLA's threads)", [events] if events else []
 
 
-def _busy_ns(intervals: list[tuple[int, int]]) -> int:
+def _busy_ns(intervals: list[tuple[float, float]]) -> float:
   """Length of the union of [start, start + duration) intervals."""
-  total, end = 0, None
+  total, end = 0.0, None
   for start, duration in sorted(intervals):
     stop = start + duration
     if end is None or start > end:
@@ -136,44 +138,48 @@ def summarize(trace_dir: str, steps: int, top: int = 8) -> dict:
 
 
 def summarize_profile(profile, steps: int, top: int = 8) -> dict:
-  """Per-step op time by kind, and the device's busy time, from a trace of `steps` steps.
+  """Per-step op time by kind, and the busy time, per device, from a trace of `steps` steps.
 
   Args:
     profile: a jax.profiler.ProfileData.
 
-  Returns a JSON-able dict: source, steps, op_ms (summed op time per step), busy_ms (wall
-  time with an op running, per step) and kinds: [{kind, ms, share, ops, largest}] (ms and ops
-  per step, share of op_ms, largest: the op type of the kind that took the most time),
-  largest first, at most `top` (the rest merged into 'other').
+  Returns a JSON-able dict: source, devices (how many the figures are a mean over), steps,
+  op_ms (summed op time per step), busy_ms (wall time with an op running, per step) and kinds:
+  [{kind, ms, share, ops, largest}] (ms and op events per step, share of op_ms, largest: the op
+  type of the kind that took the most time), largest first, at most `top` rows (the smaller
+  kinds merged into 'other'). Op time counts nested op events (a loop's body inside the loop's
+  own event) twice; this project's steps have none.
   """
-  source, events = op_events(profile)
-  if not events:
+  if steps < 1:
+    raise ValueError(f'steps={steps}: a trace holds at least one step')
+  source, per_device = op_events(profile)
+  if not per_device:
     raise ValueError('the trace holds no XLA op events')
-  per_kind = collections.defaultdict(float)
-  counts = collections.Counter()
-  per_op = collections.defaultdict(float)
+  events = [event for device in per_device for event in device]
+  totals = collections.Counter()
+  for name, _, duration in events:
+    totals[op_kind(name)] += duration
+  ranked = [kind for kind, _ in totals.most_common() if kind != OTHER]
+  kept = set(ranked if len(totals) <= top else ranked[:top - 1])
+  per_kind, counts, per_op = collections.Counter(), collections.Counter(), collections.Counter()
   for name, _, duration in events:
     kind = op_kind(name)
+    kind = kind if kind in kept else OTHER
     per_kind[kind] += duration
     counts[kind] += 1
     per_op[(kind, _base_name(name))] += duration
   total = sum(per_kind.values())
-  ordered = sorted(per_kind, key=per_kind.get, reverse=True)
-  if len(ordered) > top:
-    for kind in ordered[top - 1:]:
-      if kind != OTHER:
-        per_kind[OTHER] += per_kind.pop(kind)
-        counts[OTHER] += counts.pop(kind)
-    ordered = sorted(per_kind, key=per_kind.get, reverse=True)
+  scale = 1.0 / (steps * len(per_device) * 1e6)  # ns summed over devices -> ms per step
   kinds = []
-  for kind in ordered:
+  for kind, time_ns in per_kind.most_common():
     ops = {op: t for (k, op), t in per_op.items() if k == kind}
-    kinds.append({'kind': kind, 'ms': per_kind[kind] / steps / 1e6,
-                  'share': per_kind[kind] / total, 'ops': counts[kind] / steps,
-                  'largest': max(ops, key=ops.get) if ops else ''})
-  busy = _busy_ns([(start, duration) for _, start, duration in events])
-  return {'source': source, 'steps': steps, 'op_ms': total / steps / 1e6,
-          'busy_ms': busy / steps / 1e6, 'kinds': kinds}
+    kinds.append({'kind': kind, 'ms': time_ns * scale, 'share': time_ns / total,
+                  'ops': counts[kind] / (steps * len(per_device)),
+                  'largest': max(ops, key=ops.get)})
+  busy = sum(_busy_ns([(start, duration) for _, start, duration in device])
+             for device in per_device)
+  return {'source': source, 'devices': len(per_device), 'steps': steps,
+          'op_ms': total * scale, 'busy_ms': busy * scale, 'kinds': kinds}
 
 
 def format_summary(summary: dict, step_ms: float | None = None) -> str:
@@ -181,8 +187,11 @@ def format_summary(summary: dict, step_ms: float | None = None) -> str:
   busy = f'ops ran during {summary["busy_ms"]:.1f} ms of each step'
   if step_ms:
     busy += f' ({summary["busy_ms"] / step_ms:.0%} of the {step_ms:.1f} ms step)'
-  lines = [f'{summary["steps"]} profiled steps, ops of {summary["source"]}: {busy}; op time '
-           f'summed over streams/threads {summary["op_ms"]:.1f} ms per step.',
+  where = summary['source']
+  if summary.get('devices', 1) > 1:
+    where += f' (per device: the mean of {summary["devices"]})'
+  lines = [f'{summary["steps"]} profiled steps, ops of {where}: {busy}; op time summed over '
+           f'streams/threads {summary["op_ms"]:.1f} ms per step.',
            '| op kind | ms/step | share | ops/step | largest op type |', '|---|---|---|---|---|']
   for k in summary['kinds']:
     lines.append(f'| {k["kind"]} | {k["ms"]:.2f} | {k["share"]:.1%} | {k["ops"]:.0f} | '
@@ -197,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--step-ms', type=float, default=None,
                       help='the measured step time, to show busy time as a share of it')
   args = parser.parse_args(argv)
+  if args.steps < 1:
+    parser.error(f'--steps {args.steps}: a trace holds at least one step')
   try:
     summary = summarize(args.trace_dir, args.steps)
   except (FileNotFoundError, ValueError) as error:
