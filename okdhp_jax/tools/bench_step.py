@@ -309,13 +309,13 @@ def main(argv: list[str] | None = None) -> None:
                              profile_dir=args.profile)), flush=True)
     return
   earlier = load_results(args.results) if args.results else {}
-  to_measure = [g for g in grid if request_key(request(args, *g)) not in earlier]
+  asked_rows = [request(args, *g) for g in grid]
+  to_measure = sum(request_key(asked) not in earlier for asked in asked_rows)
   rows, measured, start = [], 0, time.perf_counter()
   try:
-    for i, (config_spec, dtype, batch) in enumerate(grid):
+    for i, ((config_spec, dtype, batch), asked) in enumerate(zip(grid, asked_rows)):
       label = (f'[{i + 1}/{len(grid)}] {config_spec} dtype={dtype or "config"} '
                f'batch={batch or "config"}')
-      asked = request(args, config_spec, dtype, batch)
       key = request_key(asked)
       if key in earlier:
         rows.append(earlier[key])
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
       if args.results and 'error' not in row:
         append_result(args.results, row)
       elapsed = time.perf_counter() - start
-      left = elapsed / measured * (len(to_measure) - measured)
+      left = elapsed / measured * (to_measure - measured)
       print(f'{label}: {brief(row)} | {elapsed / 60:.1f} min so far, about {left / 60:.1f} min '
             'left', file=sys.stderr, flush=True)
   except KeyboardInterrupt:

@@ -156,15 +156,15 @@ def summarize_profile(profile, steps: int, top: int = 8) -> dict:
   if not per_device:
     raise ValueError('the trace holds no XLA op events')
   events = [event for device in per_device for event in device]
+  kind_of = {name: op_kind(name) for name in {name for name, _, _ in events}}
   totals = collections.Counter()
   for name, _, duration in events:
-    totals[op_kind(name)] += duration
+    totals[kind_of[name]] += duration
   ranked = [kind for kind, _ in totals.most_common() if kind != OTHER]
   kept = set(ranked if len(totals) <= top else ranked[:top - 1])
   per_kind, counts, per_op = collections.Counter(), collections.Counter(), collections.Counter()
   for name, _, duration in events:
-    kind = op_kind(name)
-    kind = kind if kind in kept else OTHER
+    kind = kind_of[name] if kind_of[name] in kept else OTHER
     per_kind[kind] += duration
     counts[kind] += 1
     per_op[(kind, _base_name(name))] += duration
