@@ -38,7 +38,8 @@ STAGES = ('read', 'decode', 'warp', 'rest')
 
 def build_realistic_records(build_dir: str, people: int) -> list[str]:
   """MPII and COCO records of the bundled full-size photos repeated to `people` training people
-  (and the 5 MPII people as the valid split); reused when already built with that count."""
+  (and the 5 MPII people as the valid split); reused when already built with that
+  count by this converter version."""
   from data_prep import coco, mpii  # TensorFlow: not before --help is answered.
   from okdhp_jax.data import records
   out = []
@@ -46,7 +47,9 @@ def build_realistic_records(build_dir: str, people: int) -> list[str]:
     folder = os.path.join(build_dir, f'{name}_{people}')
     out.append(folder)
     try:
-      if records.read_dataset_info(folder)['splits']['train'] == people:
+      info = records.read_dataset_info(folder)
+      # Records from before the baseline rewrite of progressive JPEGs are built again.
+      if info['splits']['train'] == people and records.BASELINE_REWRITES in info:
         continue
     except (FileNotFoundError, KeyError):
       pass

@@ -68,8 +68,12 @@ def test_mpii_samples_convert_with_the_paper_rules(tmp_path):
   np.testing.assert_allclose(first['person/joints'][9], [961.2409, 79.0306], rtol=1e-6)
   assert first['image/filename'] == b'005808361.jpg'
   assert first['image/id'] == 5808361
+  # MPII's photos are progressive: stored as baseline rewrites (tests/test_data_jpeg_baseline.py
+  # holds their pixels to the originals').
   with open(os.path.join(MPII_SAMPLES, '005808361.jpg'), 'rb') as f:
-    assert first['image/encoded'] == f.read()  # JPEG kept byte for byte.
+    assert first['image/encoded'] != f.read()
+  assert info[records.BASELINE_REWRITES] == {'train': 5, 'valid': 5}
+  assert '5 progressive JPEGs stored as baseline' in report.summary()
   assert (first['image/height'], first['image/width']) == (720, 1280)
 
 
@@ -158,6 +162,9 @@ def test_coco_samples_with_gt_boxes_and_detections(tmp_path):
                              rtol=1e-5)
   np.testing.assert_allclose(person['person/joints'][0], [367, 81])
   assert person['image/id'] == 785 and person['person/joints_vis'].sum() == 17
+  with open(os.path.join(COCO_SAMPLES, '000000000785.jpg'), 'rb') as f:
+    assert person['image/encoded'] == f.read()  # a baseline JPEG is kept byte for byte.
+  assert info[records.BASELINE_REWRITES] == {'valid': 0, 'valid_det': 0}
   assert all(np.all(r['person/score'] == 1.0) for r in valid.values())  # GT boxes score 1.
   dets = read_split(out, 'valid_det', 17)
   # Every test-time box, GT or detection, gets the input's aspect ratio 192 / 256.

@@ -3,7 +3,8 @@
 Every converter (MPII, COCO, synthetic) writes this schema and the tf.data pipeline parses it,
 so the layout lives in one place. Keys follow TFDS naming (`image/encoded`, `image/id`, ...).
 
-  image/encoded    bytes   the whole source image, JPEG (converters re-encode other formats)
+  image/encoded    bytes   the whole source image, JPEG (progressive ones rewritten as baseline
+                           without loss; other formats re-encoded)
   image/filename   bytes   file name relative to the images folder (for messages and drawing)
   image/id         int64   MPII: the file-name digits; COCO: image id; synthetic: figure index
   image/height     int64   source image height in pixels
@@ -44,6 +45,9 @@ SIDES_BY_COLOUR = 'sides_by_colour'
 EVAL_GROUPS = 'eval_groups'
 # dataset_info.json key: one line saying what the data is, printed when training starts.
 DESCRIPTION = 'description'
+# dataset_info.json key: split -> how many progressive source JPEGs the converter stored as
+# lossless baseline rewrites (data_prep/jpeg_baseline.py); absent in records written before.
+BASELINE_REWRITES = 'progressive_jpegs_stored_as_baseline'
 
 
 @dataclasses.dataclass

@@ -1,0 +1,94 @@
+"""Progressive JPEGs stored as baseline ones (data_prep/jpeg_baseline.py): the same pixels."""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_prep import common
+from data_prep import jpeg_baseline
+from data_prep import mpii
+from okdhp_jax.data.tf_host import tf
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MPII_PHOTOS = sorted(glob.glob(os.path.join(REPO, 'data_prep', 'samples', 'mpii', '*.jpg')))
+
+
+def _is_progressive(data: bytes) -> bool:
+  with Image.open(io.BytesIO(data)) as image:
+    return jpeg_baseline.is_progressive(image)
+
+
+@pytest.mark.parametrize('path', MPII_PHOTOS, ids=os.path.basename)
+def test_mpii_photos_become_baseline_and_every_window_decodes_the_same(path):
+  with open(path, 'rb') as f:
+    original = f.read()
+  assert _is_progressive(original)
+  loaded = common.load_image(path)
+  assert loaded.baseline_rewrite and not _is_progressive(loaded.jpeg_bytes)
+  assert (loaded.height, loaded.width) == tf.io.decode_jpeg(original).shape[:2]
+  # The pipeline's decodes (okdhp_jax/data/crop.py): windows at every reduction it uses.
+  for ratio in (1, 2, 4, 8):
+    height, width = loaded.height // ratio, loaded.width // ratio
+    for window in ([0, 0, height, width], [height // 5, width // 3, height // 2, width // 3],
+                   [height // 2 + 3, 7, height // 3, width // 2]):
+      expected = tf.io.decode_and_crop_jpeg(original, window, channels=3, ratio=ratio)
+      got = tf.io.decode_and_crop_jpeg(loaded.jpeg_bytes, window, channels=3, ratio=ratio)
+      np.testing.assert_array_equal(got.numpy(), expected.numpy(), err_msg=f'{window} 1/{ratio}')
+
+
+def test_a_grey_progressive_jpeg_is_rewritten_too(tmp_path):
+  rng = np.random.default_rng(0)
+  grey = (rng.random((70, 90)) * 255).astype(np.uint8)
+  path = str(tmp_path / 'grey.jpg')
+  Image.fromarray(grey).save(path, progressive=True, quality=90)
+  loaded = common.load_image(path)
+  assert loaded.baseline_rewrite and not _is_progressive(loaded.jpeg_bytes)
+  with open(path, 'rb') as f:
+    np.testing.assert_array_equal(tf.io.decode_jpeg(loaded.jpeg_bytes).numpy(),
+                                  tf.io.decode_jpeg(f.read()).numpy())
+
+
+def test_a_rewrite_that_would_change_a_pixel_keeps_the_original_bytes(tmp_path, monkeypatch):
+  path = MPII_PHOTOS[0]
+  with Image.open(path) as image:
+    pixels = np.asarray(image).copy()
+  assert jpeg_baseline.baseline_copy(path, pixels) is not None
+  pixels[0, 0, 0] ^= 1
+  assert jpeg_baseline.baseline_copy(path, pixels) is None
+  # A rewrite that fails (here: a file jpeglib cannot read) is no error: the bytes stay.
+  broken = tmp_path / 'not_a_jpeg.jpg'
+  broken.write_bytes(b'not a jpeg')
+  assert jpeg_baseline.baseline_copy(str(broken), pixels) is None
+  monkeypatch.setattr(jpeg_baseline, 'baseline_copy', lambda *args: None)
+  loaded = common.load_image(path)
+  with open(path, 'rb') as f:
+    assert loaded.jpeg_bytes == f.read() and not loaded.baseline_rewrite
+
+
+def test_each_photo_is_rewritten_once_though_its_people_are_not_adjacent(tmp_path, monkeypatch):
+  samples = os.path.dirname(MPII_PHOTOS[0])
+  with open(os.path.join(samples, 'test_mpii.json')) as f:
+    people = json.load(f)
+  annotations = tmp_path / 'annotations'
+  annotations.mkdir()
+  with open(annotations / 'train.json', 'w') as f:
+    json.dump([people[i % len(people)] for i in range(4 * len(people))], f)  # photos cycle
+  with open(annotations / 'valid.json', 'w') as f:
+    json.dump(people, f)
+  shutil.copy(os.path.join(samples, 'gt_valid_first5.mat'), annotations / 'gt_valid.mat')
+  loads = []
+  load_image = common.load_image
+  monkeypatch.setattr(common, 'load_image', lambda path: loads.append(path) or load_image(path))
+  info, _ = mpii.convert(str(annotations), samples, str(tmp_path / 'records'),
+                         show_progress=False)
+  assert info['splits'] == {'train': 20, 'valid': 5}
+  assert len(loads) == 2 * len(set(loads)) == 10  # once per photo and split
+  assert info['progressive_jpegs_stored_as_baseline'] == {'train': 5, 'valid': 5}
