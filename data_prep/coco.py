@@ -301,7 +301,7 @@ def convert(annotations: list[str], images_dir: str, out_dir: str, *, split: str
             detections: str = '', det_score_threshold: float = 0.0,
             aspect_ratio: float = 192 / 256, strict: bool = False,
             examples_per_shard: int = 1024, show_progress: bool = True,
-            dataset: str = 'coco', overwrite: bool = False):
+            dataset: str = 'coco', overwrite: bool = False, workers: int | None = None):
   """Converts the annotation files (and detections); returns (dataset_info, report).
 
   Raises ValueError / FileNotFoundError (one line) for input that is refused as a whole.
@@ -341,7 +341,8 @@ def convert(annotations: list[str], images_dir: str, out_dir: str, *, split: str
           'det_score_threshold': det_score_threshold}
   info = common.write_records(out_dir, splits, info, report=report,
                               examples_per_shard=examples_per_shard, extra_files=extra,
-                              show_progress=show_progress, overwrite=overwrite)
+                              show_progress=show_progress, overwrite=overwrite,
+                              workers=workers)
   return info, report
 
 
@@ -366,6 +367,7 @@ def main(argv=None) -> int:
                       help='replace the records (of any dataset) already in --out')
   parser.add_argument('--examples-per-shard', '--examples_per_shard', dest='examples_per_shard',
                       type=int, default=1024)
+  common.add_workers_flag(parser)
   args = parser.parse_args(argv)
   try:
     _, report = convert(args.annotations, args.images, args.out, split=args.split,
@@ -373,7 +375,7 @@ def main(argv=None) -> int:
                         det_score_threshold=args.det_score_threshold,
                         aspect_ratio=args.aspect_ratio, strict=args.strict,
                         examples_per_shard=args.examples_per_shard, dataset=args.dataset,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, workers=args.workers)
   except (common.ConversionError, OSError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

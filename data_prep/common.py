@@ -16,6 +16,7 @@ files no finished conversion lists, or files no converter writes
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import glob
 import io
@@ -136,35 +137,94 @@ class Report:
     return '\n'.join(lines)
 
 
+def default_workers() -> int:
+  """Image-loading threads: one per core this process may use, at most 16."""
+  cores = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')  # not on macOS
+           else os.cpu_count() or 1)
+  return max(1, min(cores, 16))
+
+
+def add_workers_flag(parser) -> None:
+  """The converters' --workers flag (image-loading threads)."""
+  def positive(text):
+    value = int(text)
+    if value < 1:
+      raise ValueError(text)
+    return value
+  positive.__name__ = 'positive integer'  # argparse's message: "invalid positive integer value"
+  parser.add_argument('--workers', type=positive, default=None,
+                      help=f'threads loading images (default: one per core, at most 16; here '
+                           f'{default_workers()})')
+
+
 class ImageCache:
-  """Loads, checks and (if needed) rewrites an image once for all its people.
+  """Loads, checks and (if needed) rewrites each image once for all its people, on threads.
+
+  The converters' time is spent here: a full decode per image (about 4 ms for a 1280x720
+  photo) and, for a progressive JPEG, its baseline rewrite (about 40 ms). Pillow's decoder and
+  jpeglib's ctypes calls release the GIL, so threads load the next images in the converter's
+  order while the main thread writes records; results are identical to loading in turn.
 
   Keeps the last `size` images (bytes, not pixels), so people of one image need not be
-  adjacent in the annotations; a progressive photo's rewrite costs about 40 ms.
+  adjacent in the annotations; at most `workers * 4` images are loaded ahead.
   """
 
-  def __init__(self, size: int = 64):
+  def __init__(self, paths: Iterable[str] = (), *, workers: int = 1, size: int = 64):
+    self._order = list(dict.fromkeys(p for p in paths if p))  # first appearance, no repeats
+    self._position = {path: i for i, path in enumerate(self._order)}
+    self._ahead = 4 * workers
+    self._submitted = 0  # self._order[:self._submitted] have been submitted or loaded
+    self._pool = (concurrent.futures.ThreadPoolExecutor(workers, 'load_image')
+                  if workers > 1 and len(self._order) > 1 else None)
+    self._futures: dict[str, concurrent.futures.Future] = {}
     self._size = size
     self._images: collections.OrderedDict[str, LoadedImage | BadInput] = (
         collections.OrderedDict())
-    self.baseline_rewrites = 0  # progressive JPEGs loaded as baseline rewrites
+    self._rewritten: set[str] = set()
+    self._load_ahead(0)
+
+  @property
+  def baseline_rewrites(self) -> int:
+    """Progressive JPEGs loaded as baseline rewrites so far."""
+    return len(self._rewritten)
 
   def load(self, path: str) -> LoadedImage:
     value = self._images.get(path)
-    if value is None:
-      try:
-        value = load_image(path)
-        self.baseline_rewrites += value.baseline_rewrite
-      except BadInput as e:
-        value = e
+    if value is not None:
+      self._images.move_to_end(path)
+    else:
+      future = self._futures.pop(path, None)
+      value = future.result() if future else _load_or_error(path)
+      if isinstance(value, LoadedImage) and value.baseline_rewrite:
+        self._rewritten.add(path)
       self._images[path] = value
       if len(self._images) > self._size:
         self._images.popitem(last=False)
-    else:
-      self._images.move_to_end(path)
+    self._load_ahead(self._position.get(path, -1) + 1)
     if isinstance(value, BadInput):
       raise value
     return value
+
+  def _load_ahead(self, start: int) -> None:
+    if self._pool is None:
+      return
+    self._submitted = max(self._submitted, start)
+    while self._submitted < min(start + self._ahead, len(self._order)):
+      path = self._order[self._submitted]
+      if path not in self._images and path not in self._futures:
+        self._futures[path] = self._pool.submit(_load_or_error, path)
+      self._submitted += 1
+
+  def close(self) -> None:
+    if self._pool is not None:
+      self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _load_or_error(path: str) -> LoadedImage | BadInput:
+  try:
+    return load_image(path)
+  except BadInput as e:
+    return e
 
 
 def load_image(path: str) -> LoadedImage:
@@ -286,6 +346,7 @@ def write_records(
     extra_files: dict[str, str] | None = None,
     show_progress: bool = True,
     overwrite: bool = False,
+    workers: int | None = None,
 ) -> dict:
   """Converts every split's candidates and installs the result atomically.
 
@@ -299,6 +360,7 @@ def write_records(
     show_progress: draw the progress line on stderr.
     overwrite: replace every converter file in out_dir (see check_out_dir), once the new
       records are complete; without it, other splits of the same dataset are kept.
+    workers: threads loading images ahead (ImageCache); default one per core, at most 16.
 
   Returns:
     The dataset_info dict as written.
@@ -307,6 +369,7 @@ def write_records(
     ValueError: out_dir holds files the new records must not be mixed with (check_out_dir).
   """
   os.makedirs(out_dir, exist_ok=True)
+  workers = default_workers() if workers is None else int(workers)
   splits = dict(splits)
   extra_files = dict(extra_files or {})
   # Checked before the (long) conversion, so a refusal comes at once.
@@ -316,12 +379,14 @@ def write_records(
   tmp_dir = os.path.join(out_dir, f'{records_folder.TMP_PREFIX}{os.getpid()}')
   shutil.rmtree(tmp_dir, ignore_errors=True)
   os.makedirs(tmp_dir)
+  caches = []
   try:
     installs, lengths = [], {}
     for split, candidates in splits.items():
       candidates = list(candidates)
       writer = ShardWriter(tmp_dir, split, examples_per_shard)
-      cache = ImageCache()
+      cache = ImageCache([c.image_path for c in candidates], workers=workers)
+      caches.append(cache)
       progress = Progress(len(candidates), f'{info.get("dataset", "")} {split}') \
           if show_progress else None
       for candidate in candidates:
@@ -339,6 +404,7 @@ def write_records(
           progress.update()
       if progress:
         progress.close()
+      cache.close()
       installs += writer.finish()
       lengths[split] = writer.lengths
       report.baseline_rewrites[split] = cache.baseline_rewrites
@@ -376,6 +442,8 @@ def write_records(
     os.replace(info_path + '.tmp', info_path)
     return info
   finally:
+    for cache in caches:
+      cache.close()
     shutil.rmtree(tmp_dir, ignore_errors=True)
 
 

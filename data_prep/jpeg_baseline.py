@@ -11,6 +11,9 @@ The rewrite works on the DCT coefficients, which neither Pillow, OpenCV nor Tens
 jpeglib (libjpeg's read_coefficients / write_coefficients, what `jpegtran` does) is the library
 on PyPI that does. Every rewrite is checked: the new bytes must decode to the very pixels of the
 original, otherwise the original bytes are kept.
+
+jpeglib is not thread-safe (two rewrites at once wrote each other's markers, and once crashed
+the process), so its calls hold a lock; the converters' other image work runs on threads.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 
 import numpy as np
 from PIL import Image
+
+_JPEGLIB_LOCK = threading.Lock()
 
 
 def is_progressive(image: Image.Image) -> bool:
@@ -43,10 +49,11 @@ def baseline_copy(path: str, pixels: np.ndarray) -> bytes | None:
   handle, target = tempfile.mkstemp(suffix='.jpg')
   os.close(handle)
   try:
-    coefficients = jpeglib.read_dct(path)
-    # Huffman tables fitted to this image, as `jpegtran -optimize` writes; baseline because
-    # jpeglib writes sequential scans unless asked for progressive ones.
-    coefficients.write_dct(target, flags=['+OPTIMIZE_CODING', '-PROGRESSIVE_MODE'])
+    with _JPEGLIB_LOCK:
+      coefficients = jpeglib.read_dct(path)
+      # Huffman tables fitted to this image, as `jpegtran -optimize` writes; sequential
+      # (baseline) scans.
+      coefficients.write_dct(target, flags=['+OPTIMIZE_CODING', '-PROGRESSIVE_MODE'])
     with open(target, 'rb') as f:
       data = f.read()
     with Image.open(io.BytesIO(data)) as copy:

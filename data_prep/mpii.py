@@ -131,8 +131,8 @@ def load_json_list(path: str) -> list:
 def convert(annotations_dir: str, images_dir: str, out_dir: str, *, strict: bool = False,
             examples_per_shard: int = 1024, show_progress: bool = True,
             train_json: str = 'train.json', valid_json: str = 'valid.json',
-            gt_valid: str = 'gt_valid.mat', overwrite: bool = False
-            ) -> tuple[dict, common.Report]:
+            gt_valid: str = 'gt_valid.mat', overwrite: bool = False,
+            workers: int | None = None) -> tuple[dict, common.Report]:
   """Converts train.json and valid.json; returns (dataset_info, report).
 
   Raises ValueError / FileNotFoundError (one line) for input that is refused as a whole.
@@ -150,7 +150,8 @@ def convert(annotations_dir: str, images_dir: str, out_dir: str, *, strict: bool
   info = common.write_records(out_dir, splits, info, report=report,
                               examples_per_shard=examples_per_shard,
                               extra_files={'gt_valid.mat': gt_path},
-                              show_progress=show_progress, overwrite=overwrite)
+                              show_progress=show_progress, overwrite=overwrite,
+                              workers=workers)
   return info, report
 
 
@@ -165,10 +166,12 @@ def main(argv=None) -> int:
                       help='replace the records (of any dataset) already in --out')
   parser.add_argument('--examples-per-shard', '--examples_per_shard', dest='examples_per_shard',
                       type=int, default=1024)
+  common.add_workers_flag(parser)
   args = parser.parse_args(argv)
   try:
     _, report = convert(args.annotations, args.images, args.out, strict=args.strict,
-                        examples_per_shard=args.examples_per_shard, overwrite=args.overwrite)
+                        examples_per_shard=args.examples_per_shard, overwrite=args.overwrite,
+                        workers=args.workers)
   except (common.ConversionError, OSError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

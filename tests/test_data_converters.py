@@ -122,6 +122,18 @@ def test_bad_inputs_are_skipped_counted_and_named(bad_mpii, tmp_path):
   assert 'written 5, skipped 4' in summary and 'corrupt image' in summary
 
 
+def test_loading_images_on_threads_writes_the_same_records(bad_mpii, tmp_path):
+  annotations, images = bad_mpii
+  outputs = []
+  for workers in (1, 4):
+    out = str(tmp_path / f'records_{workers}')
+    info, report = mpii.convert(annotations, images, out, show_progress=False, workers=workers)
+    shards = {name: open(os.path.join(out, name), 'rb').read()
+              for name in sorted(os.listdir(out)) if name.endswith('.tfrecord')}
+    outputs.append((shards, info, report.messages, report.summary()))
+  assert outputs[0] == outputs[1]
+
+
 def test_strict_stops_at_the_first_bad_input(bad_mpii, tmp_path):
   annotations, images = bad_mpii
   out = str(tmp_path / 'records')
