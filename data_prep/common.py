@@ -161,7 +161,8 @@ class ImageCache:
   """Loads, checks and (if needed) rewrites each image once for all its people, on threads.
 
   The converters' time is spent here: a full decode per image (about 4 ms for a 1280x720
-  photo) and, for a progressive JPEG, its baseline rewrite (about 40 ms). Pillow's decoder and
+  photo) and, for a progressive JPEG, its baseline rewrite (about 40 ms, of which jpeglib's
+  20 ms run one photo at a time: jpeg_baseline.py). Pillow's and TensorFlow's decoders and
   jpeglib's ctypes calls release the GIL, so threads load the next images in the converter's
   order while the main thread writes records; results are identical to loading in turn.
 
@@ -169,7 +170,8 @@ class ImageCache:
   adjacent in the annotations; at most `workers * 4` images are loaded ahead.
   """
 
-  def __init__(self, paths: Iterable[str] = (), *, workers: int = 1, size: int = 64):
+  def __init__(self, paths: Iterable[str] = (), *, workers: int = 1, size: int = 64,
+               scratch_dir: str | None = None):
     self._order = list(dict.fromkeys(p for p in paths if p))  # first appearance, no repeats
     self._position = {path: i for i, path in enumerate(self._order)}
     self._ahead = 4 * workers
@@ -180,13 +182,8 @@ class ImageCache:
     self._size = size
     self._images: collections.OrderedDict[str, LoadedImage | BadInput] = (
         collections.OrderedDict())
-    self._rewritten: set[str] = set()
+    self._scratch_dir = scratch_dir
     self._load_ahead(0)
-
-  @property
-  def baseline_rewrites(self) -> int:
-    """Progressive JPEGs loaded as baseline rewrites so far."""
-    return len(self._rewritten)
 
   def load(self, path: str) -> LoadedImage:
     value = self._images.get(path)
@@ -194,9 +191,7 @@ class ImageCache:
       self._images.move_to_end(path)
     else:
       future = self._futures.pop(path, None)
-      value = future.result() if future else _load_or_error(path)
-      if isinstance(value, LoadedImage) and value.baseline_rewrite:
-        self._rewritten.add(path)
+      value = future.result() if future else self._load_or_error(path)
       self._images[path] = value
       if len(self._images) > self._size:
         self._images.popitem(last=False)
@@ -212,30 +207,29 @@ class ImageCache:
     while self._submitted < min(start + self._ahead, len(self._order)):
       path = self._order[self._submitted]
       if path not in self._images and path not in self._futures:
-        self._futures[path] = self._pool.submit(_load_or_error, path)
+        self._futures[path] = self._pool.submit(self._load_or_error, path)
       self._submitted += 1
+
+  def _load_or_error(self, path: str) -> LoadedImage | BadInput:
+    try:
+      return load_image(path, self._scratch_dir)
+    except BadInput as e:
+      return e
 
   def close(self) -> None:
     if self._pool is not None:
       self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _load_or_error(path: str) -> LoadedImage | BadInput:
-  try:
-    return load_image(path)
-  except BadInput as e:
-    return e
-
-
-def load_image(path: str) -> LoadedImage:
+def load_image(path: str, scratch_dir: str | None = None) -> LoadedImage:
   """Reads and fully decodes an image; returns JPEG bytes: the original ones for a baseline
-  JPEG, a lossless baseline rewrite for a progressive one (same pixels, faster window decodes),
-  a quality-95 encoding for other formats."""
+  JPEG, a lossless baseline rewrite for a progressive one (same pixels, faster window decodes;
+  its temporary files go to `scratch_dir`), a quality-95 encoding for other formats."""
   if not os.path.exists(path):
     raise BadInput('missing image', path)
   with open(path, 'rb') as f:
     data = f.read()
-  rewritten = None
+  progressive = False
   try:
     with Image.open(io.BytesIO(data)) as image:
       image_format = image.format
@@ -245,12 +239,13 @@ def load_image(path: str) -> LoadedImage:
         out = io.BytesIO()
         image.convert('RGB').save(out, format='JPEG', quality=95)
         data = out.getvalue()
-      elif jpeg_baseline.is_progressive(image):
-        rewritten = jpeg_baseline.baseline_copy(path, np.asarray(image))
+      else:
+        progressive = jpeg_baseline.is_progressive(image)
   except Exception as e:  # PIL raises many types for broken files.
     raise BadInput('corrupt image', f'{path} ({type(e).__name__}: {e})') from None
   if width < 1 or height < 1:
     raise BadInput('corrupt image', f'{path} has size {width}x{height}')
+  rewritten = jpeg_baseline.baseline_copy(path, data, scratch_dir) if progressive else None
   if rewritten is not None:
     return LoadedImage(rewritten, height, width, baseline_rewrite=True)
   return LoadedImage(data, height, width)
@@ -385,8 +380,10 @@ def write_records(
     for split, candidates in splits.items():
       candidates = list(candidates)
       writer = ShardWriter(tmp_dir, split, examples_per_shard)
-      cache = ImageCache([c.image_path for c in candidates], workers=workers)
+      cache = ImageCache([c.image_path for c in candidates], workers=workers,
+                         scratch_dir=tmp_dir)
       caches.append(cache)
+      rewritten = set()  # photos of written records that are baseline rewrites
       progress = Progress(len(candidates), f'{info.get("dataset", "")} {split}') \
           if show_progress else None
       for candidate in candidates:
@@ -400,6 +397,8 @@ def write_records(
         else:
           writer.write(example)
           report.written[split] += 1
+          if image is not None and image.baseline_rewrite:
+            rewritten.add(candidate.image_path)
         if progress:
           progress.update()
       if progress:
@@ -407,7 +406,7 @@ def write_records(
       cache.close()
       installs += writer.finish()
       lengths[split] = writer.lengths
-      report.baseline_rewrites[split] = cache.baseline_rewrites
+      report.baseline_rewrites[split] = len(rewritten)
     for name, source in extra_files.items():
       shutil.copyfile(source, os.path.join(tmp_dir, name))
       installs.append((os.path.join(tmp_dir, name), name))

@@ -1,16 +1,16 @@
 """Progressive JPEGs rewritten as baseline ones, losslessly: the same pixels, faster to decode.
 
-A progressive JPEG spreads each block's coefficients over several scans, so a decoder must hold
-the whole image's coefficients and cannot stop early: `tf.io.decode_and_crop_jpeg` on one
-person's window costs nearly a full decode. MPII's photos are progressive. Rewritten as a
-baseline (sequential) JPEG from the same quantised DCT coefficients, with optimised Huffman
-tables, they decode to identical pixels and the training pipeline's window decode takes about
-0.6x the time (1280x720 MPII photos, data_prep/README.md).
+A progressive JPEG spreads each block's coefficients over several scans, so a decoder must read
+the whole file before any pixel is final: `tf.io.decode_and_crop_jpeg` on one person's window
+costs nearly a full decode. MPII's photos are progressive. Rewritten as a baseline (sequential)
+JPEG from the same quantised DCT coefficients, with Huffman tables fitted to the image, they
+decode to identical pixels and the training pipeline's window decode drops from 1.8-2.2 to
+1.4-1.6 ms on 1280x720 MPII photos (data_prep/README.md).
 
 The rewrite works on the DCT coefficients, which neither Pillow, OpenCV nor TensorFlow expose;
-jpeglib (libjpeg's read_coefficients / write_coefficients, what `jpegtran` does) is the library
-on PyPI that does. Every rewrite is checked: the new bytes must decode to the very pixels of the
-original, otherwise the original bytes are kept.
+jpeglib (libjpeg's read_coefficients / write_coefficients) is the library on PyPI that does.
+Every rewrite is checked: TensorFlow, which decodes for training, must get the very pixels of
+the original from it, otherwise the original bytes are kept.
 
 jpeglib is not thread-safe (two rewrites at once wrote each other's markers, and once crashed
 the process), so its calls hold a lock; the converters' other image work runs on threads.
@@ -20,13 +20,23 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 import threading
 
+import jpeglib
 import numpy as np
 from PIL import Image
 
+from okdhp_jax.data.tf_host import tf
+
 _JPEGLIB_LOCK = threading.Lock()
+# The system's temporary folder, read once: while a rewrite runs, tempfile.tempdir points
+# elsewhere (_rewrite), and another thread must not put its own folder there.
+_SYSTEM_TEMP = tempfile.gettempdir()
+# jpeglib keeps the source's APPn and COM markers in a fixed table of 50 (it writes past its
+# end beyond that); such files keep their original bytes.
+_MAX_MARKERS = 49
 
 
 def is_progressive(image: Image.Image) -> bool:
@@ -35,32 +45,68 @@ def is_progressive(image: Image.Image) -> bool:
                                          or image.info.get('progression'))
 
 
-def baseline_copy(path: str, pixels: np.ndarray) -> bytes | None:
-  """The JPEG at `path` rewritten as baseline with the same coefficients, or None.
+def _header_markers(data: bytes) -> int:
+  """APPn and COM segments before the first scan (SOS) of JPEG `data`."""
+  count, position = 0, 2  # after SOI
+  while position + 4 <= len(data) and data[position] == 0xFF:
+    marker = data[position + 1]
+    if marker == 0xDA:  # SOS: the scans start
+      break
+    if 0xE0 <= marker <= 0xEF or marker == 0xFE:
+      count += 1
+    position += 2 + int.from_bytes(data[position + 2:position + 4], 'big')
+  return count
+
+
+def _rewrite(path: str, target: str, scratch: str) -> None:
+  """jpeglib's read and write, holding the lock, its temporary files kept in `scratch`."""
+  with _JPEGLIB_LOCK:
+    # jpeglib copies its input to tempfile's folder and leaves the copy behind when libjpeg
+    # fails; with the lock held nothing else in the converter uses tempfile meanwhile.
+    saved, tempfile.tempdir = tempfile.tempdir, scratch
+    try:
+      coefficients = jpeglib.read_dct(path)
+      # libjpeg writes its own JFIF (APP0) and Adobe (APP14) markers; the source's copies
+      # would follow them and could disagree about the colour transform.
+      coefficients.markers = [
+          m for m in coefficients.markers
+          if not (m.content or b'').startswith((b'JFIF\0', b'Adobe'))]
+      # Huffman tables fitted to this image, as `jpegtran -optimize` writes. jpeglib writes
+      # sequential (baseline) scans; baseline_copy checks that it did.
+      coefficients.write_dct(target, flags=['+OPTIMIZE_CODING'])
+    finally:
+      tempfile.tempdir = saved
+
+
+def baseline_copy(path: str, data: bytes, scratch_dir: str | None = None) -> bytes | None:
+  """The progressive JPEG at `path` rewritten as baseline with the same coefficients, or None.
 
   Args:
-    path: a progressive JPEG file.
-    pixels: its decoded pixels (Pillow, [H, W] or [H, W, 3] uint8), what the copy must decode to.
+    path: the JPEG file; data: its bytes.
+    scratch_dir: where temporary files go (default: the system's temporary folder); the
+      converters pass their unfinished output folder, which a later run clears after a kill.
 
   Returns:
-    The baseline JPEG's bytes; None when the rewrite fails or would change a pixel.
+    The baseline JPEG's bytes; None when the rewrite fails or TensorFlow would decode it to
+    other pixels than the original.
   """
-  import jpeglib  # pylint: disable=g-import-not-at-top  (only the converters need it)
-  handle, target = tempfile.mkstemp(suffix='.jpg')
-  os.close(handle)
+  if _header_markers(data) > _MAX_MARKERS:
+    return None
+  scratch = None
   try:
-    with _JPEGLIB_LOCK:
-      coefficients = jpeglib.read_dct(path)
-      # Huffman tables fitted to this image, as `jpegtran -optimize` writes; sequential
-      # (baseline) scans.
-      coefficients.write_dct(target, flags=['+OPTIMIZE_CODING', '-PROGRESSIVE_MODE'])
+    scratch = tempfile.mkdtemp(prefix='jpeg_baseline_', dir=scratch_dir or _SYSTEM_TEMP)
+    target = os.path.join(scratch, 'baseline.jpg')
+    _rewrite(path, target, scratch)
     with open(target, 'rb') as f:
-      data = f.read()
-    with Image.open(io.BytesIO(data)) as copy:
-      if is_progressive(copy) or not np.array_equal(np.asarray(copy), pixels):
+      rewritten = f.read()
+    with Image.open(io.BytesIO(rewritten)) as copy:
+      if is_progressive(copy):
         return None
-    return data
+    same = np.array_equal(tf.io.decode_jpeg(rewritten, channels=3).numpy(),
+                          tf.io.decode_jpeg(data, channels=3).numpy())
+    return rewritten if same else None
   except Exception:  # pylint: disable=broad-except  (any failure: keep the original bytes)
     return None
   finally:
-    os.remove(target)
+    if scratch:
+      shutil.rmtree(scratch, ignore_errors=True)

@@ -260,7 +260,8 @@ def test_image_paths_outside_images_are_skipped_unopened(tmp_path, monkeypatch):
   train = people + [dict(people[0], image=name) for name in bad + ['link_in.jpg']]
   opened = []
   load_image = common.load_image
-  monkeypatch.setattr(common, 'load_image', lambda p: opened.append(p) or load_image(p))
+  monkeypatch.setattr(common, 'load_image',
+                      lambda p, *args: opened.append(p) or load_image(p, *args))
   out = str(tmp_path / 'records')
   info, report = mpii.convert(mpii_annotations(tmp_path / 'annotations', train=train),
                               str(images), out, show_progress=False)
@@ -280,7 +281,8 @@ def test_coco_image_paths_outside_images_are_skipped(tmp_path, monkeypatch):
   path = dump(data, tmp_path / 'person_keypoints_val2017.json')
   opened = []
   load_image = common.load_image
-  monkeypatch.setattr(common, 'load_image', lambda p: opened.append(p) or load_image(p))
+  monkeypatch.setattr(common, 'load_image',
+                      lambda p, *args: opened.append(p) or load_image(p, *args))
   _, report = coco.convert([path], COCO_SAMPLES, str(tmp_path / 'records'),
                            detections=COCO_DETS, show_progress=False)
   images = {im['id'] for im in data['images'][:2]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import glob
 import io
 import json
@@ -57,20 +59,38 @@ def test_a_grey_progressive_jpeg_is_rewritten_too(tmp_path):
 
 
 def test_a_rewrite_that_would_change_a_pixel_keeps_the_original_bytes(tmp_path, monkeypatch):
-  path = MPII_PHOTOS[0]
-  with Image.open(path) as image:
-    pixels = np.asarray(image).copy()
-  assert jpeg_baseline.baseline_copy(path, pixels) is not None
-  pixels[0, 0, 0] ^= 1
-  assert jpeg_baseline.baseline_copy(path, pixels) is None
-  # A rewrite that fails (here: a file jpeglib cannot read) is no error: the bytes stay.
+  # A progressive file cut after its first scans: the decoder smooths the blocks whose
+  # coefficients never came, which a baseline file cannot ask for, so the rewrite decodes
+  # differently and the check keeps the original.
+  with open(MPII_PHOTOS[0], 'rb') as f:
+    data = f.read()
+  scans = [i for i in range(len(data) - 1) if data[i:i + 2] == b'\xff\xda']
+  cut = data[:scans[3]] + b'\xff\xd9'
+  path = tmp_path / 'cut.jpg'
+  path.write_bytes(cut)
+  scratch = tmp_path / 'scratch'
+  scratch.mkdir()
+  assert jpeg_baseline.baseline_copy(str(path), cut, str(scratch)) is None
+  loaded = common.load_image(str(path))
+  assert loaded.jpeg_bytes == cut and not loaded.baseline_rewrite
+  # A file jpeglib cannot read is no error either: the bytes stay.
   broken = tmp_path / 'not_a_jpeg.jpg'
-  broken.write_bytes(b'not a jpeg')
-  assert jpeg_baseline.baseline_copy(str(broken), pixels) is None
+  broken.write_bytes(b'\xff\xd8not a jpeg')
+  assert jpeg_baseline.baseline_copy(str(broken), broken.read_bytes(), str(scratch)) is None
+  assert os.listdir(scratch) == []  # no temporary file left behind, failed or not
   monkeypatch.setattr(jpeg_baseline, 'baseline_copy', lambda *args: None)
-  loaded = common.load_image(path)
-  with open(path, 'rb') as f:
+  loaded = common.load_image(MPII_PHOTOS[0])
+  with open(MPII_PHOTOS[0], 'rb') as f:
     assert loaded.jpeg_bytes == f.read() and not loaded.baseline_rewrite
+
+
+def test_rewrites_on_threads_are_the_rewrites_made_in_turn():
+  photos = [(path, open(path, 'rb').read()) for path in MPII_PHOTOS]
+  serial = [jpeg_baseline.baseline_copy(path, data) for path, data in photos]
+  assert all(serial) and all(s.count(b'JFIF\0') == 1 for s in serial)  # one JFIF marker
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    threaded = list(pool.map(lambda job: jpeg_baseline.baseline_copy(*job), photos * 6))
+  assert threaded == serial * 6
 
 
 def test_each_photo_is_rewritten_once_though_its_people_are_not_adjacent(tmp_path, monkeypatch):
@@ -79,16 +99,21 @@ def test_each_photo_is_rewritten_once_though_its_people_are_not_adjacent(tmp_pat
     people = json.load(f)
   annotations = tmp_path / 'annotations'
   annotations.mkdir()
+  images = tmp_path / 'images'
+  shutil.copytree(samples, images)
+  shutil.copy(MPII_PHOTOS[0], images / 'unseen.jpg')
+  hidden = dict(people[0], image='unseen.jpg', joints_vis=[0] * 16)  # skipped: not counted
   with open(annotations / 'train.json', 'w') as f:
-    json.dump([people[i % len(people)] for i in range(4 * len(people))], f)  # photos cycle
+    json.dump([people[i % len(people)] for i in range(4 * len(people))] + [hidden], f)
   with open(annotations / 'valid.json', 'w') as f:
     json.dump(people, f)
   shutil.copy(os.path.join(samples, 'gt_valid_first5.mat'), annotations / 'gt_valid.mat')
   loads = []
   load_image = common.load_image
-  monkeypatch.setattr(common, 'load_image', lambda path: loads.append(path) or load_image(path))
-  info, _ = mpii.convert(str(annotations), samples, str(tmp_path / 'records'),
-                         show_progress=False)
+  monkeypatch.setattr(common, 'load_image',
+                      lambda path, *args: loads.append(path) or load_image(path, *args))
+  info, _ = mpii.convert(str(annotations), str(images), str(tmp_path / 'records'),
+                         show_progress=False, workers=2)
   assert info['splits'] == {'train': 20, 'valid': 5}
-  assert len(loads) == 2 * len(set(loads)) == 10  # once per photo and split
+  assert sorted(collections.Counter(loads).values()) == [1] + [2] * 5  # once per photo, split
   assert info['progressive_jpegs_stored_as_baseline'] == {'train': 5, 'valid': 5}
