@@ -18,6 +18,7 @@ from data_prep import common
 from data_prep import jpeg_baseline
 from data_prep import mpii
 from okdhp_jax.data.tf_host import tf
+from test_data_converters_bad_input import mpii_annotations
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPII_PHOTOS = sorted(glob.glob(os.path.join(REPO, 'data_prep', 'samples', 'mpii', '*.jpg')))
@@ -97,22 +98,18 @@ def test_each_photo_is_rewritten_once_though_its_people_are_not_adjacent(tmp_pat
   samples = os.path.dirname(MPII_PHOTOS[0])
   with open(os.path.join(samples, 'test_mpii.json')) as f:
     people = json.load(f)
-  annotations = tmp_path / 'annotations'
-  annotations.mkdir()
   images = tmp_path / 'images'
   shutil.copytree(samples, images)
   shutil.copy(MPII_PHOTOS[0], images / 'unseen.jpg')
   hidden = dict(people[0], image='unseen.jpg', joints_vis=[0] * 16)  # skipped: not counted
-  with open(annotations / 'train.json', 'w') as f:
-    json.dump([people[i % len(people)] for i in range(4 * len(people))] + [hidden], f)
-  with open(annotations / 'valid.json', 'w') as f:
-    json.dump(people, f)
-  shutil.copy(os.path.join(samples, 'gt_valid_first5.mat'), annotations / 'gt_valid.mat')
+  annotations = mpii_annotations(
+      tmp_path / 'annotations',
+      train=[people[i % len(people)] for i in range(4 * len(people))] + [hidden])
   loads = []
   load_image = common.load_image
   monkeypatch.setattr(common, 'load_image',
                       lambda path, *args: loads.append(path) or load_image(path, *args))
-  info, _ = mpii.convert(str(annotations), str(images), str(tmp_path / 'records'),
+  info, _ = mpii.convert(annotations, str(images), str(tmp_path / 'records'),
                          show_progress=False, workers=2)
   assert info['splits'] == {'train': 20, 'valid': 5}
   assert sorted(collections.Counter(loads).values()) == [1] + [2] * 5  # once per photo, split
