@@ -20,7 +20,9 @@ def fake_row(config_spec, dtype, batch):
 
 @pytest.fixture
 def measured(monkeypatch):
-  """The (config, dtype, batch) of every row measured, in order; rows are made up."""
+  """The (config, dtype, batch) of every row measured, in order; rows are made up. No
+  XLA_FLAGS (conftest's compile flag would join every request)."""
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
   calls = []
 
   def fake_measure_in_child(args, config_spec, dtype, batch):
@@ -52,7 +54,7 @@ def test_a_rerun_measures_only_the_rows_the_results_file_lacks(measured, tmp_pat
   kept = [json.loads(line)['request'] for line in results.read_text().splitlines()]
   assert [r['batch'] for r in kept] == [2, 8, 4]
   assert kept[0] == {'config': 'configs/quickstart.py', 'dtype': 'float32', 'batch': 2,
-                     'steps': 10, 'warmup': 2, 'profile': False}
+                     'steps': 10, 'warmup': 2, 'profile': False, 'xla_flags': ''}
 
 
 def test_rows_measured_another_way_are_measured_again(measured, tmp_path, capsys):
@@ -64,6 +66,32 @@ def test_rows_measured_another_way_are_measured_again(measured, tmp_path, capsys
   bench_step.main(ARGS + ['--results', str(results), '--profile', str(tmp_path / 'prof')])
   assert [b for _, _, b in measured] == [2, 4, 2, 4, 2, 4]
   capsys.readouterr()
+
+
+def test_rows_measured_under_other_xla_flags_are_measured_again(measured, monkeypatch, tmp_path,
+                                                               capsys):
+  results = tmp_path / 'sweep.jsonl'
+  bench_step.main(ARGS + ['--results', str(results)])
+  flags = '--xla_gpu_enable_command_buffer=FUSION,CONVOLUTION'
+  monkeypatch.setenv('XLA_FLAGS', flags)
+  bench_step.main(ARGS + ['--results', str(results)])
+  bench_step.main(ARGS + ['--results', str(results)])
+  assert [b for _, _, b in measured] == [2, 4, 2, 4]
+  out = capsys.readouterr().out.split('| config |')[-1]
+  assert f'Rows 1, 2: XLA_FLAGS={flags}' in out
+
+
+def test_rows_kept_before_xla_flags_were_asked_for_count_as_measured_without(measured, tmp_path,
+                                                                            capsys):
+  results = tmp_path / 'sweep.jsonl'
+  bench_step.main(ARGS + ['--results', str(results)])
+  lines = [json.loads(line) for line in results.read_text().splitlines()]
+  for row in lines:
+    del row['request']['xla_flags']
+  results.write_text(''.join(json.dumps(row) + '\n' for row in lines))
+  bench_step.main(ARGS + ['--results', str(results)])
+  assert [b for _, _, b in measured] == [2, 4]
+  assert 'XLA_FLAGS' not in capsys.readouterr().out
 
 
 def test_a_row_asked_for_twice_is_measured_once(measured, capsys):

@@ -109,3 +109,72 @@ def test_a_damaged_trace_is_named(tmp_path):
   damaged.write_bytes(b'not an XSpace')
   with pytest.raises(SystemExit, match=f'{damaged} is not a readable jax.profiler trace'):
     profile_summary.main([str(tmp_path)])
+
+
+# A GPU trace without an 'XLA Ops' line (as jax 0.11 writes on an H200), 1 step of 10 ms: a
+# cuDNN convolution's kernel, two kernels of one CUDA graph (whose hlo_op names the graph, the
+# kernel's name its fusion) and a memset; on the host, XLA's launch of the step's kernels.
+GRAPH_TRACE = '''
+planes {
+  id: 1
+  name: "/device:GPU:0"
+  lines { id: 1 name: "Stream #14(Memset,Compute)" timestamp_ns: 1000
+    events { metadata_id: 1 offset_ps: 0 duration_ps: 3000000000
+             stats { metadata_id: 9 str_value: "cudnn-conv-bw-filter.5" } }
+    events { metadata_id: 2 offset_ps: 3000000000 duration_ps: 2000000000
+             stats { metadata_id: 9 str_value: "command_buffer_77" } }
+    events { metadata_id: 3 offset_ps: 5000000000 duration_ps: 1000000000
+             stats { metadata_id: 9 str_value: "command_buffer_77" } }
+    events { metadata_id: 4 offset_ps: 6000000000 duration_ps: 1000000000
+             stats { metadata_id: 9 str_value: "cudnn-conv.2" } } }
+  event_metadata { key: 1 value { id: 1 name: "sm90_xmma_wgrad_implicit_gemm_bf16" } }
+  event_metadata { key: 2 value { id: 2 name: "input_reduce_fusion_12" } }
+  event_metadata { key: 3 value { id: 3 name: "loop_maximum_fusion_3" } }
+  event_metadata { key: 4 value { id: 4 name: "Memset 3" } }
+  stat_metadata { key: 9 value { id: 9 name: "hlo_op" } }
+}
+planes {
+  id: 2
+  name: "/host:CPU"
+  lines { id: 1 name: "python3" timestamp_ns: 1000
+    events { metadata_id: 1 offset_ps: 0 duration_ps: 9000000000 }
+    events { metadata_id: 2 offset_ps: 0 duration_ps: 8000000000 } }
+  event_metadata { key: 1 value { id: 1 name: "PjitFunction(train_step)" } }
+  event_metadata { key: 2 value { id: 2 name: "[0] GpuExecutable::ExecuteThunks" } }
+}
+'''
+
+
+def test_kernels_of_a_cuda_graph_are_named_by_their_fusion():
+  summary = profile_summary.summarize_profile(ProfileData.from_text_proto(GRAPH_TRACE), steps=1)
+  kinds = {k['kind']: (k['ms'], k['largest']) for k in summary['kinds']}
+  # Not one 'other' kind named command_buffer: each graph kernel counts as its fusion.
+  assert kinds == {'convolution': (pytest.approx(4.0), 'cudnn-conv-bw-filter'),
+                   'reduction': (pytest.approx(2.0), 'input_reduce_fusion'),
+                   'elementwise fusion': (pytest.approx(1.0), 'loop_maximum_fusion')}
+
+
+def test_the_hosts_kernel_launch_time_and_a_launch_bound_step_are_named():
+  summary = profile_summary.summarize_profile(ProfileData.from_text_proto(GRAPH_TRACE), steps=1)
+  assert summary['launch_ms'] == pytest.approx(8.0)
+  assert summary['busy_ms'] == pytest.approx(7.0)
+  bound = profile_summary.format_summary(summary, step_ms=10.0)
+  assert 'The host spent 8.0 ms of each step launching the kernels' in bound
+  assert 'launch-bound' in bound
+  # A step twice as long as the launches is the GPU's own time: no launch-bound verdict.
+  assert 'launch-bound' not in profile_summary.format_summary(summary, step_ms=20.0)
+
+
+def test_cpu_and_tpu_traces_have_no_launch_time():
+  summary = profile_summary.summarize_profile(ProfileData.from_text_proto(GPU_TRACE), steps=2)
+  assert summary['launch_ms'] is None
+  assert 'launching' not in profile_summary.format_summary(summary, step_ms=10.0)
+
+
+@pytest.mark.parametrize('name, kind', [
+    ('sm90_xmma_dgrad_implicit_gemm_bf16bf16', 'convolution'),  # cuDNN's, not a matmul
+    ('nvjet_sm90_tst_128x256_64x4_TNN', 'matmul'),  # cuBLAS's
+    ('memcpy32_post', 'transpose / copy'), ('Memset 3', 'transpose / copy'),
+])
+def test_op_kinds_from_kernel_names(name, kind):
+  assert profile_summary.op_kind(name) == kind

@@ -164,6 +164,14 @@ def format_rows(rows: list[dict]) -> str:
     else:
       cells = [_cell(key, row.get(key)) for key, _ in COLUMNS]
     lines.append('| ' + ' | '.join(cells) + ' |')
+  flagged = {}
+  for number, row in enumerate(rows, 1):
+    flags = (row.get('request') or {}).get('xla_flags')
+    if flags:
+      flagged.setdefault(flags, []).append(str(number))
+  for flags, numbers in flagged.items():
+    lines.append(f'\nRow{"s" if len(numbers) > 1 else ""} {", ".join(numbers)}: '
+                 f'XLA_FLAGS={flags}')
   return '\n'.join(lines)
 
 
@@ -188,9 +196,11 @@ def measure_in_child(args, config_spec: str, dtype: str | None, batch: int | Non
 
 def request(args, config_spec: str, dtype: str | None, batch: int | None) -> dict:
   """What a row was asked for and how it is measured (None: the config's own dtype or batch).
-  A --results row is reused only for the same request."""
+  A --results row is reused only for the same request, XLA_FLAGS included: a sweep that tries
+  compiler flags keeps each variant's rows apart."""
   return {'config': config_spec, 'dtype': dtype, 'batch': batch, 'steps': args.steps,
-          'warmup': args.warmup, 'profile': bool(args.profile)}
+          'warmup': args.warmup, 'profile': bool(args.profile),
+          'xla_flags': os.environ.get('XLA_FLAGS', '').strip()}
 
 
 def request_key(asked: dict) -> tuple:
@@ -213,6 +223,8 @@ def load_results(path: str) -> dict[tuple, dict]:
       continue
     try:
       row = json.loads(line)
+      # Rows kept before XLA_FLAGS joined the request were measured without flags.
+      row['request'].setdefault('xla_flags', '')
       rows[request_key(row['request'])] = row
     except (ValueError, KeyError, TypeError, AttributeError) as error:
       if number == len(lines) and not line.endswith('\n'):

@@ -8,7 +8,10 @@ jax.profiler.ProfileData, so no TensorBoard is needed, e.g. on a GPU node withou
 
 Which events count as the step's ops:
   * a GPU or TPU: the device plane's 'XLA Ops' line where the profiler derived one, otherwise
-    every event on the device plane that names its HLO op (the kernels of each stream);
+    every event on the device plane that names its HLO op (the kernels of each stream). XLA
+    runs a series of fusions on a GPU as one CUDA graph (a "command buffer"), and each kernel of
+    the graph names the graph, not its fusion, as its HLO op: those are named by the kernel,
+    which carries the fusion's name (`input_reduce_fusion_12`);
   * a CPU: the events of XLA's threads that name their HLO op (one per thunk).
 Op time is summed over streams or threads, so on a CPU it can exceed the wall time. 'busy' is
 the wall time during which at least one op ran, per step. On a GPU or TPU, busy far below the
@@ -16,6 +19,11 @@ step time means the device waits (for the host, kernel launches or transfers). O
 gap is mostly convolutions: XLA hands the large ones to Eigen's thread pool, whose work the
 trace does not attribute to the op, so a CPU summary under-counts convolutions. With several
 devices, the figures are the mean of one device's.
+
+On a GPU the summary also gives the host's time per step in XLA's launch of the step's kernels
+(`GpuExecutable::ExecuteThunks`). Where that is close to the step time while the GPU is busy
+for well under it, the GPU waits for kernel launches: the step is bound by the host's launch
+rate, which a larger batch or fewer, larger kernels help, not by the GPU's arithmetic.
 
 Ops are grouped by kind from their HLO names (the same words on every backend), e.g.
 `convolution.12` and `cudnn-conv.3` are convolutions, `transpose_copy_fusion.7` a transpose.
@@ -34,15 +42,20 @@ import re
 # their root ops, so 'maximum_bitcast_fusion' is elementwise, not a transpose.
 KINDS = (
     ('collective', r'all-reduce|all-gather|reduce-scatter|all-to-all|collective|nccl'),
-    ('convolution', r'conv(?!ert)'),
-    ('matmul', r'gemm|dot|cublas|matmul'),
+    # cuDNN's kernels: xmma_fprop/dgrad/wgrad_implicit_gemm (before 'gemm' is read as matmul).
+    ('convolution', r'conv(?!ert)|fprop|dgrad|wgrad|implicit_gemm'),
+    ('matmul', r'gemm|dot|cublas|matmul|nvjet'),  # nvjet: cuBLAS's Hopper kernels
     ('library fusion (YNNPACK/oneDNN)', r'ynn|xnn|onednn'),
-    ('transpose / copy', r'transpose|copy|memcpy'),
+    ('transpose / copy', r'transpose|copy|memcpy|memset'),
     ('pooling / scatter', r'reduce[-_]window|select[-_]and[-_]scatter|scatter'),
     ('reduction', r'reduce(?![-_]precision)'),
     ('elementwise fusion', r'fusion|convert|broadcast|multiply|add|iota|select|maximum'),
 )
 OTHER = 'other'
+# The host's launch of a GPU executable's kernels, e.g. '[0] GpuExecutable::ExecuteThunks'.
+_LAUNCH = re.compile(r'GpuExecutable::ExecuteThunks$')
+# Launches taking this share of the step or more: the GPU waits on the host.
+LAUNCH_BOUND_SHARE = 0.7
 # Line names of the derived timelines on device planes, which repeat what 'XLA Ops' shows.
 _DERIVED_LINES = ('XLA Modules', 'Steps', 'Framework Name Scope', 'Framework Ops',
                   'TensorFlow Name Scope', 'TensorFlow Ops', 'Source code', 'XLA TraceMe',
@@ -59,8 +72,9 @@ def op_kind(name: str) -> str:
 
 
 def _base_name(name: str) -> str:
-  """'multiply_add_fusion.123' -> 'multiply_add_fusion' (one entry per op type)."""
-  return re.sub(r'(\.\d+)+$', '', name.strip().lstrip('%'))
+  """'multiply_add_fusion.123' or the kernel 'input_reduce_fusion_12' -> the op type's name
+  (one entry per op type)."""
+  return re.sub(r'([._]\d+)+$', '', name.strip().lstrip('%'))
 
 
 def newest_xplane(trace_dir: str) -> str:
@@ -79,6 +93,15 @@ def _hlo_op(event) -> str | None:
   return None
 
 
+def _kernel_op(event) -> str | None:
+  """The op a GPU kernel event belongs to: its HLO op, or inside a CUDA graph (whose kernels
+  all name the graph's `command_buffer_N` thunk) the kernel's own name, the fusion's."""
+  op = _hlo_op(event)
+  if op is not None and op.startswith('command_buffer'):
+    return event.name
+  return op
+
+
 def op_events(profile) -> tuple[str, list[list[tuple[str, float, float]]]]:
   """(where the ops came from, per device: [(HLO op name, start ns, duration ns)]).
 
@@ -95,7 +118,7 @@ def op_events(profile) -> tuple[str, list[list[tuple[str, float, float]]]]:
     else:
       events = [(op, e.start_ns, e.duration_ns)
                 for name, line in lines.items() if name not in _DERIVED_LINES
-                for e in line.events if (op := _hlo_op(e)) is not None]
+                for e in line.events if (op := _kernel_op(e)) is not None]
     if events:
       per_device.append(events)
       names.append(plane.name)
@@ -107,6 +130,15 @@ def op_events(profile) -> tuple[str, list[list[tuple[str, float, float]]]]:
             for e in line.events
             if (op := _hlo_op(e)) is not None and not e.name.startswith('end: ')]
   return "/host:CPU (XLA's threads)", [events] if events else []
+
+
+def launch_ns(profile) -> float | None:
+  """Host time in XLA's GPU kernel launches (GpuExecutable::ExecuteThunks events, one per
+  device and step), summed; None where the trace has none (a CPU or TPU)."""
+  host = profile.find_plane_with_name('/host:CPU')
+  durations = [e.duration_ns for line in (host.lines if host is not None else [])
+               for e in line.events if _LAUNCH.search(e.name)]
+  return sum(durations) if durations else None
 
 
 def _busy_ns(intervals: list[tuple[float, float]]) -> float:
@@ -144,7 +176,8 @@ def summarize_profile(profile, steps: int, top: int = 8) -> dict:
     profile: a jax.profiler.ProfileData.
 
   Returns a JSON-able dict: source, devices (how many the figures are a mean over), steps,
-  op_ms (summed op time per step), busy_ms (wall time with an op running, per step) and kinds:
+  op_ms (summed op time per step), busy_ms (wall time with an op running, per step), launch_ms
+  (on a GPU: the host's time per step launching the kernels, else None) and kinds:
   [{kind, ms, share, ops, largest}] (ms and op events per step, share of op_ms, largest: the op
   type of the kind that took the most time), largest first, at most `top` rows (the smaller
   kinds merged into 'other'). Op time counts nested op events (a loop's body inside the loop's
@@ -178,8 +211,10 @@ def summarize_profile(profile, steps: int, top: int = 8) -> dict:
                   'largest': max(ops, key=ops.get)})
   busy = sum(_busy_ns([(start, duration) for _, start, duration in device])
              for device in per_device)
+  launch = launch_ns(profile)
   return {'source': source, 'devices': len(per_device), 'steps': steps,
-          'op_ms': total * scale, 'busy_ms': busy * scale, 'kinds': kinds}
+          'op_ms': total * scale, 'busy_ms': busy * scale,
+          'launch_ms': None if launch is None else launch * scale, 'kinds': kinds}
 
 
 def format_summary(summary: dict, step_ms: float | None = None) -> str:
@@ -190,8 +225,16 @@ def format_summary(summary: dict, step_ms: float | None = None) -> str:
   where = summary['source']
   if summary.get('devices', 1) > 1:
     where += f' (per device: the mean of {summary["devices"]})'
+  launch = ''
+  if summary.get('launch_ms') is not None:
+    launch = (f' The host spent {summary["launch_ms"]:.1f} ms of each step launching the '
+              "kernels (XLA's GpuExecutable::ExecuteThunks)")
+    if step_ms and summary['launch_ms'] >= LAUNCH_BOUND_SHARE * step_ms:
+      launch += (': most of the step, so the GPU runs kernels about as fast as the host '
+                 'launches them (launch-bound; a larger batch or fewer, larger kernels help)')
+    launch += '.'
   lines = [f'{summary["steps"]} profiled steps, ops of {where}: {busy}; op time summed over '
-           f'streams/threads {summary["op_ms"]:.1f} ms per step.',
+           f'streams/threads {summary["op_ms"]:.1f} ms per step.{launch}',
            '| op kind | ms/step | share | ops/step | largest op type |', '|---|---|---|---|---|']
   for k in summary['kinds']:
     lines.append(f'| {k["kind"]} | {k["ms"]:.2f} | {k["share"]:.1%} | {k["ops"]:.0f} | '
