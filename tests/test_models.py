@@ -263,3 +263,60 @@ def test_batch_norm_running_variance_is_unbiased_as_pytorch():
   y_eval = eval_bn.apply(variables, x)
   np.testing.assert_allclose(y_eval, (x - 0.5) / np.sqrt(2.0 + 1e-5) * scale + bias,
                              rtol=1e-5, atol=1e-5)
+
+
+def _batch_norm_by_autodiff(x, scale, bias, epsilon, dtype):
+  """The training-mode forward pass written plainly, for jax.grad to differentiate."""
+  stats_dtype = jnp.promote_types(jnp.float32, jnp.promote_types(x.dtype, scale.dtype))
+  wide, axes = x.astype(stats_dtype), tuple(range(x.ndim - 1))
+  mean = wide.mean(axes)
+  var = jnp.square(wide - mean).mean(axes)
+  y = (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale.astype(stats_dtype)) + bias
+  return y.astype(dtype), mean, var
+
+
+@pytest.mark.parametrize('dtype, rtol', [('float64', 1e-12), ('float32', 1e-5)])
+def test_batch_norm_backward_is_the_gradient_of_its_forward(dtype, rtol):
+  """normalize_batch's written-out backward against jax.grad of the plain forward pass, with
+  cotangents on all three outputs (y, the batch mean and the batch variance), on inputs with a
+  large mean (where a careless variance gradient cancels)."""
+  rng = np.random.default_rng(1)
+  jax.config.update('jax_enable_x64', dtype == 'float64')
+  try:
+    x = jnp.asarray(rng.normal(3.0, 2.0, (3, 5, 4, 6)), dtype)
+    scale, bias = (jnp.asarray(rng.normal(m, 0.5, 6), dtype) for m in (1.0, 0.0))
+    dy, dmean, dvar = (jnp.asarray(rng.normal(0, 1, s), dtype) for s in (x.shape, 6, 6))
+
+    def loss(fn):
+      def total(x, scale, bias):
+        y, mean, var = fn(x, scale, bias, 1e-5, dtype)
+        return (y * dy).sum() + (mean * dmean).sum() + (var * dvar).sum()
+      return jax.grad(total, argnums=(0, 1, 2))
+
+    written = loss(batch_norm_lib.normalize_batch)(x, scale, bias)
+    expected = loss(_batch_norm_by_autodiff)(x, scale, bias)
+    for name, got, want in zip(('x', 'scale', 'bias'), written, expected):
+      assert got.dtype == want.dtype, name
+      scale_of = float(jnp.abs(want).max())
+      np.testing.assert_allclose(got, want, rtol=0, atol=rtol * scale_of, err_msg=name)
+    # The forward pass is the plain one, bit for bit.
+    for got, want in zip(batch_norm_lib.normalize_batch(x, scale, bias, 1e-5, dtype),
+                         _batch_norm_by_autodiff(x, scale, bias, 1e-5, dtype)):
+      np.testing.assert_array_equal(got, want)
+  finally:
+    jax.config.update('jax_enable_x64', False)
+
+
+def test_batch_norm_backward_reduces_twice():
+  """The point of writing the backward out: 2 reductions (sum dy, sum dy * x_hat) after the
+  forward pass's 2 (mean, variance), where differentiating the forward pass needs more."""
+  x = jnp.ones((2, 4, 4, 8), jnp.bfloat16)
+  scale, bias = jnp.ones(8), jnp.zeros(8)
+
+  def reductions(fn):
+    grad = jax.grad(lambda x, s, b: fn(x, s, b, 1e-5, jnp.bfloat16)[0].astype(jnp.float32).sum(),
+                    argnums=(0, 1, 2))
+    return str(jax.make_jaxpr(grad)(x, scale, bias)).count('reduce_sum')
+
+  assert reductions(batch_norm_lib.normalize_batch) == 2 + 2 + 1  # + the loss's own sum
+  assert reductions(_batch_norm_by_autodiff) > 2 + 2 + 1
