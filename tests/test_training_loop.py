@@ -125,9 +125,22 @@ def test_divergence_is_caught_before_inf_against_the_running_median():
   message = str(error.value)
   assert 'step 12' in message and '2e+17' in message and 'divergence_factor=100' in message
   assert 'last good checkpoint is step 11' in message
-  # Off with factor 0; nothing is judged on too short a history.
+  # Off with factor 0; nothing to judge against without a history.
   guards.LossGuard(factor=0.0, history=[1e-3] * 10).check({'loss': 1e9}, 1, None, '/w')
-  guards.LossGuard(factor=100.0, history=[1e-3] * 4).check({'loss': 1e9}, 1, None, '/w')
+  guards.LossGuard(factor=100.0).check({'loss': 1e9}, 1, None, '/w')
+
+
+def test_a_short_history_judges_against_its_largest_loss():
+  """Under min_history losses (a run just started, or resumed early): losses falling 250x are
+  no alarm, a loss 100x the largest seen is (a resumed run used to save a step at loss 7.7e12)."""
+  falling = guards.LossGuard(factor=100.0, min_history=5)
+  for step, loss in enumerate((0.5, 0.05, 4e-3, 2e-3), 1):  # a healthy start, 250x lower
+    falling.check({'loss': loss}, step, None, '/w')
+  resumed = guards.LossGuard(factor=100.0, min_history=5, history=[0.3, 0.2, 0.17])
+  with pytest.raises(guards.DivergenceError) as error:
+    resumed.check({'loss': 7.7e12}, 40, 33, '/w/checkpoints')
+  assert 'the largest 0.3 of the last 3 checked losses' in str(error.value)
+  assert 'last good checkpoint is step 33' in str(error.value)
 
 
 def test_sigterm_sets_the_flag_and_the_old_handler_comes_back():

@@ -43,8 +43,11 @@ class LossGuard:
   """Raises when a fetched loss is non-finite or `factor` times the median of recent ones.
 
   The median of the last `window` checked losses is the reference (a median, so one spike
-  does not move it); nothing is judged before `min_history` losses are known. A resumed run
-  starts from the losses the checkpoint's progress recorded, so a learning rate raised on
+  does not move it). Until `min_history` losses are known, the largest of them is: early
+  losses fall fast, so a median of a few could flag a healthy run, but a loss `factor` times
+  the largest seen so far is divergence whatever the history (without this, a run resumed
+  from a checkpoint whose progress held 3 losses saved a step with loss 7.7e12). A resumed
+  run starts from the losses the checkpoint's progress recorded, so a learning rate raised on
   resume is caught at its first check. factor <= 0 turns the divergence test off.
   """
 
@@ -63,12 +66,15 @@ class LossGuard:
           + _advice(last_good_step, checkpoint_dir))
     if loss is None:
       return
-    if self.factor > 0 and len(self.recent) >= self.min_history:
-      reference = statistics.median(self.recent)
+    if self.factor > 0 and self.recent:
+      if len(self.recent) >= self.min_history:
+        reference, what = statistics.median(self.recent), 'the median'
+      else:
+        reference, what = max(self.recent), 'the largest'
       if reference > 0 and loss > self.factor * reference:
         raise DivergenceError(
             f'training diverged at step {step}: loss {loss:.4g} is {loss / reference:.3g} times '
-            f'the median {reference:.4g} of the last {len(self.recent)} checked losses (limit '
+            f'{what} {reference:.4g} of the last {len(self.recent)} checked losses (limit '
             f'config.train.divergence_factor={self.factor:g}). '
             + _advice(last_good_step, checkpoint_dir))
     self.recent = (self.recent + [loss])[-self.window:]
