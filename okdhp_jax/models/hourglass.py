@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from okdhp_jax.models.batch_norm import BatchNorm
+from okdhp_jax.models.pooling import max_pool2
 from okdhp_jax.precision import at_least_float32
 
 
@@ -41,10 +42,6 @@ def batch_norm(train: bool, *, dtype: Any, param_dtype: Any, name: str | None = 
   """PyTorch's BatchNorm2d defaults (momentum 0.1, eps 1e-5, unbiased running variance)."""
   return BatchNorm(use_running_average=not train, dtype=dtype, param_dtype=param_dtype,
                    name=name)
-
-
-def max_pool2(x: jax.Array) -> jax.Array:
-  return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
 def upsample_nearest2(x: jax.Array) -> jax.Array:
