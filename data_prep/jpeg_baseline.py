@@ -64,6 +64,10 @@ def _rewrite(path: str, target: str, scratch: str) -> None:
     # jpeglib copies its input to tempfile's folder and leaves the copy behind when libjpeg
     # fails; with the lock held nothing else in the converter uses tempfile meanwhile.
     saved, tempfile.tempdir = tempfile.tempdir, scratch
+    # jpeglib's C code can leave the process's stderr (fd 2) on one of its temporary files
+    # (seen on a worker thread reading a bundled MPII photo), which then swallowed every
+    # later message, the converter's own errors included: a copy of fd 2 is put back.
+    stderr_copy = os.dup(2)
     try:
       coefficients = jpeglib.read_dct(path)
       # libjpeg writes its own JFIF (APP0) and Adobe (APP14) markers; the source's copies
@@ -76,6 +80,8 @@ def _rewrite(path: str, target: str, scratch: str) -> None:
       coefficients.write_dct(target, flags=['+OPTIMIZE_CODING'])
     finally:
       tempfile.tempdir = saved
+      os.dup2(stderr_copy, 2)
+      os.close(stderr_copy)
 
 
 def baseline_copy(path: str, data: bytes, scratch_dir: str | None = None) -> bytes | None:
