@@ -14,7 +14,8 @@ as `taskset -c 0` does) and runs the pipeline on one thread; 'all cores' uses ev
 tf.data's autotuning. The time split is measured on one core with four pipelines that each do
 one stage more, from the same records:
   read    TFRecord reading and parsing
-  decode  + the augmentation's crop matrix and the JPEG window decode (okdhp_jax/data/crop.py)
+  decode  + the augmentation's crop matrix, the region join and the JPEG window decode
+          (okdhp_jax/data/crop.py, jpeg_window.py)
   warp    + the bilinear warp to the crop
   rest    the training pipeline's remainder: joints, shuffling, numbering, batching
 The resume column is the time from building a stream that resumes at --resume-step to its first
@@ -48,8 +49,8 @@ def build_realistic_records(build_dir: str, people: int) -> list[str]:
     out.append(folder)
     try:
       info = records.read_dataset_info(folder)
-      # Records from before the baseline rewrite of progressive JPEGs are built again.
-      if info['splits']['train'] == people and records.BASELINE_REWRITES in info:
+      # Records from before the restart markers are built again.
+      if info['splits']['train'] == people and records.RESTART_MARKERS in info:
         continue
     except (FileNotFoundError, KeyError):
       pass
@@ -123,11 +124,11 @@ def _stage_pipelines(data, meta, batch_size: int):
     parsed = records.parse(serialized, meta.num_joints)
     seed = tf.random.experimental.stateless_fold_in(tf.constant([0, 0], tf.int64), index)
     matrix, _ = augment.augmentation_matrix(parsed, seed, **kwargs)
-    reduction = crop.decode_reduction(matrix, reduction_cap)
-    window, to_window, empty = crop.window(matrix, parsed['image/height'],
-                                           parsed['image/width'], input_size, reduction)
-    return crop.decode_window(parsed['image/encoded'], window, reduction, reduction_cap), (
-        to_window, empty)
+    patch, to_window, empty = crop.decode_for_crop(
+        parsed['image/encoded'], parsed['image/height'], parsed['image/width'], matrix,
+        input_size, reduction_cap, parsed['image/restart_layout'],
+        parsed['image/restart_offsets'])
+    return patch, (to_window, empty)
 
   def read(index, serialized):
     return records.parse(serialized, meta.num_joints)['image/height'] + index

@@ -301,7 +301,8 @@ def convert(annotations: list[str], images_dir: str, out_dir: str, *, split: str
             detections: str = '', det_score_threshold: float = 0.0,
             aspect_ratio: float = 192 / 256, strict: bool = False,
             examples_per_shard: int = 1024, show_progress: bool = True,
-            dataset: str = 'coco', overwrite: bool = False, workers: int | None = None):
+            dataset: str = 'coco', overwrite: bool = False, workers: int | None = None,
+            restart_markers: bool = True):
   """Converts the annotation files (and detections); returns (dataset_info, report).
 
   Raises ValueError / FileNotFoundError (one line) for input that is refused as a whole.
@@ -342,7 +343,7 @@ def convert(annotations: list[str], images_dir: str, out_dir: str, *, split: str
   info = common.write_records(out_dir, splits, info, report=report,
                               examples_per_shard=examples_per_shard, extra_files=extra,
                               show_progress=show_progress, overwrite=overwrite,
-                              workers=workers)
+                              workers=workers, restart_markers=restart_markers)
   return info, report
 
 
@@ -368,6 +369,7 @@ def main(argv=None) -> int:
   parser.add_argument('--examples-per-shard', '--examples_per_shard', dest='examples_per_shard',
                       type=int, default=1024)
   common.add_workers_flag(parser)
+  common.add_restart_markers_flag(parser)
   args = parser.parse_args(argv)
   try:
     _, report = convert(args.annotations, args.images, args.out, split=args.split,
@@ -375,7 +377,8 @@ def main(argv=None) -> int:
                         det_score_threshold=args.det_score_threshold,
                         aspect_ratio=args.aspect_ratio, strict=args.strict,
                         examples_per_shard=args.examples_per_shard, dataset=args.dataset,
-                        overwrite=args.overwrite, workers=args.workers)
+                        overwrite=args.overwrite, workers=args.workers,
+                        restart_markers=args.restart_markers)
   except (common.ConversionError, OSError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

@@ -132,7 +132,8 @@ def convert(annotations_dir: str, images_dir: str, out_dir: str, *, strict: bool
             examples_per_shard: int = 1024, show_progress: bool = True,
             train_json: str = 'train.json', valid_json: str = 'valid.json',
             gt_valid: str = 'gt_valid.mat', overwrite: bool = False,
-            workers: int | None = None) -> tuple[dict, common.Report]:
+            workers: int | None = None,
+            restart_markers: bool = True) -> tuple[dict, common.Report]:
   """Converts train.json and valid.json; returns (dataset_info, report).
 
   Raises ValueError / FileNotFoundError (one line) for input that is refused as a whole.
@@ -151,7 +152,7 @@ def convert(annotations_dir: str, images_dir: str, out_dir: str, *, strict: bool
                               examples_per_shard=examples_per_shard,
                               extra_files={'gt_valid.mat': gt_path},
                               show_progress=show_progress, overwrite=overwrite,
-                              workers=workers)
+                              workers=workers, restart_markers=restart_markers)
   return info, report
 
 
@@ -167,11 +168,13 @@ def main(argv=None) -> int:
   parser.add_argument('--examples-per-shard', '--examples_per_shard', dest='examples_per_shard',
                       type=int, default=1024)
   common.add_workers_flag(parser)
+  common.add_restart_markers_flag(parser)
   args = parser.parse_args(argv)
   try:
     _, report = convert(args.annotations, args.images, args.out, strict=args.strict,
                         examples_per_shard=args.examples_per_shard, overwrite=args.overwrite,
-                        workers=args.workers)
+                        workers=args.workers,
+                        restart_markers=args.restart_markers)
   except (common.ConversionError, OSError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

@@ -174,9 +174,15 @@ def test_coco_samples_with_gt_boxes_and_detections(tmp_path):
                              rtol=1e-5)
   np.testing.assert_allclose(person['person/joints'][0], [367, 81])
   assert person['image/id'] == 785 and person['person/joints_vis'].sum() == 17
+  # A baseline JPEG is stored with restart markers, its pixels unchanged and indexed
+  # (tests/test_data_jpeg_restart.py tests the rewrite).
   with open(os.path.join(COCO_SAMPLES, '000000000785.jpg'), 'rb') as f:
-    assert person['image/encoded'] == f.read()  # a baseline JPEG is kept byte for byte.
+    np.testing.assert_array_equal(tf.io.decode_jpeg(person['image/encoded']).numpy(),
+                                  tf.io.decode_jpeg(f.read()).numpy())
+  assert person['image/restart_layout'][0] == 8 and len(person['image/restart_offsets']) > 1
   assert info[records.BASELINE_REWRITES] == {'valid': 0, 'valid_det': 0}
+  assert info[records.RESTART_MARKERS] == {'valid': 4, 'valid_det': 4}
+  assert '4 photos stored with restart markers' in report.summary()
   assert all(np.all(r['person/score'] == 1.0) for r in valid.values())  # GT boxes score 1.
   dets = read_split(out, 'valid_det', 17)
   # Every test-time box, GT or detection, gets the input's aspect ratio 192 / 256.
@@ -187,6 +193,18 @@ def test_coco_samples_with_gt_boxes_and_detections(tmp_path):
   np.testing.assert_allclose(first['person/score'], 0.9999731779098511, rtol=1e-6)
   np.testing.assert_allclose(first['person/box'][:2], [277.1183158543966, 45.699667786163765],
                              rtol=1e-6)
+
+
+def test_no_restart_markers_keeps_a_baseline_jpeg_byte_for_byte(tmp_path, capsys):
+  out = str(tmp_path / 'records')
+  assert coco.main(['--annotations', os.path.join(COCO_SAMPLES, 'test_coco.json'), '--images',
+                    COCO_SAMPLES, '--out', out, '--split', 'valid', '--no-restart-markers']) == 0
+  assert 'restart markers' not in capsys.readouterr().out
+  person = {r['person/index']: r for r in read_split(out, 'valid', 17)}[442619]
+  with open(os.path.join(COCO_SAMPLES, '000000000785.jpg'), 'rb') as f:
+    assert person['image/encoded'] == f.read()
+  assert not person['image/restart_layout'].any() and person['image/restart_offsets'].size == 0
+  assert records.read_dataset_info(out)[records.RESTART_MARKERS] == {'valid': 0}
 
 
 def test_coco_detection_threshold_and_malformed_keypoints(tmp_path):

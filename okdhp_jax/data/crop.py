@@ -21,9 +21,12 @@ original pixels [r i, r i + r), so its centre is at r i + (r - 1) / 2.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
+from okdhp_jax.data import jpeg_window
 from okdhp_jax.data.tf_host import tf
 
 # The scales libjpeg decodes at (tf.io.decode_and_crop_jpeg's `ratio`).
@@ -101,38 +104,58 @@ def decode_window(encoded: tf.Tensor, crop_window: tf.Tensor, reduction: tf.Tens
   return tf.switch_case(index, branches)
 
 
-def _warp_affine(patch: np.ndarray, to_patch: np.ndarray, empty: np.ndarray, out_h: np.ndarray,
-                 out_w: np.ndarray) -> np.ndarray:
-  """numpy side of warp: cv2.warpAffine with the output -> patch map, zeros outside."""
-  if empty:
-    return np.zeros((int(out_h), int(out_w), 3), np.uint8)
-  return cv2.warpAffine(patch, to_patch, (int(out_w), int(out_h)),
-                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+def _warp_affine(patch: np.ndarray, to_patch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """numpy side of warp: cv2.warpAffine with the output -> patch map, zeros outside.
+
+  Its only tensor arguments are the patch and the map: each argument a tf.numpy_function
+  converts costs time on every crop.
+  """
+  return cv2.warpAffine(patch, to_patch, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
 def warp(patch: tf.Tensor, to_patch: tf.Tensor, empty: tf.Tensor, output_size) -> tf.Tensor:
   """uint8 [out_h, out_w, 3]: bilinear samples of `patch` at to_patch @ (x, y, 1), zero fill."""
   out_h, out_w = output_size
-  image = tf.numpy_function(_warp_affine, [patch, to_patch, empty, out_h, out_w], tf.uint8,
-                            stateful=False)
+  # A crop that misses the image maps every output pixel far outside the patch: all zeros.
+  to_patch = tf.where(empty, tf.constant([[0.0, 0.0, -1e6], [0.0, 0.0, -1e6]]), to_patch)
+  image = tf.numpy_function(functools.partial(_warp_affine, size=(int(out_w), int(out_h))),
+                            [patch, to_patch], tf.uint8, stateful=False)
   image.set_shape([out_h, out_w, 3])
   return image
 
 
+def decode_for_crop(encoded: tf.Tensor, height, width, matrix: tf.Tensor, output_size,
+                    max_reduction: int = DECODE_REDUCTIONS[-1], restart_layout=None,
+                    restart_offsets=None):
+  """The decoded window the crop `matrix` samples: (uint8 [h, w, 3] patch, [2, 3] output pixels
+  -> patch pixels, bool: the crop misses the image). Arguments as for crop_image."""
+  reduction = decode_reduction(matrix, max_reduction)
+  crop_window, to_window, empty = window(matrix, height, width, output_size, reduction)
+  if restart_layout is not None:
+    encoded, crop_window = tf.cond(
+        jpeg_window.has_index(restart_layout),
+        lambda: jpeg_window.region(encoded, restart_layout, restart_offsets, height, width,
+                                   crop_window, reduction),
+        lambda: (encoded, crop_window))
+  return decode_window(encoded, crop_window, reduction, max_reduction), to_window, empty
+
+
 def crop_image(encoded: tf.Tensor, height, width, matrix: tf.Tensor, output_size,
-               max_reduction: int = DECODE_REDUCTIONS[-1]) -> tf.Tensor:
+               max_reduction: int = DECODE_REDUCTIONS[-1], restart_layout=None,
+               restart_offsets=None) -> tf.Tensor:
   """The crop `matrix` defines, from JPEG bytes (bilinear, zero fill outside the image).
 
   Args:
     encoded: JPEG bytes (scalar string). height, width: the image's size.
     matrix: [3, 3] image pixels -> output pixels. output_size: (height, width), Python ints.
     max_reduction: the largest decode reduction allowed (1: decode at full size).
+    restart_layout, restart_offsets: the record's restart index (jpeg_window.py); with one,
+      only the MCU rows and restart intervals around the window are decoded.
 
   Returns:
     uint8 [out_h, out_w, 3].
   """
-  reduction = decode_reduction(matrix, max_reduction)
-  crop_window, to_window, empty = window(matrix, height, width, output_size, reduction)
-  patch = decode_window(encoded, crop_window, reduction, max_reduction)
+  patch, to_window, empty = decode_for_crop(encoded, height, width, matrix, output_size,
+                                            max_reduction, restart_layout, restart_offsets)
   return warp(patch, to_window, empty, output_size)

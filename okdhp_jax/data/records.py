@@ -9,6 +9,8 @@ so the layout lives in one place. Keys follow TFDS naming (`image/encoded`, `ima
   image/id         int64   MPII: the file-name digits; COCO: image id; synthetic: figure index
   image/height     int64   source image height in pixels
   image/width      int64   source image width in pixels
+  image/restart_layout  int64 [6]  where the JPEG's restart intervals are (zeros: not indexed)
+  image/restart_offsets int64 [n]  and where each starts (okdhp_jax/data/jpeg_window.py)
   person/index     int64   MPII: column in gt_valid.mat; COCO: annotation id (GT) or the
                            detection's position in the detection json; synthetic: figure index
   person/center    float   [2] (x, y) in 0-based image pixels, final (MPII adjustments applied)
@@ -32,6 +34,7 @@ import os
 
 import numpy as np
 
+from okdhp_jax.data import jpeg_window
 from okdhp_jax.data.tf_host import tf
 
 DATASET_INFO = 'dataset_info.json'
@@ -48,6 +51,9 @@ DESCRIPTION = 'description'
 # dataset_info.json key: split -> how many progressive source JPEGs the converter stored as
 # lossless baseline rewrites (data_prep/jpeg_baseline.py); absent in records written before.
 BASELINE_REWRITES = 'progressive_jpegs_stored_as_baseline'
+# dataset_info.json key: split -> how many photos are stored with restart markers, so that a
+# crop decodes only its region (data_prep/jpeg_restart.py); absent in records written before.
+RESTART_MARKERS = 'photos_with_restart_markers'
 
 
 @dataclasses.dataclass
@@ -99,13 +105,23 @@ def serialize(example: PersonExample) -> bytes:
       'person/score': _floats([example.score]),
       'person/area': _floats([example.area]),
   }
+  # JPEGs the converters rewrote with restart markers (data_prep/jpeg_restart.py) are indexed
+  # from their bytes here, so the index always matches the image.
+  index = jpeg_window.restart_index(example.image_bytes)
+  if index is not None:
+    feature['image/restart_layout'] = _ints(index[0])
+    feature['image/restart_offsets'] = _ints(index[1])
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def feature_spec(num_joints: int) -> dict[str, tf.io.FixedLenFeature]:
-  """The parsing spec for `tf.io.parse_single_example`."""
+def feature_spec(num_joints: int) -> dict:
+  """The parsing spec for `tf.io.parse_single_example` (records written before the restart
+  index parse with a zero layout and no offsets)."""
   f = tf.io.FixedLenFeature
   return {
+      'image/restart_layout': f([jpeg_window.LAYOUT_SIZE], tf.int64,
+                                default_value=[0] * jpeg_window.LAYOUT_SIZE),
+      'image/restart_offsets': tf.io.RaggedFeature(tf.int64),
       'image/encoded': f([], tf.string),
       'image/filename': f([], tf.string, default_value=''),
       'image/id': f([], tf.int64),
