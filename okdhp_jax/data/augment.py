@@ -131,9 +131,11 @@ def train_example(parsed: dict, seed: tf.Tensor, *, input_size, meta,
   """
   matrix, do_flip = augmentation_matrix(parsed, seed, input_size=input_size, meta=meta,
                                         **augmentation)
+  # Without the restart index (a dict built by hand) the whole file is decoded as before.
   image = crop.crop_image(parsed['image/encoded'], parsed['image/height'],
                           parsed['image/width'], matrix, input_size, max_decode_reduction,
-                          parsed['image/restart_layout'], parsed['image/restart_offsets'])
+                          parsed.get('image/restart_layout'),
+                          parsed.get('image/restart_offsets'))
   joints, vis = crop_joints(parsed['person/joints'], parsed['person/joints_vis'], matrix,
                             input_size, meta.flip_permutation(), do_flip)
   return {'image': image, 'joints': joints, 'joints_vis': vis}
@@ -148,7 +150,8 @@ def eval_example(parsed: dict, *, input_size,
   matrix = affine_matrix(center, scale, 0.0, input_size, False)
   image = crop.crop_image(parsed['image/encoded'], parsed['image/height'],
                           parsed['image/width'], matrix, input_size, max_decode_reduction,
-                          parsed['image/restart_layout'], parsed['image/restart_offsets'])
+                          parsed.get('image/restart_layout'),
+                          parsed.get('image/restart_offsets'))
   joints, vis = crop_joints(parsed['person/joints'], parsed['person/joints_vis'], matrix,
                             input_size)
   return {
