@@ -21,8 +21,6 @@ original pixels [r i, r i + r), so its centre is at r i + (r - 1) / 2.
 
 from __future__ import annotations
 
-import functools
-
 import cv2
 import numpy as np
 
@@ -104,23 +102,21 @@ def decode_window(encoded: tf.Tensor, crop_window: tf.Tensor, reduction: tf.Tens
   return tf.switch_case(index, branches)
 
 
-def _warp_affine(patch: np.ndarray, to_patch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """numpy side of warp: cv2.warpAffine with the output -> patch map, zeros outside.
-
-  Its only tensor arguments are the patch and the map: each argument a tf.numpy_function
-  converts costs time on every crop.
-  """
-  return cv2.warpAffine(patch, to_patch, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+def _warp_affine(patch: np.ndarray, to_patch: np.ndarray, empty: np.ndarray, out_h: np.ndarray,
+                 out_w: np.ndarray) -> np.ndarray:
+  """numpy side of warp: cv2.warpAffine with the output -> patch map, zeros outside."""
+  if empty:
+    return np.zeros((int(out_h), int(out_w), 3), np.uint8)
+  return cv2.warpAffine(patch, to_patch, (int(out_w), int(out_h)),
+                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
 def warp(patch: tf.Tensor, to_patch: tf.Tensor, empty: tf.Tensor, output_size) -> tf.Tensor:
   """uint8 [out_h, out_w, 3]: bilinear samples of `patch` at to_patch @ (x, y, 1), zero fill."""
   out_h, out_w = output_size
-  # A crop that misses the image maps every output pixel far outside the patch: all zeros.
-  to_patch = tf.where(empty, tf.constant([[0.0, 0.0, -1e6], [0.0, 0.0, -1e6]]), to_patch)
-  image = tf.numpy_function(functools.partial(_warp_affine, size=(int(out_w), int(out_h))),
-                            [patch, to_patch], tf.uint8, stateful=False)
+  image = tf.numpy_function(_warp_affine, [patch, to_patch, empty, out_h, out_w], tf.uint8,
+                            stateful=False)
   image.set_shape([out_h, out_w, 3])
   return image
 

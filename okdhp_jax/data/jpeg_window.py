@@ -31,10 +31,10 @@ import numpy as np
 from okdhp_jax.data.tf_host import tf
 
 LAYOUT_SIZE = 6
-# RST0..RST7, the markers between intervals, and EOI, the one after the last.
 _DHT, _EOI_MARKER, _SOS, _DRI = 0xC4, 0xD9, 0xDA, 0xDD
 _SEQUENTIAL_SOF = (0xC0, 0xC1)  # baseline, extended sequential (Huffman)
 _PROGRESSIVE_SOF = 0xC2
+# RST0..RST7, the markers between intervals, and EOI, the one after the last.
 _MARKERS = [bytes([0xFF, 0xD0 + i]) for i in range(8)] + [b'\xff\xd9']
 _BYTES = [bytes([i]) for i in range(256)]
 
@@ -43,7 +43,7 @@ _BYTES = [bytes([i]) for i in range(256)]
 # Writing the index (numpy; the converters, through records.serialize).
 
 class Unsupported(ValueError):
-  """A JPEG this module does not rewrite (the converter keeps its bytes)."""
+  """A JPEG whose layout this module does not read (12-bit, CMYK, lossless, arithmetic...)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +152,6 @@ def restart_index(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
   try:
     frame = read_frame(data)
   except Unsupported:
-    return None
-  if frame.restart_interval == 0 or frame.mcus_per_row % frame.restart_interval:
     return None
   offsets = interval_offsets(data, frame)
   if offsets is None:
