@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import cv2
 import ml_collections
 import numpy as np
 import pytest
@@ -141,6 +142,32 @@ def test_markers_land_on_their_joints_at_every_decode_reduction(reduction):
     for point in moved:
       errors.append(np.abs(_centroid(image, point, radius=20) - point).max())
   assert max(errors) <= 0.2, (reduction, np.round(errors, 3))
+
+
+def test_the_four_channel_warp_matches_opencvs_three_channel_warp_pixel_for_pixel():
+  """crop.warp runs OpenCV on RGBA (its fast path) and drops alpha: the pixels must be those of
+  the plain 3-channel warpAffine, also where the crop runs off the patch (zero fill)."""
+  rng = np.random.default_rng(0)
+  ran_off = 0
+  photos = [os.path.join(SAMPLES, name, file) for name in ('coco', 'mpii')
+            for file in sorted(os.listdir(os.path.join(SAMPLES, name))) if file.endswith('.jpg')]
+  for path in photos[:4]:
+    photo = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+    for _ in range(5):
+      y, x = rng.integers(0, 200, 2)
+      patch = np.ascontiguousarray(photo[y:y + 300, x:x + 240])
+      output_size = ((256, 192), (256, 256))[rng.integers(2)]
+      angle, zoom = rng.uniform(-80, 80), rng.uniform(0.5, 2.0)
+      to_patch = cv2.getRotationMatrix2D((rng.uniform(0, 240), rng.uniform(0, 300)), angle,
+                                         zoom).astype(np.float32)
+      expected = cv2.warpAffine(patch, to_patch, output_size[::-1],
+                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+      image = crop.warp(tf.constant(patch), tf.constant(to_patch), tf.constant(False),
+                        output_size).numpy()
+      np.testing.assert_array_equal(image, expected)
+      ran_off += bool((image == 0).all(-1).any())
+  assert ran_off >= 5, ran_off  # the zero fill was compared too
 
 
 def test_a_crop_that_misses_the_image_is_black():
