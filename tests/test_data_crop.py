@@ -150,8 +150,9 @@ def test_the_four_channel_warp_matches_opencvs_three_channel_warp_pixel_for_pixe
   rng = np.random.default_rng(0)
   ran_off = 0
   photos = [os.path.join(SAMPLES, name, file) for name in ('coco', 'mpii')
-            for file in sorted(os.listdir(os.path.join(SAMPLES, name))) if file.endswith('.jpg')]
-  for path in photos[:4]:
+            for file in sorted(f for f in os.listdir(os.path.join(SAMPLES, name))
+                               if f.endswith('.jpg'))[:2]]
+  for path in photos:
     photo = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
     for _ in range(5):
       y, x = rng.integers(0, 200, 2)
