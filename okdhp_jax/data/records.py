@@ -111,7 +111,11 @@ def serialize(example: PersonExample) -> bytes:
   if index is not None:
     feature['image/restart_layout'] = _ints(index[0])
     feature['image/restart_offsets'] = _ints(index[1])
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+  # Deterministic: the feature map's keys in sorted order. Otherwise protobuf writes them in an
+  # order that changes from process to process, and two conversions of the same data give
+  # records with the same content but different bytes (and checksums).
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+      deterministic=True)
 
 
 def feature_spec(num_joints: int) -> dict:
