@@ -4,9 +4,9 @@ jaxlib 0.10's CPU compiler hands large convolutions, dots and reductions to the 
 (`ynn_fusion` in the optimised HLO). On the project's 2-core AVX-512 machine YNNPACK ran the
 forward and backward of one 3x3, 128-channel convolution (batch 8, 64x64) at 71 GFLOP/s;
 XLA's own (Eigen) kernels ran it at 170 GFLOP/s and PyTorch's oneDNN at 174 (2026-11-27). The
-whole HG4 train step got 1.4x faster (README, Performance). Only convolutions leave YNNPACK:
-dots and reductions stay where XLA's defaults put them (turning those off too gained nothing
-and changed float64 rounding between 1 and 8 devices).
+whole HG4 train step went from 8598 to 4001 ms on that machine (docs/performance.md). Only
+convolutions leave YNNPACK: dots and reductions stay where XLA's defaults put them (turning
+those off too gained nothing and changed float64 rounding between 1 and 8 devices).
 
 The options go to each jitted step (`jax.jit(..., compiler_options=...)`) rather than into
 XLA_FLAGS: a jaxlib that no longer knows an option fails one small probe compile, which turns
