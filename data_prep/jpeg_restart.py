@@ -238,11 +238,12 @@ def _symbol_counts(symbols: _Symbols, table_of_block: np.ndarray, table: int):
   return dc, ac
 
 
-def _bit_fields(symbols: _Symbols, table_of_block, blocks_per_interval: int, codes, lengths):
+def _bit_fields(symbols: _Symbols, table_of_block, mcu, interval: int, codes, lengths):
   """The scan's bit fields in order, each symbol's code with its extra bits, and 1-bits that
   pad every restart interval to a byte: (value [F], size [F] bits, interval bytes [I]).
 
-  codes, lengths: [tables, 2 (DC, AC), 256] canonical Huffman code of every symbol.
+  table_of_block, mcu: [B] per block; interval: MCUs per restart interval; codes, lengths:
+  [tables, 2 (DC, AC), 256] canonical Huffman code of every symbol.
   """
   count = len(symbols.dc_size)
   # Symbol slots: per block its DC, then each nonzero AC's ZRLs and own symbol, then its EOB.
@@ -255,13 +256,16 @@ def _bit_fields(symbols: _Symbols, table_of_block, blocks_per_interval: int, cod
   value = np.zeros(block_start[-1], np.int64)
   size = np.zeros(block_start[-1], np.int64)
 
-  # Code and length of symbol s in table t (DC: class 0, AC: class 1) at [(2 t + class) 256 + s].
   codes, lengths = codes.reshape(-1), lengths.reshape(-1)
-  dc_key = table_of_block * 512 + symbols.dc_size
+
+  def key(table, ac_class, symbol):  # index of [table, ac_class, symbol] in codes and lengths
+    return (2 * table + ac_class) * 256 + symbol
+
+  dc_key = key(table_of_block, 0, symbols.dc_size)
   value[block_start[:-1]] = (codes[dc_key] << symbols.dc_size) | symbols.dc_extra
   size[block_start[:-1]] = lengths[dc_key] + symbols.dc_size
   ac_table = table_of_block[symbols.block]
-  ac_key = ac_table * 512 + 256 + symbols.symbol
+  ac_key = key(ac_table, 1, symbols.symbol)
   value[ac_slot] = (codes[ac_key] << symbols.size) | symbols.extra
   size[ac_slot] = lengths[ac_key] + symbols.size
   has_zrl = np.flatnonzero(symbols.zrl)
@@ -270,16 +274,17 @@ def _bit_fields(symbols: _Symbols, table_of_block, blocks_per_interval: int, cod
   before_ac = np.arange(zrl.sum()) - np.repeat(np.cumsum(zrl) - zrl, zrl) - np.repeat(zrl, zrl)
   zrl_slot = np.repeat(ac_slot[has_zrl], zrl) + before_ac
   zrl_table = np.repeat(ac_table[has_zrl], zrl)
-  value[zrl_slot] = codes[zrl_table * 512 + 256 + 0xF0]
-  size[zrl_slot] = lengths[zrl_table * 512 + 256 + 0xF0]
+  value[zrl_slot] = codes[key(zrl_table, 1, 0xF0)]
+  size[zrl_slot] = lengths[key(zrl_table, 1, 0xF0)]
   eob_slot = block_start[1:][symbols.eob] - 1
-  eob_key = table_of_block[symbols.eob] * 512 + 256 + 0x00
+  eob_key = key(table_of_block[symbols.eob], 1, 0x00)
   value[eob_slot] = codes[eob_key]
   size[eob_slot] = lengths[eob_key]
 
-  # Each restart interval padded to a byte boundary with 1-bits.
-  ends = block_start[np.minimum(np.arange(1, -(-count // blocks_per_interval) + 1)
-                                * blocks_per_interval, count)]
+  # Each restart interval padded to a byte boundary with 1-bits; it ends before the first
+  # block of the next one.
+  restart = mcu // interval
+  ends = block_start[np.append(np.flatnonzero(restart[1:] != restart[:-1]) + 1, count)]
   bit_ends = np.cumsum(size)[ends - 1]
   bits = np.diff(np.concatenate([[0], bit_ends]))
   pad = (-bits) % 8
@@ -313,12 +318,11 @@ def _pack(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
   return packed.astype('>u4').view(np.uint8)[:(total_bits + 7) // 8]
 
 
-def _entropy_coded(symbols: _Symbols, table_of_block, blocks_per_interval: int, codes,
-                   lengths):
+def _entropy_coded(symbols: _Symbols, table_of_block, mcu, interval: int, codes, lengths):
   """The scan's bytes: each restart interval padded with 1-bits to a byte, 0xFF bytes stuffed,
   intervals separated by RST0..RST7 in turn."""
-  value, size, interval_bytes = _bit_fields(symbols, table_of_block, blocks_per_interval,
-                                            codes, lengths)
+  value, size, interval_bytes = _bit_fields(symbols, table_of_block, mcu, interval, codes,
+                                            lengths)
   intervals = len(interval_bytes)
   packed = _pack(value, size)
   # Byte stuffing: a 0x00 after every 0xFF of entropy-coded data.
@@ -381,6 +385,5 @@ def rewrite(data: bytes, components: list[np.ndarray], max_width: int | None = N
   scan = bytes([count]) + b''.join(bytes([i, 0x00 if c == 0 else 0x11])
                                     for c, i in enumerate(ids)) + b'\x00\x3f\x00'
   header.append(b'\xff\xda' + (len(scan) + 2).to_bytes(2, 'big') + scan)
-  blocks_per_interval = interval * len(coefficients) // (frame.mcu_rows * frame.mcus_per_row)
-  body = _entropy_coded(symbols, table_of_block, blocks_per_interval, codes, lengths)
+  body = _entropy_coded(symbols, table_of_block, mcu, interval, codes, lengths)
   return b''.join(header) + body.tobytes() + b'\xff\xd9'
