@@ -7,7 +7,10 @@ Records come from `python -m data_prep.coco` (see data_prep/README.md); test-tim
 """
 
 from configs import common
+from configs import default
 
 
 def get_config(arg=None):
-  return common.coco(common.okdhp_hourglass(4, arg), arg)
+  arg = default.parse_arg(arg, runlocal=False)
+  config = common.coco(common.okdhp_hourglass(4))
+  return default.runlocal(config) if arg.runlocal else config

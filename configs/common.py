@@ -5,62 +5,59 @@ import ml_collections
 from configs import default
 
 
-def okdhp_hourglass(num_stacks: int, arg=None, *, unbalanced: bool = False,
+def okdhp_hourglass(num_stacks: int, *, unbalanced: bool = False,
                     fau: str = 'released') -> ml_collections.ConfigDict:
   """OKDHP on an N-stack hourglass: N/2 shared stacks, three branches.
 
   Balanced: every branch has N/2 private stacks. Unbalanced: the target branch has N/2, the
   auxiliary branches N and 3N/2 (HG4: 2/4/6, i.e. 4-, 6- and 8-stack networks).
   """
-  config = default.get_config(arg)
+  config = default.get_config()
   half = num_stacks // 2
-  config.model.num_shared_stacks = half
-  config.model.branch_stacks = (half, 2 * half, 3 * half) if unbalanced else (half,) * 3
+  config.model.hourglass.num_shared_stacks = half
+  config.model.hourglass.branch_stacks = (half, 2 * half, 3 * half) if unbalanced else (half,) * 3
   config.model.fau = fau
   return config
 
 
-def okdhp_hourglass_released(num_stacks: int, arg=None) -> ml_collections.ConfigDict:
+def okdhp_hourglass_released(num_stacks: int) -> ml_collections.ConfigDict:
   """OKDHP with the released code's layout: N - 2 shared stacks, three branches of 2 stacks.
 
   The paper shares N/2; the released `hourglass_okd_share_less.py` keeps two private stacks
   per branch whatever N is, so HG2 shares none and HG8 shares 6. Use these configs to train
   the network an official checkpoint holds (tools/convert_torch.py imports one as it is).
   """
-  config = okdhp_hourglass(num_stacks, arg)
-  config.model.num_shared_stacks = num_stacks - 2
-  config.model.branch_stacks = (2, 2, 2)
+  config = okdhp_hourglass(num_stacks)
+  config.model.hourglass.num_shared_stacks = num_stacks - 2
+  config.model.hourglass.branch_stacks = (2, 2, 2)
   return config
 
 
-def baseline_hourglass(num_stacks: int, arg=None) -> ml_collections.ConfigDict:
+def baseline_hourglass(num_stacks: int) -> ml_collections.ConfigDict:
   """The plain N-stack hourglass trained alone: one branch, no FAU, no distillation."""
-  config = default.get_config(arg)
-  config.model.num_shared_stacks = 0
-  config.model.branch_stacks = (num_stacks,)
+  config = default.get_config()
+  config.model.hourglass.num_shared_stacks = 0
+  config.model.hourglass.branch_stacks = (num_stacks,)
   config.model.fau = 'none'
   config.loss.kd_weight = 0.0
   config.loss.ensemble_weight = 0.0
   return config
 
 
-def mobilepose(backbone: str, arg=None, *, okdhp: bool = True) -> ml_collections.ConfigDict:
+def mobilepose(backbone: str, *, okdhp: bool = True) -> ml_collections.ConfigDict:
   """MobilePose: shared encoder, three DUC decoders + FAU (okdhp) or one decoder (baseline)."""
-  config = default.get_config(arg)
-  config.model.name = 'mobilepose'
-  config.model.backbone = backbone
-  config.model.num_shared_stacks = 0
-  if okdhp:
-    config.model.branch_stacks = (1, 1, 1)
-  else:
-    config.model.branch_stacks = (1,)
+  config = default.get_config()
+  default.set_network(config, 'mobilepose')
+  config.model.mobilepose.backbone = backbone
+  config.model.mobilepose.num_branches = 3 if okdhp else 1
+  if not okdhp:
     config.model.fau = 'none'
     config.loss.kd_weight = 0.0
     config.loss.ensemble_weight = 0.0
   return config
 
 
-def coco(config: ml_collections.ConfigDict, arg=None) -> ml_collections.ConfigDict:
+def coco(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Switches a config to COCO keypoints: 256x192 input, 64x48 maps, OKDHP's COCO augmentation."""
   config.data.dataset = 'coco'
   config.data.records_dir = 'data/coco_records'
@@ -75,17 +72,5 @@ def coco(config: ml_collections.ConfigDict, arg=None) -> ml_collections.ConfigDi
   config.train.num_epochs = 150
   config.train.batch_size = 32
   config.eval.flip_test = True
-  if 'runlocal' in default.parse_args(arg):
-    config.data.bundled = 'coco'
-    config.data.flip = True  # the bundled COCO people are all real: mirroring them is sound.
-    config.data.records_dir = '/tmp/okdhp_bundled_coco_records'
-    config.data.eval_annotations = '/tmp/okdhp_bundled_coco_records/annotations_valid.json'
-    config.data.detections = ''
-    config.data.num_train_examples = 0
-    # 4:3 like 256x192; a depth-3 hourglass halves 128x96 cleanly (depth 4 needs multiples of 64).
-    config.model.depth = 3
-    config.data.input_size = (128, 96)
-    config.data.heatmap_size = (32, 24)
-    config.train.batch_size = 8
   return config
 

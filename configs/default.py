@@ -4,39 +4,94 @@ Every other config imports `get_config` from here and changes only what differs.
 
   python -m okdhp_jax.main --config configs/default.py --workdir /tmp/okdhp_default
 
-The argument string (after `:`) is a comma-separated list of flags; `runlocal` shrinks the
-model, batch, steps and data to the bundled samples so the config runs on a laptop CPU.
+The argument string (after `:`) is read by `parse_arg`: `runlocal` shrinks the model, batch,
+steps and data to the bundled samples so the config runs on a laptop CPU. Each leaf config
+applies `runlocal` last, after everything else it sets.
 """
 
 import ml_collections
 
 
-def parse_args(arg: str | None) -> set[str]:
-  """'runlocal,foo' -> {'runlocal', 'foo'}."""
-  return {a.strip() for a in (arg or '').split(',') if a.strip()}
+def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
+  """A config argument as typed fields: 'runlocal,variant=fpd' -> {runlocal: True, variant: 'fpd'}.
+
+  `spec` names every field the config accepts and its default, whose type the value takes
+  (a bare name sets a bool field to True). An unknown name or a bad value is a ValueError
+  naming the config argument.
+  """
+  parsed = ml_collections.ConfigDict(spec)
+  for item in filter(None, (a.strip() for a in (arg or '').split(','))):
+    name, has_value, text = (part.strip() for part in item.partition('='))
+    if name not in spec:
+      raise ValueError(f'config argument {item!r}: expected one of {sorted(spec)}')
+    default = spec[name]
+    if not has_value:
+      if not isinstance(default, bool):
+        raise ValueError(f'config argument {name!r} needs a value: {name}=...')
+      parsed[name] = True
+    elif isinstance(default, bool):
+      if text.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(f'config argument {item!r}: {name} is true or false')
+      parsed[name] = text.lower() in ('true', '1')
+    else:
+      try:
+        parsed[name] = type(default)(text)
+      except ValueError:
+        raise ValueError(f'config argument {item!r}: {name} takes a '
+                         f'{type(default).__name__}') from None
+  return parsed
+
+
+def set_method(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """Selects training method `name` (okdhp_jax/methods/) and adds its own config section."""
+  from okdhp_jax import methods  # pylint: disable=g-import-not-at-top
+  method = methods.get_method(name)
+  config.method = name
+  defaults = method.default_config()
+  if defaults is not None and method.config_section not in config:
+    config[method.config_section] = defaults
+  return config
+
+
+def set_network(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """Selects network `name` (okdhp_jax/models/) with its own config.model section.
+
+  The section starts at the network's defaults; the previous network's section goes, so
+  config.model holds the shared fields and the selected network's fields only.
+  """
+  from okdhp_jax import models  # pylint: disable=g-import-not-at-top
+  defaults = models.get_spec(name).default_config()
+  previous = config.model.get('name')
+  if previous not in (None, name) and previous in config.model:
+    del config.model[previous]
+  config.model.name = name
+  if name not in config.model:
+    config.model[name] = ml_collections.ConfigDict(defaults)
+  return config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = parse_args(arg)
+  arg = parse_arg(arg, runlocal=False)
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.trainer = 'okdhp'  # okdhp_jax/methods/: 'okdhp' (also the plain baseline) | 'fpd'
+  # okdhp_jax/methods/: 'okdhp' (also the plain baseline, with one branch) or 'fpd'; each
+  # method adds its own section (OKDHP: config.loss; FPD: config.fpd).
+  set_method(config, 'okdhp')
 
   # ---------------------------------------------------------------- model
+  # What every network reads; the network's own fields are its section, added by set_network.
   config.model = ml_collections.ConfigDict()
-  # 'hourglass' (stacked hourglass, possibly multi-branch) or 'mobilepose'.
-  config.model.name = 'hourglass'
-  config.model.num_shared_stacks = 2     # OKDHP shares the first N/2 stacks.
-  config.model.branch_stacks = (2, 2, 2)  # private stacks per branch; (N,) with 0 shared = plain.
-  config.model.features = 256
-  config.model.depth = 4
   config.model.fau = 'released'          # 'released' | 'paper' | 'none'
   config.model.fau_hidden = 64
-  config.model.backbone = 'resnet18'     # MobilePose only: resnet18 | mobilenetv2 | shufflenetv2
   # Compute dtype. 'auto': bfloat16 on GPU and TPU, float32 on CPU; parameters, optimiser state,
   # BatchNorm statistics, softmaxes and losses stay float32 (param_dtype, okdhp_jax/precision.py).
   config.model.dtype = 'auto'
   config.model.param_dtype = 'float32'
+  # okdhp_jax/models/: 'hourglass', with config.model.hourglass = num_shared_stacks (OKDHP shares
+  # the first N/2 stacks), branch_stacks (private stacks per branch; (N,) with 0 shared is the
+  # plain network), features, depth; or 'mobilepose', with config.model.mobilepose = backbone
+  # (a key of ENCODERS in okdhp_jax/models/mobilepose.py), num_branches.
+  set_network(config, 'hourglass')
 
   # ---------------------------------------------------------------- data
   config.data = ml_collections.ConfigDict()
@@ -88,18 +143,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # COCO test-time boxes: '' uses GT boxes; else a detection json in COCO results format.
   config.data.detections = ''
   config.data.det_score_threshold = 0.0
-
-  # ---------------------------------------------------------------- loss
-  config.loss = ml_collections.ConfigDict()
-  config.loss.use_target_weight = True
-  config.loss.ensemble_weight = 1.0
-  config.loss.kd_weight = 2.0
-  config.loss.kd_temperature = 1.0
-  config.loss.kd_ramp_epochs = 90.0      # ramp = exp(-5 (1 - min(e, L)/L)^2)
-  # e = step / steps_per_epoch (smooth). True: e = the integer epoch, as the released code (the
-  # ramp then steps once per epoch; the smooth one is up to 12 % higher late in epoch 0).
-  config.loss.kd_ramp_integer_epoch = False
-  config.loss.stop_gradient_teacher = False  # the released code lets gradients reach the teacher.
 
   # ---------------------------------------------------------------- optimiser
   config.optim = ml_collections.ConfigDict()
@@ -153,35 +196,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.compile_cache.enabled = True
   config.compile_cache.dir = ''          # '': ~/.cache/okdhp_jax/jax_compilation_cache
 
-  # ---------------------------------------------------------------- FPD (two-stage baseline)
-  config.fpd = ml_collections.ConfigDict()
-  config.fpd.teacher_checkpoint = ''     # exported hourglass (Orbax) or converted PyTorch one.
-  config.fpd.teacher_num_stacks = 8
-  config.fpd.alpha = 0.5                 # alpha * MSE(GT) + (1 - alpha) * MSE(teacher)
-
-  if 'runlocal' in args:
-    apply_runlocal(config)
+  if arg.runlocal:
+    runlocal(config)
   return config
 
 
-def apply_runlocal(config: ml_collections.ConfigDict) -> None:
-  """Shrinks a config to the bundled samples and a CPU budget of a few minutes."""
-  config.model.features = 32
-  config.data.bundled = 'mpii'
-  config.data.records_dir = '/tmp/okdhp_bundled_records'
-  config.data.eval_annotations = '/tmp/okdhp_bundled_records/gt_valid.mat'
+def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a config to the bundled samples of its dataset and a CPU budget of minutes."""
+  bundled = BUNDLED[config.data.dataset]
+  for network, fields in bundled['model'].items():
+    if network in config.model:  # only the selected network has a section.
+      config.model[network].update(fields)
+  config.data.update(bundled['data'])
   config.data.num_train_examples = 0      # 0: count the records.
-  config.data.input_size = (64, 64)
-  config.data.heatmap_size = (16, 16)
   config.data.sigma = 1.0
   config.data.shuffle_buffer = 256
+  config.data.detections = ''
   # 5 real people (trained on and scored, a smoke test) + figures: 256 to train on, 32 held out.
   config.data.synthetic.num_train = 256
   config.data.synthetic.num_valid = 32
-  # The bundled set is mostly synthetic figures, whose sides are told apart by colour: a
-  # mirrored one would carry the wrong labels (data_prep/synthetic.py).
-  config.data.flip = False
-  config.eval.flip_test = False
+  config.eval.flip_test = config.data.flip
   config.train.batch_size = 8
   config.train.num_epochs = 3
   config.train.log_every_steps = 10
@@ -191,3 +225,23 @@ def apply_runlocal(config: ml_collections.ConfigDict) -> None:
   config.loss.kd_ramp_epochs = 2.0
   config.optim.learning_rate = 1e-3
   config.optim.lr_decay_epochs = (2,)
+  return config
+
+
+# What `runlocal` trains on, per dataset: the samples bundled in data_prep/samples.
+BUNDLED = {
+    # Mostly generated figures, whose sides are told apart by colour: a mirrored one would carry
+    # the wrong labels (data_prep/synthetic.py), so no flips.
+    'mpii': dict(
+        model=dict(hourglass=dict(features=32)),
+        data=dict(bundled='mpii', records_dir='/tmp/okdhp_bundled_records',
+                  eval_annotations='/tmp/okdhp_bundled_records/gt_valid.mat',
+                  input_size=(64, 64), heatmap_size=(16, 16), flip=False)),
+    # Real people only, so mirroring is sound. 4:3 like 256x192; a depth-3 hourglass halves
+    # 128x96 cleanly (depth 4 needs multiples of 64).
+    'coco': dict(
+        model=dict(hourglass=dict(features=32, depth=3)),
+        data=dict(bundled='coco', records_dir='/tmp/okdhp_bundled_coco_records',
+                  eval_annotations='/tmp/okdhp_bundled_coco_records/annotations_valid.json',
+                  input_size=(128, 96), heatmap_size=(32, 24), flip=True)),
+}

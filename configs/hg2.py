@@ -6,7 +6,10 @@ Add `:runlocal` to the config path for a CPU-sized run on the bundled samples.
 """
 
 from configs import common
+from configs import default
 
 
 def get_config(arg=None):
-  return common.okdhp_hourglass(2, arg)
+  arg = default.parse_arg(arg, runlocal=False)
+  config = common.okdhp_hourglass(2)
+  return default.runlocal(config) if arg.runlocal else config

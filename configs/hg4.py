@@ -10,7 +10,10 @@ The full layout at toy size on the bundled data (a check that it trains, evaluat
 """
 
 from configs import common
+from configs import default
 
 
 def get_config(arg=None):
-  return common.okdhp_hourglass(4, arg)
+  arg = default.parse_arg(arg, runlocal=False)
+  config = common.okdhp_hourglass(4)
+  return default.runlocal(config) if arg.runlocal else config

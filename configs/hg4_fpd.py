@@ -12,9 +12,10 @@ Student loss: alpha * MSE(student, GT) + (1 - alpha) * MSE(student, teacher), al
 """
 
 from configs import common
+from configs import default
 
 
 def get_config(arg=None):
-  config = common.baseline_hourglass(4, arg)
-  config.trainer = 'fpd'
-  return config
+  arg = default.parse_arg(arg, runlocal=False)
+  config = default.set_method(common.baseline_hourglass(4), 'fpd')
+  return default.runlocal(config) if arg.runlocal else config

@@ -7,11 +7,11 @@ study tool trains them all for several seeds and prints the paper-style table:
 
 One variant by hand (the tool adds --config.seed, the records folder and FPD's teacher):
 
-  python -m okdhp_jax.main --config configs/study.py:plain --workdir /tmp/study/plain
-  python -m okdhp_jax.main --config configs/study.py:balanced --workdir /tmp/study/balanced
-  python -m okdhp_jax.main --config configs/study.py:unbalanced --workdir /tmp/study/unbalanced
-  python -m okdhp_jax.main --config configs/study.py:fpd_teacher --workdir /tmp/study/teacher
-  python -m okdhp_jax.main --config configs/study.py:fpd --workdir /tmp/study/fpd \
+  python -m okdhp_jax.main --config configs/study.py:variant=plain --workdir /tmp/study/plain
+  python -m okdhp_jax.main --config configs/study.py:variant=balanced --workdir /tmp/study/balanced
+  python -m okdhp_jax.main --config configs/study.py:variant=unbalanced --workdir /tmp/study/unbalanced
+  python -m okdhp_jax.main --config configs/study.py:variant=fpd_teacher --workdir /tmp/study/teacher
+  python -m okdhp_jax.main --config configs/study.py:variant=fpd --workdir /tmp/study/fpd \
       --config.fpd.teacher_checkpoint=/tmp/study/teacher/export
 
 Without a variant (`configs/study.py`) the config is `balanced`.
@@ -49,26 +49,18 @@ STUDENT_STACKS = 2
 TEACHER_STACKS = 4
 
 
-def variant_of(arg: str | None) -> str:
-  """The variant named in the argument ('balanced' when none is)."""
-  named = [a for a in default.parse_args(arg) if a in VARIANTS]
-  others = default.parse_args(arg) - set(VARIANTS) - {'runlocal'}
-  if len(named) > 1 or others:
-    raise ValueError(f'configs/study.py:{arg}: name one variant of {VARIANTS} '
-                     "(optionally with ',runlocal')")
-  return named[0] if named else 'balanced'
-
-
-def network(variant: str, arg=None) -> ml_collections.ConfigDict:
+def network(variant: str) -> ml_collections.ConfigDict:
   """The variant's network and objective on the default config."""
+  if variant not in VARIANTS:
+    raise ValueError(f'configs/study.py:variant={variant}: choose one of {VARIANTS}')
   if variant in ('plain', 'fpd'):
-    config = common.baseline_hourglass(STUDENT_STACKS, arg)
+    config = common.baseline_hourglass(STUDENT_STACKS)
   elif variant == 'fpd_teacher':
-    config = common.baseline_hourglass(TEACHER_STACKS, arg)
+    config = common.baseline_hourglass(TEACHER_STACKS)
   else:
-    config = common.okdhp_hourglass(STUDENT_STACKS, arg, unbalanced=variant == 'unbalanced')
+    config = common.okdhp_hourglass(STUDENT_STACKS, unbalanced=variant == 'unbalanced')
   if variant == 'fpd':
-    config.trainer = 'fpd'
+    default.set_method(config, 'fpd')
     config.fpd.teacher_num_stacks = TEACHER_STACKS
     config.fpd.teacher_checkpoint = '/tmp/okdhp_study/fpd_teacher/export'
   config.export.branch = 0  # the student: the target branch, never chosen on the test figures.
@@ -88,10 +80,10 @@ def hard_figures(config: ml_collections.ConfigDict) -> None:
 
 
 def get_config(arg=None):
-  variant = variant_of(arg)
-  config = network(variant, arg)
-  config.model.features = 32
-  config.model.depth = 2  # 64x64 input -> 16x16 heatmaps -> 4x4 at the innermost level.
+  arg = default.parse_arg(arg, variant='balanced', runlocal=False)
+  config = network(arg.variant)
+  config.model.hourglass.features = 32
+  config.model.hourglass.depth = 2  # 64x64 input -> 16x16 heatmaps -> 4x4 at the innermost level.
 
   hard_figures(config)
   config.data.input_size = (64, 64)
@@ -115,7 +107,7 @@ def get_config(arg=None):
   config.eval.batch_size = 32
   config.eval.flip_test = False
 
-  if 'runlocal' in default.parse_args(arg):
+  if arg.runlocal:
     config.data.records_dir = '/tmp/okdhp_study_runlocal_records'
     config.data.eval_annotations = '/tmp/okdhp_study_runlocal_records/gt_valid.mat'
     config.data.synthetic.update(num_train=256, num_valid=32)

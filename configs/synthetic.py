@@ -20,11 +20,12 @@ from configs import default
 
 
 def get_config(arg=None):
-  config = default.get_config(arg)
-  config.model.num_shared_stacks = 1
-  config.model.branch_stacks = (1, 1, 1)
-  config.model.features = 32
-  config.model.depth = 3  # 96x96 input -> 24x24 heatmaps -> 3x3 at the innermost level.
+  arg = default.parse_arg(arg, runlocal=False)
+  config = default.get_config()
+  config.model.hourglass.num_shared_stacks = 1
+  config.model.hourglass.branch_stacks = (1, 1, 1)
+  config.model.hourglass.features = 32
+  config.model.hourglass.depth = 3  # 96x96 input -> 24x24 heatmaps -> 3x3 at the innermost level.
 
   config.data.bundled = 'synthetic'
   config.data.records_dir = '/tmp/okdhp_synthetic_records'
@@ -50,6 +51,6 @@ def get_config(arg=None):
   config.eval.batch_size = 32
   config.eval.flip_test = False
 
-  if 'runlocal' in default.parse_args(arg):
+  if arg.runlocal:
     config.train.num_epochs = 1
   return config

@@ -29,8 +29,9 @@ from okdhp_jax.tools import run_scalars
 TAGS = ('perf/train_img_per_sec', 'perf/input_wait_fraction', 'perf/input_wait_ms_per_step')
 # A small OKDHP network (1 shared stack, 3 branches of 1, 32 channels): a CPU trains it at a
 # few images per second, an accelerator at thousands.
-SMALL_NETWORK = ['--config.model.features=32', '--config.model.num_shared_stacks=1',
-                 '--config.model.branch_stacks=(1,1,1)']
+SMALL_NETWORK = ['--config.model.hourglass.features=32',
+                 '--config.model.hourglass.num_shared_stacks=1',
+                 '--config.model.hourglass.branch_stacks=(1,1,1)']
 
 
 def main(argv=None) -> int:

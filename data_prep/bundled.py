@@ -38,8 +38,8 @@ def _is_current(out_dir: str, params: dict) -> bool:
 
 
 def _difficulty_params(difficulty: synthetic.Difficulty) -> dict:
-  """The knobs that differ from the defaults: records built before the knobs existed, or with
-  them at their defaults, stay current."""
+  """The knobs that differ from the defaults: records of default figures keep the parameters
+  they were built with, and stay current."""
   changed = difficulty.changed()
   return {'difficulty': changed} if changed else {}
 

@@ -468,8 +468,7 @@ def write_records(
                                        **{s: report.baseline_rewrites[s] for s in lengths}}
     info[records.RESTART_MARKERS] = {**old_info.get(records.RESTART_MARKERS, {}),
                                      **{s: report.restart_markers[s] for s in lengths}}
-    # Folders converted before the key existed: any converter file may be there.
-    kept = old_info.get(records_folder.EXTRA_FILES, records_folder.CONVERTER_FILES)
+    kept = old_info.get(records_folder.EXTRA_FILES, [])
     present = {n for n in kept if os.path.exists(os.path.join(out_dir, n))}
     info[records_folder.EXTRA_FILES] = sorted(present | set(extra_files))
     with open(info_path + '.tmp', 'w') as f:

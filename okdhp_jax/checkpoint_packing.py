@@ -3,11 +3,10 @@
 Why pack: Orbax writes each leaf of a pytree as an array of its own, with its own metadata
 and write tasks, on threads that hold the GIL. The OKDHP-HG4 train state has about 5,000
 leaves (four arrays per BatchNorm, Adam's two moments of every parameter), and an asynchronous
-save of that many arrays kept the training loop's thread at 30-50 % of its speed for about
-9 s after each save on a 2-core CPU. The same 6 MB in one array saved in 0.01 s. So a
-checkpoint holds one array per dtype (`float32`, `int32`, ...) and a JSON layout saying where
-each named leaf lies in it; restoring cuts the arrays back into the live state's shapes and
-shardings.
+save of that many arrays slows the training loop's thread for seconds after each save, where
+one array of the same bytes saves at once (docs/performance.md). So a checkpoint holds one
+array per dtype (`float32`, `int32`, ...) and a JSON layout saying where each named leaf lies
+in it; restoring cuts the arrays back into the live state's shapes and shardings.
 
 Packing needs every leaf fully replicated, which `okdhp_jax.sharding` guarantees for the train
 state (data parallelism only); a sharded leaf is refused rather than gathered.
@@ -41,7 +40,8 @@ def layout(tree: Any) -> dict[str, Any]:
   """The JSON description of how `pack(tree)` lays out `tree`: per leaf, in flattening order,
   its name, shape, dtype and offset (in elements) into the packed array of its dtype."""
   leaves, treedef = jax.tree.flatten(tree)
-  # Cached: naming 5,000 key paths takes 0.2 s, and the state's structure never changes.
+  # Cached: naming 5,000 key paths costs more than the save's write, and the state's structure
+  # never changes.
   return _layout(treedef, tuple((tuple(leaf.shape), np.dtype(leaf.dtype).name)
                                 for leaf in leaves))
 
@@ -112,7 +112,7 @@ def unpack(packed: dict[str, np.ndarray], target: Any) -> Any:
   target leaf's sharding (numpy where the target leaf has none). Call `check_layout` first;
   this trusts that the layouts agree.
 
-  Cut on the host rather than in a jitted function: XLA takes minutes to compile 5,000 slices.
+  Cut on the host rather than in a jitted function: XLA is slow to compile 5,000 slices.
   `make_array_from_callback` gives each process's devices their copy without the cross-process
   equality check `device_put` makes for every leaf.
   """

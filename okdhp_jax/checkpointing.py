@@ -6,7 +6,6 @@ Each checkpoint has three items:
   state_layout  JSON: the name, shape, dtype and offset of every leaf in those arrays, so a
                 checkpoint can be read without the model (`read_on_host`).
   progress      JSON: the loop's bookkeeping (best metric so far, best branch, evaluation history).
-Checkpoints written before packing (the state saved leaf by leaf, no state_layout) still restore.
 The manager keeps the latest `keep` checkpoints plus the one with the best validation metric.
 """
 
@@ -138,8 +137,6 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any
   if step not in manager.all_steps():
     raise FileNotFoundError(f'{manager.directory} holds no checkpoint of step {step} (it has '
                             f'{sorted(manager.all_steps())})')
-  if not _is_packed(manager, step):
-    return _restore_unpacked(manager, step, abstract_state)
   packed, saved_layout, progress = _read_packed(manager, step)
   try:
     checkpoint_packing.check_layout(saved_layout, abstract_state,
@@ -155,7 +152,7 @@ def read_on_host(directory: str, step: int | None = None
                  ) -> tuple[int, dict[str, Any], dict[str, Any]]:
   """(step, state, progress) of checkpoint `step` (the newest when None) under `directory`,
   the state as nested dicts of numpy arrays ('params', 'batch_stats', 'opt_state', 'step'),
-  read without building the model. Packed checkpoints only."""
+  read without building the model."""
   if not paths.resolve(directory).exists():  # before the manager, which would create it
     raise FileNotFoundError(f'{directory} does not exist')
   manager = make_manager(directory, keep=1, asynchronous=False)
@@ -163,15 +160,8 @@ def read_on_host(directory: str, step: int | None = None
   if step is None or step not in manager.all_steps():
     raise FileNotFoundError(f'{directory} holds no checkpoint'
                             + ('' if step is None else f' of step {step}'))
-  if not _is_packed(manager, step):
-    raise ValueError(f'checkpoint {directory}/{step} predates packed checkpoints; restore it '
-                     'with checkpointing.restore into a train state')
   packed, saved_layout, progress = _read_packed(manager, step)
   return step, checkpoint_packing.unpack_on_host(packed, saved_layout), progress
-
-
-def _is_packed(manager: ocp.CheckpointManager, step: int) -> bool:
-  return (paths.resolve(str(manager.directory)) / str(step) / LAYOUT).exists()
 
 
 def _read_packed(manager: ocp.CheckpointManager, step: int):
@@ -181,19 +171,6 @@ def _read_packed(manager: ocp.CheckpointManager, step: int):
       PROGRESS: ocp.args.JsonRestore(),
   }))
   return dict(restored[STATE]), dict(restored[LAYOUT]), dict(restored[PROGRESS])
-
-
-def _restore_unpacked(manager: ocp.CheckpointManager, step: int, abstract_state: Any):
-  """A checkpoint written leaf by leaf, before packing."""
-  restored = manager.restore(
-      step,
-      args=ocp.args.Composite(**{
-          STATE: ocp.args.StandardRestore(abstract_state),
-          PROGRESS: ocp.args.JsonRestore(),
-      }),
-  )
-  logging.info('Restored checkpoint of step %d from %s', step, manager.directory)
-  return restored[STATE], dict(restored[PROGRESS])
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any

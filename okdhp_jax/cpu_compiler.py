@@ -1,15 +1,13 @@
 """XLA compiler options for the CPU backend: convolutions run on XLA's own kernels, not YNNPACK.
 
 jaxlib 0.10's CPU compiler hands large convolutions, dots and reductions to the YNNPACK library
-(`ynn_fusion` in the optimised HLO). On the project's 2-core AVX-512 machine YNNPACK ran the
-forward and backward of one 3x3, 128-channel convolution (batch 8, 64x64) at 71 GFLOP/s;
-XLA's own (Eigen) kernels ran it at 170 GFLOP/s and PyTorch's oneDNN at 174 (2026-11-27). The
-whole HG4 train step went from 8598 to 4001 ms on that machine (docs/performance.md). Only
-convolutions leave YNNPACK: dots and reductions stay where XLA's defaults put them (turning
-those off too gained nothing and changed float64 rounding between 1 and 8 devices).
+(`ynn_fusion` in the optimised HLO), whose convolutions are far slower than XLA's own (Eigen)
+kernels and PyTorch's oneDNN, alone and in the whole HG4 train step (docs/performance.md).
+Only convolutions leave YNNPACK: dots and reductions stay where XLA's defaults put them
+(turning those off too gains nothing and changes float64 rounding between 1 and 8 devices).
 
 The options go to each jitted step (`jax.jit(..., compiler_options=...)`) rather than into
-XLA_FLAGS: a jaxlib that no longer knows an option fails one small probe compile, which turns
+XLA_FLAGS: a jaxlib that does not know an option fails one small probe compile, which turns
 the options off with a log line, where an unknown XLA_FLAGS entry aborts the process. A user
 who sets the option in XLA_FLAGS keeps their own value. Other backends get no options.
 """

@@ -32,6 +32,9 @@ flags.DEFINE_enum('distributed', 'auto', ['auto', 'on', 'off'],
                   'Call jax.distributed.initialize(): auto does when launched multi-host.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
+# Config keys that have a new name: {old: new}.
+RENAMED_KEYS = {'trainer': 'method'}
+
 
 def _is_multi_host_launch() -> bool:
   """True under the launchers in launch/: SLURM multi-task, an explicit coordinator, a TPU pod."""
@@ -84,6 +87,9 @@ def parse_flags(argv: list[str]) -> list[str]:
              and re.search(rf'\.{re.escape(field)}(\.|$)', a.split('=')[0])]
     message = (f'{given[0] if given else "--config"}: the config has no field {field!r}. '
                + ' '.join(text.split('\n')[1:]))
+    if field in RENAMED_KEYS:
+      message = f'--config.{field}: the key is --config.{RENAMED_KEYS[field]} now'
+
   except Exception as error:  # pylint: disable=broad-except  (the config file failed to load)
     message = str(error)
   print(f'error: {" ".join(message.split())}', file=sys.stderr)
@@ -107,7 +113,7 @@ def main(argv):
                jax.local_devices())
   try:
     if config.data.bundled:
-      # The offline converters build the bundled records before the trainer exists.
+      # The offline converters build the bundled records before the experiment reads them.
       from data_prep import bundled
       bundled.prepare_for_config(config.data)
     {'train': _train, 'eval': _evaluate, 'export': _export}[FLAGS.mode](config, workdir)
@@ -149,23 +155,22 @@ def _save_traceback(workdir: str) -> str:
 def _train(config, workdir: str) -> None:
   """Trains (or resumes), exports the best branch, and says where everything went."""
   import jax
+  from okdhp_jax import experiment as experiment_lib
   from okdhp_jax.data import records
-  from okdhp_jax.evaluation import evaluator, report
-  from okdhp_jax.export.trained import export_checkpoint
-  from okdhp_jax.training import loop
-  trainer = loop.Trainer(config, workdir)
-  progress = loop.train_and_evaluate(config, workdir, trainer)
+  from okdhp_jax.evaluation import metrics, report
+  experiment = experiment_lib.Experiment(config, workdir)
+  progress = experiment_lib.train_and_evaluate(experiment)
   export_dir = os.path.join(workdir, 'export')
-  exported = export_checkpoint(trainer, export_dir=export_dir, progress=progress)
+  exported = experiment_lib.export_trained(experiment, export_dir=export_dir, progress=progress)
   if jax.process_index() != 0:
     return
   lines = ['', 'Training finished.']
-  if progress['history']:
-    last = progress['history'][-1]
-    table, _ = report.branch_report(last['metrics'], evaluator.headline_metric(trainer.meta.name),
-                                    scored_on=last.get('scored_on', ''),
-                                    subsets=last.get('subsets'))
-    lines += [f'Final evaluation (step {last["step"]}):', table]
+  if progress.history:
+    last = progress.history[-1]
+    table, _ = report.branch_report(last.metrics,
+                                    metrics.headline_metric(experiment.meta),
+                                    scored_on=last.scored_on, subsets=last.subsets)
+    lines += [f'Final evaluation (step {last.step}):', table]
     description = records.read_dataset_info(config.data.records_dir).get(records.DESCRIPTION)
     lines += [description] if description else []
   lines += [
@@ -183,22 +188,21 @@ def _evaluate(config, workdir: str) -> None:
   """Scores the newest checkpoint; writes metrics, MPII's pred.mat and drawings to WORKDIR/eval."""
   import jax
   from okdhp_jax.evaluation import evaluator
-  from okdhp_jax.training import loop
-  trainer = loop.Trainer(config, workdir)
-  trainer.restore_or_fail()
-  result = trainer.evaluate(num_images_to_draw=config.train.num_images_to_draw)
+  from okdhp_jax.experiment import Experiment
+  experiment = Experiment(config, workdir)
+  experiment.restore_or_fail()
+  result = experiment.evaluate(num_images_to_draw=config.train.num_images_to_draw)
   if jax.process_index() == 0:
-    out_dir = evaluator.write_eval_files(result, trainer.meta, os.path.join(workdir, 'eval'))
+    out_dir = evaluator.write_eval_files(result, experiment.meta, os.path.join(workdir, 'eval'))
     print(result.table, flush=True)
     print(f'Predictions and metrics written to {out_dir}', flush=True)
 
 
 def _export(config, workdir: str) -> None:
   """Writes one branch of an evaluated checkpoint (config.export: the best one by default)."""
-  from okdhp_jax.export.trained import export_checkpoint
-  from okdhp_jax.training import loop
-  export_checkpoint(loop.Trainer(config, workdir),
-                    export_dir=FLAGS.export_dir or os.path.join(workdir, 'export'))
+  from okdhp_jax.experiment import Experiment, export_trained
+  export_trained(Experiment(config, workdir),
+                 export_dir=FLAGS.export_dir or os.path.join(workdir, 'export'))
 
 
 if __name__ == '__main__':

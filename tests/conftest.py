@@ -2,8 +2,8 @@
 
 pyproject.toml runs the suite with pytest-xdist (`-n auto --dist loadfile`): each module runs
 whole in one worker, so its module-scoped fixtures (a trained run, a compiled step) are built
-once. On 2 cores, a serial run takes about 17 minutes (1023 s, 2026-11-27) and two workers
-about 11, most of it compiling and starting subprocesses.
+once. Most of the suite's time goes to compiling and starting subprocesses (docs/performance.md
+has its durations).
 """
 
 from __future__ import annotations
@@ -12,25 +12,25 @@ import os
 import shutil
 import tempfile
 
-# The longest modules start first, so no worker is left alone with one of them at the end.
-# Seconds measured on 2 CPU cores, serial (`-n 0 --durations=0`), 2026-11-27.
+# The longest modules (docs/performance.md has their durations) start first, so no worker is
+# left alone with one of them at the end.
 LONGEST_FIRST = (
-    'test_main.py',              # 184: the program end to end, interrupted, broken and starved
-    'test_learning.py',          # 138: the README's quickstart, trained to its promise
-    'test_export_deploy.py',     # 69
-    'test_training_step.py',     # 66
-    'test_multihost.py',         # 65
-    'test_study.py',             # ~50: the study tool end to end (one tiny run)
-    'test_torch_import_okdhp.py',  # 47
-    'test_bench_step.py',        # 40
+    'test_main.py',              # the program end to end, interrupted, broken and starved
+    'test_learning.py',          # the README's quickstart, trained to its promise
+    'test_export_deploy.py',
+    'test_training_step.py',
+    'test_multihost.py',
+    'test_study.py',             # the study tool end to end (one tiny run)
+    'test_torch_import_okdhp.py',
+    'test_bench_step.py',
 )
 
 # XLA's CPU compiler without its expensive LLVM passes, for the tests' own processes (the runs
-# they start as users do get the default): measured on the tiny OKDHP and plain train steps,
-# bit-identical losses. It pays where compiling dominates: test_training_step.py's 8-device
-# programs took 90 s with it and 112 s without (2026-11-27); the tiny 1-device step compiles in
-# the same time either way and runs slower, which tests that take a few steps do not feel. Set
-# here, before any test module imports JAX.
+# they start as users do get the default): the tiny OKDHP and plain train steps give
+# bit-identical losses with it. It pays where compiling dominates, as in test_training_step.py's
+# 8-device programs (docs/performance.md); the tiny 1-device step compiles in the same time
+# either way and runs slower, which tests that take a few steps do not feel. Set here, before
+# any test module imports JAX.
 FAST_COMPILE_FLAG = '--xla_llvm_disable_expensive_passes=true'
 if FAST_COMPILE_FLAG not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {FAST_COMPILE_FLAG}'.strip()

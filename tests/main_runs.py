@@ -13,8 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 33 steps (261 bundled examples, batch 8), a checkpoint every 10, evaluation at the end.
 # Depth 1 (one pooling level) keeps the layout and cuts tracing and compile time.
 TINY = [
-    '--config.model.features=16', '--config.model.depth=1', '--config.model.num_shared_stacks=1',
-    '--config.model.branch_stacks=(1,1)', '--config.train.batch_size=8',
+    '--config.model.hourglass.features=16', '--config.model.hourglass.depth=1',
+    '--config.model.hourglass.num_shared_stacks=1', '--config.model.hourglass.branch_stacks=(1,1)',
+    '--config.train.batch_size=8',
     '--config.eval.batch_size=4', '--config.train.num_epochs=1',
     '--config.train.checkpoint_every_steps=10',
 ]
@@ -28,8 +29,8 @@ def tiny_synthetic_config(folder, *, num_train: int):
   from configs import default
   from data_prep import bundled
   config = default.get_config('runlocal')
-  config.model.update(features=16, depth=1, num_shared_stacks=0, branch_stacks=(1, 1),
-                      fau_hidden=8)
+  config.model.hourglass.update(features=16, depth=1, num_shared_stacks=0, branch_stacks=(1, 1))
+  config.model.fau_hidden = 8
   records = os.path.join(folder, 'records')
   config.data.update(bundled='synthetic', records_dir=records,
                      eval_annotations=f'{records}/gt_valid.mat')

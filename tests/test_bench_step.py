@@ -17,8 +17,8 @@ from configs import default
 
 def get_config(arg=None):
   config = default.get_config('runlocal')
-  config.model.update(features=16, depth=1, fau_hidden=8, num_shared_stacks=0,
-                      branch_stacks=(1, 1))
+  config.model.hourglass.update(features=16, depth=1, num_shared_stacks=0, branch_stacks=(1, 1))
+  config.model.fau_hidden = 8
   return config
 '''
 

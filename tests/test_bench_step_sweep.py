@@ -81,19 +81,6 @@ def test_rows_measured_under_other_xla_flags_are_measured_again(measured, monkey
   assert f'Rows 1, 2: XLA_FLAGS={flags}' in out
 
 
-def test_rows_kept_before_xla_flags_were_asked_for_count_as_measured_without(measured, tmp_path,
-                                                                            capsys):
-  results = tmp_path / 'sweep.jsonl'
-  bench_step.main(ARGS + ['--results', str(results)])
-  lines = [json.loads(line) for line in results.read_text().splitlines()]
-  for row in lines:
-    del row['request']['xla_flags']
-  results.write_text(''.join(json.dumps(row) + '\n' for row in lines))
-  bench_step.main(ARGS + ['--results', str(results)])
-  assert [b for _, _, b in measured] == [2, 4]
-  assert 'XLA_FLAGS' not in capsys.readouterr().out
-
-
 def test_a_row_asked_for_twice_is_measured_once(measured, capsys):
   bench_step.main(ARGS + ['--config', 'configs/quickstart.py'])
   assert [b for _, _, b in measured] == [2, 4]

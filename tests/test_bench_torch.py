@@ -12,9 +12,12 @@ from okdhp_jax.tools import bench_torch  # pylint: disable=g-import-not-at-top
 
 
 def tiny_config(**model):
+  """A tiny OKDHP-HG; `model` sets shared config.model fields or config.model.hourglass ones."""
   config = default.get_config()
-  config.model.update(dict(features=16, depth=1, fau_hidden=4, num_shared_stacks=1,
-                           branch_stacks=(1, 1, 1)), **model)
+  config.model.hourglass.update(features=16, depth=1, num_shared_stacks=1, branch_stacks=(1, 1, 1))
+  config.model.fau_hidden = 4
+  for key, value in model.items():
+    (config.model if key in config.model else config.model.hourglass)[key] = value
   config.data.input_size = (32, 32)
   config.data.heatmap_size = (8, 8)
   return config
@@ -68,8 +71,8 @@ TINY_CONFIG_FILE = '''
 from configs import default
 def get_config(arg=None):
   config = default.get_config()
-  config.model.update(dict(features=16, depth=1, fau_hidden=4, num_shared_stacks=1,
-                           branch_stacks=(1, 1, 1)))
+  config.model.hourglass.update(features=16, depth=1, num_shared_stacks=1, branch_stacks=(1, 1, 1))
+  config.model.fau_hidden = 4
   config.data.input_size = (32, 32)
   config.data.heatmap_size = (8, 8)
   return config

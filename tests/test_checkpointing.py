@@ -1,5 +1,5 @@
-"""Checkpoints: the packed train state round-trips, older layouts still restore, a checkpoint of
-another state is refused without being set aside, and a failed save ends in one line.
+"""Checkpoints: the packed train state round-trips, a checkpoint of another state is refused
+without being set aside, and a failed save ends in one line.
 
 tests/test_main.py fills a real small tmpfs during a run where it can mount one; this makes the
 save fail in-process, as a full disk makes TensorStore fail, so the path is tested everywhere.
@@ -65,19 +65,6 @@ def test_the_packed_state_round_trips_into_the_live_shardings(tmp_path):
   with pytest.raises(FileNotFoundError, match='does not exist'):
     checkpointing.read_on_host(str(tmp_path / 'no_such_run' / 'checkpoints'))
   assert not (tmp_path / 'no_such_run').exists()  # reading created nothing
-
-
-def test_a_checkpoint_written_leaf_by_leaf_still_restores(tmp_path):
-  """The layout before packing: the state as Orbax's own pytree, no state_layout item."""
-  manager = checkpointing.make_manager(str(tmp_path / 'checkpoints'), keep=3, asynchronous=False)
-  state = _state()
-  manager.save(3, args=ocp.args.Composite(**{
-      checkpointing.STATE: ocp.args.StandardSave(state),
-      checkpointing.PROGRESS: ocp.args.JsonSave({'history': []})}))
-  manager.wait_until_finished()
-  restored, _ = checkpointing.restore(manager, 3, _state(scale=0.0))
-  np.testing.assert_array_equal(np.asarray(restored['params']['conv']['kernel']),
-                                np.asarray(state['params']['conv']['kernel']))
 
 
 def test_a_checkpoint_of_another_state_is_refused_and_kept(tmp_path):

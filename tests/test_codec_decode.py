@@ -88,12 +88,19 @@ def test_negative_maximum_decodes_to_origin():
   np.testing.assert_allclose(scores[0, 0], -0.5)
 
 
+def image_coords(heatmaps, center, scale, input_size):
+  """The evaluation's and the predictor's path: decode to input pixels, back through the crop."""
+  xy, scores = heatmap_codec.heatmaps_to_input_coords(heatmaps, input_size)
+  return geometry.input_to_image(xy, center, scale, input_size), scores
+
+
 def test_back_projection_hand_computed():
-  # Box of 200 px centred at (100, 200) on a 64x64 map: 0.32 map px per image px, map centre
-  # (32, 32) is the box centre. Map (40, 20) -> (100 + 8 / 0.32, 200 - 12 / 0.32).
+  # Box of 200 px centred at (100, 200) in a 256x256 crop with 64x64 maps: 0.32 map px per
+  # image px, map centre (32, 32) is the box centre. Map (40, 20) -> (100 + 8 / 0.32,
+  # 200 - 12 / 0.32).
   hm = np.zeros((1, 64, 64, 1), np.float32)
   hm[0, 20, 40, 0] = 1.0
-  coords, scores = heatmap_codec.heatmaps_to_image_coords(hm, [[100.0, 200.0]], [[1.0, 1.0]])
+  coords, scores = image_coords(hm, [[100.0, 200.0]], [[1.0, 1.0]], (256, 256))
   np.testing.assert_allclose(coords[0, 0], [125.0, 162.5], atol=1e-9)
   assert scores[0, 0] == 1.0
 
@@ -106,9 +113,29 @@ def test_back_projection_round_trip_non_square():
   hm = np.zeros((1, 64, 48, 2), np.float32)
   for j, (x, y) in enumerate(np.round(map_points).astype(int)):
     hm[0, y, x, j] = 1.0
-  coords, _ = heatmap_codec.heatmaps_to_image_coords(hm, center, scale)
+  coords, _ = image_coords(hm, center, scale, (256, 192))
   # Integer rounding in map pixels is at most 0.5 map px = 0.5 * 300 / 48 image px.
   np.testing.assert_allclose(coords, image_points, atol=0.5 * 300 / 48 * np.sqrt(2))
+
+
+@pytest.mark.parametrize('input_size, heatmap_size', [((256, 256), (64, 64)),
+                                                       ((256, 192), (64, 48)),
+                                                       ((384, 288), (96, 72))])
+def test_input_pixels_back_project_as_hrnet_does_from_heatmap_pixels(input_size, heatmap_size):
+  """HRNet's transform_preds maps heatmap pixels through the heatmap-sized crop; scaling to
+  input pixels first (by a power-of-two stride) and using the input-sized crop is the same
+  arithmetic scaled by powers of two, so the results agree bit for bit."""
+  rng = np.random.default_rng(0)
+  hm = rng.normal(size=(20, *heatmap_size, 3)).astype(np.float32)
+  center = rng.uniform(0, 800, size=(20, 2)).astype(np.float32)
+  scale = rng.uniform(0.2, 5, size=(20, 2)).astype(np.float32)
+  coords, scores = image_coords(hm, center, scale, input_size)
+  map_coords, map_scores = heatmap_codec.decode_heatmaps(hm)
+  hrnet = np.stack([geometry.apply_affine(
+      map_coords[i], geometry.affine_matrix(center[i], scale[i], 0.0, heatmap_size, inverse=True))
+                    for i in range(len(hm))])
+  np.testing.assert_array_equal(coords, hrnet)
+  np.testing.assert_array_equal(scores, map_scores)
 
 
 def test_bad_inputs():
@@ -117,8 +144,7 @@ def test_bad_inputs():
   with pytest.raises(ValueError, match='NaN'):
     heatmap_codec.decode_heatmaps(np.full((1, 4, 4, 1), np.nan))
   with pytest.raises(ValueError, match='center'):
-    heatmap_codec.heatmaps_to_image_coords(np.zeros((2, 4, 4, 1)), np.zeros((1, 2)),
-                                           np.ones((2, 2)))
+    geometry.input_to_image(np.zeros((2, 1, 2)), np.zeros((1, 2)), np.ones((2, 2)), (16, 16))
 
 
 def test_codec_round_trip_on_heatmap_pixel_centres():
@@ -128,10 +154,10 @@ def test_codec_round_trip_on_heatmap_pixel_centres():
   heatmaps, weight = codec.encode(joints, np.ones((1, 3), np.float32))
   assert heatmaps.shape == (1, 16, 12, 3)
   np.testing.assert_array_equal(weight, np.ones((1, 3)))
-  xy, scores = codec.decode_to_input(np.asarray(heatmaps))
+  xy, scores = codec.decode(np.asarray(heatmaps))
   np.testing.assert_allclose(xy, joints)
   np.testing.assert_allclose(scores, 1.0)
   # Image pixels: centre (100, 200), scale 0.32 x 0.24 * 200 px = 64 x 48 px box, so the
   # crop is the identity up to the shift of its top-left corner to (76, 168).
-  image_xy, _ = codec.decode(np.asarray(heatmaps), [[100.0, 200.0]], [[0.24, 0.32]])
+  image_xy = geometry.input_to_image(xy, [[100.0, 200.0]], [[0.24, 0.32]], codec.input_size)
   np.testing.assert_allclose(image_xy, joints + np.array([76.0, 168.0]), atol=1e-9)

@@ -1,7 +1,7 @@
 """Foreign and broken input the converters refuse (issue 16): never an exit 0 with wrong records.
 
 Every broken file is built here from the bundled samples. Refusals of a whole file or folder
-are one `error:` line and exit status 1; single people are skipped and counted as before.
+are one `error:` line and exit status 1; single people are skipped and counted in the report.
 """
 
 from __future__ import annotations

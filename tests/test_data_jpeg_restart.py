@@ -160,8 +160,9 @@ def test_a_window_of_the_region_decodes_like_the_whole_image():
           tf.io.decode_and_crop_jpeg(data, window, channels=3, ratio=ratio).numpy())
 
 
-def test_records_without_the_index_parse_and_crop_as_before():
-  # A record as converters wrote it before restart markers: no restart fields.
+def test_records_without_the_index_parse_and_crop_from_the_whole_image():
+  # A JPEG without restart markers (--no-restart-markers, or a file the index cannot tile): no
+  # restart fields.
   image = np.zeros((64, 48, 3), np.uint8)
   image[10:50, 12:36] = 200
   data = _pillow_jpeg(image, quality=95)

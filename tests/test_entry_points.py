@@ -14,7 +14,8 @@ from absl import app
 from data_prep import bench, bundled
 from okdhp_jax import compile_cache, console, main
 from okdhp_jax.tools import predict
-from okdhp_jax.training import curves
+from okdhp_jax.experiment import curves
+from okdhp_jax.experiment.run_progress import RunProgress
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data_prep',
                        'samples')
@@ -103,11 +104,12 @@ def test_pipeline_benchmark_builds_full_size_records_and_splits_the_time(tmp_pat
 
 
 def test_training_curves_png(tmp_path):
-  progress = {'train_loss': [[10, 0.5], [20, 0.25]],
-              'history': [{'step': 10, 'metrics': {'branch_0': {'Mean': 40.0},
-                                                    'ensemble': {'Mean': 45.0}}},
-                          {'step': 20, 'metrics': {'branch_0': {'Mean': 60.0},
-                                                    'ensemble': {'Mean': 65.0}}}]}
+  progress = RunProgress.from_json(
+      {'train_loss': [[10, 0.5], [20, 0.25]],
+       'history': [{'step': 10, 'metrics': {'branch_0': {'Mean': 40.0},
+                                             'ensemble': {'Mean': 45.0}}},
+                   {'step': 20, 'metrics': {'branch_0': {'Mean': 60.0},
+                                             'ensemble': {'Mean': 65.0}}}]})
   path = curves.plot_training_curves(progress, 'Mean', str(tmp_path / 'curves.png'))
   from PIL import Image
   assert Image.open(path).size[0] > 0

@@ -1,4 +1,4 @@
-"""COCO AP known answers, rescoring, OKS-NMS, NMS areas and bad input."""
+"""COCO AP known answers, rescoring, OKS-NMS, NMS areas, the metric object and bad input."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import dataclasses
 import json
 import os
 
+import ml_collections
 import numpy as np
 import pytest
 
 from okdhp_jax.data.meta import COCO
-from okdhp_jax.evaluation import coco_eval, nms
+from okdhp_jax.evaluation import coco_eval, metrics, nms
 from okdhp_jax.tools import eval_coco
 
 SAMPLES = os.path.join(os.path.dirname(__file__), '..', 'data_prep', 'samples', 'coco')
@@ -124,6 +125,27 @@ def test_area_from_scale_is_the_padded_box():
   # HRNet's OKS-NMS area: the product of the padded box sides, scale in units of 200 px.
   scales = np.array([[0.75, 1.0], [1.5, 2.0]])
   np.testing.assert_allclose(coco_eval.area_from_scale(scales), [150.0 * 200.0, 300.0 * 400.0])
+
+
+def test_metric_scores_every_branch_with_the_crop_boxes_as_nms_areas(labelled):
+  keypoints, image_ids, areas = labelled
+  config = ml_collections.ConfigDict({
+      'data': {'eval_annotations': ANNOTATIONS},
+      'eval': {'oks_nms_threshold': 0.9, 'soft_nms': False, 'keypoint_score_threshold': 0.2}})
+  metric = metrics.create(config, COCO)
+  n = len(image_ids)
+  side = np.sqrt(areas)[:, None] / 200.0
+  rows = {'image_id': image_ids, 'score': np.ones(n), 'scale': np.concatenate([side, side], 1)}
+  far = keypoints + 300.0
+  scored = metric.score(metrics.Predictions(
+      {'branch_0': keypoints, 'branch_1': far, 'ensemble': keypoints},
+      {name: np.ones((n, 17), np.float32) for name in ('branch_0', 'branch_1', 'ensemble')},
+      rows))
+  assert scored.scored_on == '' and scored.subsets == {}
+  assert scored.metrics['branch_0'] == scored.metrics['ensemble']
+  assert scored.metrics['branch_0']['AP'] == pytest.approx(1.0)
+  assert scored.metrics['branch_1']['AP'] < 0.1
+  assert set(scored.metrics['branch_0']) == set(coco_eval.METRIC_NAMES)
 
 
 def test_bad_inputs(tmp_path, capsys, labelled):

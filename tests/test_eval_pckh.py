@@ -1,15 +1,22 @@
-"""MPII PCKh: known answers of the sample data, hand-computed thresholds, pred.mat layouts, bad input."""
+"""MPII PCKh: known answers of the sample data, hand-computed thresholds, pred.mat layouts, the
+metric object (groups, pred.mat), bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
+import types
+
+import ml_collections
 import numpy as np
 import pytest
 import scipy.io
+from etils import epath
 
-from okdhp_jax.evaluation import pckh, report
+from okdhp_jax.data.meta import MPII
+from okdhp_jax.evaluation import metrics, pckh, report
 from okdhp_jax.tools import eval_mpii
 
 SAMPLES = os.path.join(os.path.dirname(__file__), '..', 'data_prep', 'samples', 'mpii')
@@ -118,6 +125,34 @@ def test_pred_mat_layouts(tmp_path, gt, tompson_0_based):
   scipy.io.savemat(matlab, {'preds': raw.transpose(1, 2, 0)})  # 16 x 2 x N
   np.testing.assert_allclose(pckh.load_pred_mat(matlab), tompson_0_based)
   np.testing.assert_allclose(pckh.load_pred_mat(GT_FILE, key='pos_pred_src'), tompson_0_based)
+
+
+def test_metric_scores_each_group_apart_and_writes_the_best_branchs_pred_mat(
+    tmp_path, gt, tompson_0_based):
+  config = ml_collections.ConfigDict({'data': {'eval_annotations': GT_FILE},
+                                      'eval': {'pckh_threshold': 0.5,
+                                               'hrnet_mean_at_0_11': False}})
+  metric = metrics.create(config, MPII)
+  order = np.array([3, 1, 4, 0, 2])  # evaluation order is not gt_valid.mat's.
+  joints = {'branch_0': tompson_0_based[order], 'branch_1': gt.pos_gt[order],
+            'ensemble': gt.pos_gt[order]}
+  predictions = metrics.Predictions(joints, {}, {'person_index': order})
+  everyone = metric.score(predictions)
+  assert everyone.scored_on == '' and everyone.subsets == {}
+  assert everyone.metrics['branch_0']['Mean'] == pytest.approx(TOMPSON['Mean'], abs=1e-4)
+  groups = [{'name': 'held out', 'person_index': [3, 5], 'in_training_set': False},
+            {'name': 'seen', 'person_index': [0, 3], 'in_training_set': True},
+            {'name': 'absent', 'person_index': [7, 9], 'in_training_set': False}]
+  grouped = metric.score(dataclasses.replace(predictions, eval_groups=groups))
+  assert grouped.scored_on == 'held out (2, not trained on)'
+  assert list(grouped.subsets) == ['seen (3, also in the training set: a smoke test)']
+  held_out = order >= 3
+  assert grouped.metrics['branch_0'] == pckh.compute_pckh(
+      tompson_0_based[order][held_out], gt, person_indices=order[held_out]).table
+
+  result = types.SimpleNamespace(predictions=joints, best_branch=0, person_index=order)
+  type(metric).write_files(result, epath.Path(tmp_path))
+  np.testing.assert_allclose(pckh.load_pred_mat(str(tmp_path / 'pred.mat')), tompson_0_based)
 
 
 def test_cli_json(tmp_path, capsys, tompson_0_based):

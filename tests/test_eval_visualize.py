@@ -65,12 +65,13 @@ def test_prediction_in_side_colours_over_thin_white_gt(tmp_path):
 def test_left_and_right_limbs_differ_in_colour():
   """MPII's right forearm (r_elbow-r_wrist) and left forearm, drawn apart horizontally."""
   joints = np.full((16, 2), np.nan)
-  joints[MPII.joint_index('r_elbow')], joints[MPII.joint_index('r_wrist')] = (10, 50), (40, 50)
-  joints[MPII.joint_index('l_elbow')], joints[MPII.joint_index('l_wrist')] = (60, 50), (90, 50)
+  index = MPII.joint_names.index
+  joints[index('r_elbow')], joints[index('r_wrist')] = (10, 50), (40, 50)
+  joints[index('l_elbow')], joints[index('l_wrist')] = (60, 50), (90, 50)
   drawn = visualize.draw_pose(np.zeros((100, 100, 3), np.uint8), joints, MPII)
   assert tuple(drawn[50, 25]) == visualize.SIDE_COLORS['right']
   assert tuple(drawn[50, 75]) == visualize.SIDE_COLORS['left']
-  assert MPII.joint_sides[MPII.joint_index('thorax')] == 'centre'
+  assert MPII.joint_sides[index('thorax')] == 'centre'
 
 
 def test_draw_crops_enlarges_skips_padding_and_grids_with_a_legend(tmp_path):

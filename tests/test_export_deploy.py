@@ -21,9 +21,10 @@ from PIL import Image
 
 from okdhp_jax.codecs import heatmap as codec
 from okdhp_jax.data import normalization
-from okdhp_jax.export import branch as branch_lib
-from okdhp_jax.export import deploy, deploy_graph, deploy_tflite, store
-from okdhp_jax.models import build_model, init_variables
+from okdhp_jax.export import deploy, deploy_graph, store
+from okdhp_jax.models import (build_model, deployed_model_config, export_student, init_variables,
+                              network_config, plain_hourglass_config)
+from deploy_runners import run_onnx, run_tflite
 from model_helpers import random_batch_stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,9 +53,9 @@ def photo_crops() -> np.ndarray:
 def training_network(kind: str) -> tuple[dict, int]:
   """A training config.model (as a dict) and the branch to deploy from it."""
   if kind == 'hourglass':
-    return branch_lib.plain_hourglass_config(2, features=32, depth=1), 0
-  config = dict(branch_lib.plain_hourglass_config(1), name='mobilepose', backbone='resnet18',
-                branch_stacks=(1, 1), fau='released', fau_hidden=8)
+    return plain_hourglass_config(2, features=32, depth=1), 0
+  config = network_config('mobilepose', fau='released', fau_hidden=8, backbone='resnet18',
+                          num_branches=2)
   return config, 1
 
 
@@ -71,8 +72,8 @@ def deployed(request, tmp_path_factory):
   outputs = jax.jit(lambda v, x: model.apply(v, normalization.normalize(x), train=False))(
       variables, crops)
 
-  student = branch_lib.export_student(variables, branch, training_config)
-  description = {'model': branch_lib.deployed_model_config(training_config, branch),
+  student = export_student(variables, branch, training_config)
+  description = {'model': deployed_model_config(training_config, branch),
                  'num_joints': J, 'input_size': [SIZE, SIZE], 'heatmap_size': [HEATMAP] * 2}
   folder = str(tmp_path_factory.mktemp(f'deploy_{request.param}'))
   store.save_exported(folder, student, description)
@@ -109,7 +110,7 @@ def test_graph_is_the_students_branch_and_the_codec(deployed):
   jax_out = deployed['jax']
   np.testing.assert_allclose(jax_out['heatmaps'], deployed['branch_heatmaps'], atol=1e-6)
   helper = codec.HeatmapCodec((SIZE, SIZE), (HEATMAP, HEATMAP), sigma=2.0)
-  keypoints, scores = helper.decode_to_input(jax_out['heatmaps'])
+  keypoints, scores = helper.decode(jax_out['heatmaps'])
   np.testing.assert_allclose(jax_out['keypoints'], keypoints, atol=1e-5)
   np.testing.assert_array_equal(jax_out['scores'], scores)
 
@@ -124,20 +125,17 @@ def assert_matches_jax(got: dict[str, np.ndarray], want: dict[str, np.ndarray]):
 
 
 def test_tflite_file_matches_jax(deployed):
-  got = deploy_tflite.run_tflite(os.path.join(deployed['folder'], 'model.tflite'),
-                                 deployed['crops'])
+  got = run_tflite(os.path.join(deployed['folder'], 'model.tflite'), deployed['crops'])
   assert_matches_jax(got, deployed['jax'])
   # A batch size the converter never saw: the batch dimension is dynamic.
-  one = deploy_tflite.run_tflite(os.path.join(deployed['folder'], 'model.tflite'),
-                                 deployed['crops'][:1])
+  one = run_tflite(os.path.join(deployed['folder'], 'model.tflite'), deployed['crops'][:1])
   np.testing.assert_allclose(one['heatmaps'], got['heatmaps'][:1], rtol=0, atol=HEATMAP_ATOL)
 
 
 def test_onnx_file_matches_jax(deployed):
   pytest.importorskip('onnxruntime')
   pytest.importorskip('tf2onnx')
-  from okdhp_jax.export import deploy_onnx
-  got = deploy_onnx.run_onnx(os.path.join(deployed['folder'], 'model.onnx'), deployed['crops'])
+  got = run_onnx(os.path.join(deployed['folder'], 'model.onnx'), deployed['crops'])
   assert_matches_jax(got, deployed['jax'])
 
 
@@ -163,39 +161,43 @@ def test_formats_parse_and_name_the_key():
 def test_mobilepose_branch_export_errors():
   variables = {'params': {'encoder': {}, 'decoder_0': {}, 'decoder_1': {}},
                'batch_stats': {'encoder': {}, 'decoder_0': {}, 'decoder_1': {}}}
-  exported = branch_lib.export_mobilepose_branch(variables, -1, 2)
+  config = network_config('mobilepose', fau='released', num_branches=2)
+  exported = export_student(variables, -1, config)
   assert exported['params']['decoder_0'] is variables['params']['decoder_1']
+  assert set(exported['params']) == {'encoder', 'decoder_0'}  # the FAU stays behind.
+  assert deployed_model_config(config, -1) == network_config('mobilepose', num_branches=1)
   with pytest.raises(ValueError, match='out of range'):
-    branch_lib.export_mobilepose_branch(variables, 2, 2)
-  with pytest.raises(ValueError, match=r"decoder_2.*config.model"):
-    branch_lib.export_mobilepose_branch(variables, 2, 3)
+    export_student(variables, 2, config)
+  config['mobilepose']['num_branches'] = 3
+  with pytest.raises(ValueError, match=r"decoder_2.*config.model.mobilepose"):
+    export_student(variables, 2, config)
 
 
 @pytest.mark.slow
 def test_mode_export_writes_a_mobilepose_student_with_its_deployment_files(tmp_path):
-  """`--mode export` (export_checkpoint) on a 2-decoder MobilePose run, with a TFLite file."""
+  """`--mode export` (export_trained) on a 2-decoder MobilePose run, with a TFLite file."""
+  from configs import default
   from main_runs import tiny_synthetic_config
-  from okdhp_jax import checkpointing
-  from okdhp_jax.export.trained import export_checkpoint
-  from okdhp_jax.training import loop
+  from okdhp_jax.experiment import Experiment, RunProgress, export_trained
 
   config = tiny_synthetic_config(str(tmp_path), num_train=8)
-  config.model.update(name='mobilepose', backbone='resnet18', branch_stacks=(1, 1),
-                      fau='released')
+  default.set_network(config, 'mobilepose')
+  config.model.mobilepose.num_branches = 2
+  config.model.fau = 'released'
   # TFLite only: the `deployed` fixture already holds a MobilePose ONNX file to JAX, and
   # tf2onnx's conversion is the slowest step here.
   config.export.update(checkpoint='latest', branch=1, formats='orbax,tflite')
   workdir = str(tmp_path / 'run')
-  trainer = loop.Trainer(config, workdir)
-  checkpointing.save(trainer.manager, 5, trainer.state.replace(step=trainer.state.step + 5),
-                     {'best_step': None, 'history': []}, force=True)
-  trainer.manager.wait_until_finished()
+  trainer = Experiment(config, workdir)
+  trainer.state = trainer.state.replace(step=trainer.state.step + 5)
+  trainer.save(5, RunProgress(), metric=None)
+  trainer.wait_for_saves()
 
-  exporter = loop.Trainer(config, workdir)  # a later start, as `--mode export` makes one
-  description = export_checkpoint(exporter, export_dir=str(tmp_path / 'x'))
+  exporter = Experiment(config, workdir)  # a later start, as `--mode export` makes one
+  description = export_trained(exporter, export_dir=str(tmp_path / 'x'))
   variables, saved = store.load_exported(str(tmp_path / 'x'))
-  assert (saved['model']['name'], saved['model']['branch_stacks'], saved['model']['fau']) == (
-      'mobilepose', [1], 'none')
+  assert (saved['model']['name'], saved['model']['mobilepose']['num_branches'],
+          saved['model']['fau']) == ('mobilepose', 1, 'none')
   assert set(variables['params']) == {'encoder', 'decoder_0'}
   np.testing.assert_array_equal(variables['params']['decoder_0']['score']['kernel'],
                                 trainer.state.params['decoder_1']['score']['kernel'])
@@ -208,10 +210,10 @@ def test_mode_export_writes_a_mobilepose_student_with_its_deployment_files(tmp_p
                                          tuple(config.data.heatmap_size))
   want = dict(zip(deploy_graph.OUTPUT_NAMES,
                   (np.asarray(a) for a in jax.jit(infer)(variables, crops))))
-  assert_matches_jax(deploy_tflite.run_tflite(str(tmp_path / 'x/model.tflite'), crops), want)
+  assert_matches_jax(run_tflite(str(tmp_path / 'x/model.tflite'), crops), want)
 
   # An export without deployment formats leaves no stale files behind.
   exporter.config.export.formats = 'orbax'
-  description = export_checkpoint(exporter, export_dir=str(tmp_path / 'x'))
+  description = export_trained(exporter, export_dir=str(tmp_path / 'x'))
   assert 'deployment' not in description
   assert not (tmp_path / 'x/model.tflite').exists() and not (tmp_path / 'x/model.onnx').exists()

@@ -7,27 +7,28 @@ import numpy as np
 import pytest
 
 from configs import default
-from okdhp_jax import checkpointing
+from okdhp_jax.experiment import Evaluation, Experiment, RunProgress, export_trained
+from okdhp_jax.experiment.export import choose_branch, step_to_export
 from okdhp_jax.export import store
-from okdhp_jax.export.trained import choose_branch, export_checkpoint, step_to_export
-from okdhp_jax.training import loop
 
 from main_runs import tiny_synthetic_config
 
 
 def evaluation(step, branch_0, branch_1):
-  return {'step': step, 'metrics': {'branch_0': {'Mean': branch_0}, 'branch_1': {'Mean': branch_1},
-                                    'ensemble': {'Mean': 99.0}}}
+  return Evaluation(step=step, metrics={'branch_0': {'Mean': branch_0},
+                                        'branch_1': {'Mean': branch_1},
+                                        'ensemble': {'Mean': 99.0}})
 
 
 def test_which_step_and_branch_without_a_model():
   config = default.get_config('runlocal')  # three branches
-  progress = {'best_step': 10, 'history': [evaluation(10, 80.0, 90.0), evaluation(20, 70.0, 60.0)]}
+  progress = RunProgress(best_step=10,
+                         history=[evaluation(10, 80.0, 90.0), evaluation(20, 70.0, 60.0)])
   assert step_to_export(config, progress, latest_step=30) == 10
   config.export.checkpoint = 'latest'
   assert step_to_export(config, progress, latest_step=30) == 30
-  assert choose_branch(config, progress['history'][0]['metrics'], 10) == 1
-  assert choose_branch(config, progress['history'][1]['metrics'], 20) == 0
+  assert choose_branch(config, progress.history[0].metrics, 10) == 1
+  assert choose_branch(config, progress.history[1].metrics, 20) == 0
   config.export.branch = 2
   assert choose_branch(config, None, 30) == 2
   config.export.branch = 3
@@ -35,7 +36,7 @@ def test_which_step_and_branch_without_a_model():
     choose_branch(config, None, 30)
   config.export.checkpoint = 'best'
   with pytest.raises(ValueError, match="no checkpoint has been evaluated.*'latest'"):
-    step_to_export(config, {'history': []}, latest_step=5)
+    step_to_export(config, RunProgress(), latest_step=5)
 
 
 @pytest.fixture(scope='module')
@@ -47,26 +48,25 @@ def workdir_with_three_checkpoints(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('export')
   config = tiny_synthetic_config(str(tmp), num_train=8)
   workdir = str(tmp / 'run')
-  trainer = loop.Trainer(config, workdir)
-  initial = trainer.state
-  history = []
-  for step, scores, best in ((10, (80.0, 90.0), 10), (20, (70.0, 60.0), 10), (30, None, 10)):
+  experiment = Experiment(config, workdir)
+  initial = experiment.state
+  progress = RunProgress()
+  for step, scores in ((10, (80.0, 90.0)), (20, (70.0, 60.0)), (30, None)):
     if scores:
-      history.append(evaluation(step, *scores))
-    state = initial.replace(step=initial.step + step,
-                            params=jax.tree.map(lambda p, s=step: p + s, initial.params))
-    progress = {'best_metric': 90.0, 'best_branch': 1, 'best_step': best,
-                'history': list(history)}
-    checkpointing.save(trainer.manager, step, state, progress,
-                       metric=max(scores) if scores else None, force=True)
-  trainer.manager.wait_until_finished()
+      progress.record(evaluation(step, *scores), best_metric=max(scores),
+                      best_branch=scores.index(max(scores)))
+    experiment.state = initial.replace(
+        step=initial.step + step, params=jax.tree.map(lambda p, s=step: p + s, initial.params))
+    experiment.save(step, progress, metric=max(scores) if scores else None)
+  experiment.wait_for_saves()
+  assert progress.best_step == 10
   return config, workdir, jax.device_get(initial.params)
 
 
 def export(config, workdir, tmp_path, **overrides):
   config = config.copy_and_resolve_references()
   config.export.update(overrides)
-  description = export_checkpoint(loop.Trainer(config, workdir), export_dir=str(tmp_path))
+  description = export_trained(Experiment(config, workdir), export_dir=str(tmp_path))
   variables, saved = store.load_exported(str(tmp_path))
   for key in ('branch', 'step', 'checkpoint', 'metrics', 'num_joints', 'dataset',
               'max_decode_reduction'):

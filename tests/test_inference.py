@@ -21,9 +21,9 @@ from okdhp_jax.codecs import heatmap as heatmap_codec
 from okdhp_jax.data import augment, geometry, meta as meta_lib
 from okdhp_jax.data.tf_host import tf
 from okdhp_jax.evaluation import coco_eval, predict_step as predict_step_lib
-from okdhp_jax.export import branch as branch_lib, store
+from okdhp_jax.export import store
 from okdhp_jax.inference import PosePredictor, images
-from okdhp_jax.models import build_model
+from okdhp_jax.models import build_model, network_config, plain_hourglass_config
 from okdhp_jax.models.initializers import init_variables
 from okdhp_jax.tools import predict as predict_tool
 from model_helpers import random_batch_stats
@@ -49,7 +49,7 @@ def save_export(folder, model_config, *, dataset='coco'):
 
 @pytest.fixture(scope='module')
 def export(tmp_path_factory):
-  config = branch_lib.plain_hourglass_config(1, features=32, depth=2)
+  config = plain_hourglass_config(1, features=32, depth=2)
   return save_export(str(tmp_path_factory.mktemp('export')), config)
 
 
@@ -90,7 +90,9 @@ def test_crops_and_predictions_are_the_evaluations(predictor, export):
   variables, _ = store.load_exported(export)
   padded = np.concatenate([crops, np.zeros_like(crops[:1])])
   heatmaps = np.asarray(step(variables, padded)['ensemble'])[:3]
-  keypoints, scores = heatmap_codec.heatmaps_to_image_coords(heatmaps, centers, scales)
+  codec = heatmap_codec.HeatmapCodec((SIZE, SIZE), (SIZE // 4, SIZE // 4), sigma=2.0)
+  crop_keypoints, scores = codec.decode(heatmaps)  # as the evaluation decodes.
+  keypoints = geometry.input_to_image(crop_keypoints, centers, scales, (SIZE, SIZE))
 
   result = predictor.predict(IMAGE, BOXES)
   np.testing.assert_allclose(result.scores, scores, rtol=1e-5, atol=1e-6)
@@ -237,8 +239,7 @@ def test_read_jpeg_keeps_jpeg_bytes_and_reencodes_others(tmp_path):
 
 def test_mobilepose_student_export(tmp_path):
   """A one-branch MobilePose (ResNet18, no FAU) as main's export writes it, on MPII joints."""
-  config = dict(branch_lib.plain_hourglass_config(1), name='mobilepose', backbone='resnet18',
-                branch_stacks=(1,), fau='none')
+  config = network_config('mobilepose', backbone='resnet18', num_branches=1)
   predictor = PosePredictor.from_export(save_export(str(tmp_path / 'mp'), config, dataset='mpii'),
                                         batch_size=2)
   result = predictor.predict(IMAGE, BOXES)
@@ -252,13 +253,14 @@ def test_bench_predict_prints_a_row_per_batch(capsys):
   bench_predict.main(['--config', f'{config}:runlocal', '--batch', '2',
                       '--calls', '1'])
   table = capsys.readouterr().out
-  assert '| HG2 student (32 ch) | 64x64 | 2 |' in table and 'people/s' in table
+  assert '| HG2 (32 ch) student | 64x64 | 2 |' in table and 'people/s' in table
 
 
 def test_an_export_whose_variables_do_not_fit_its_model_json_is_refused(export, tmp_path):
   """Variables of one network beside the model.json of another: named, not a Flax traceback."""
   variables, description = store.load_exported(export)
-  wider = dict(description, model=dict(description['model'], features=48))
+  model = description['model']
+  wider = dict(description, model=dict(model, hourglass=dict(model['hourglass'], features=48)))
   mixed = str(tmp_path / 'mixed')
   store.save_exported(mixed, variables, wider)
   with pytest.raises(ValueError, match=r'the variables do not match the network model.json '

@@ -68,8 +68,9 @@ def test_bundled_run_trains_evaluates_exports_and_says_where(trained):
   assert 'img/s' in result.stderr and 'ETA' in result.stderr and 'input wait' in result.stderr
   assert 'oneDNN' not in result.stderr  # TensorFlow's import notices are held back.
   description = json.load(open(os.path.join(workdir, 'export', 'model.json')))
-  assert description['model']['branch_stacks'] == [2]  # 1 shared + 1 private stack
-  assert description['model']['num_shared_stacks'] == 0
+  hourglass = description['model']['hourglass']
+  assert hourglass['branch_stacks'] == [2]  # 1 shared + 1 private stack
+  assert hourglass['num_shared_stacks'] == 0
   assert glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
   assert glob.glob(os.path.join(workdir, 'samples', '*.png'))
   progress = json.load(open(os.path.join(workdir, 'eval_results.json')))
@@ -148,6 +149,10 @@ def test_a_misspelt_config_field_is_one_line(tmp_path):
   assert _one_error_line(result.stderr) == (
       'error: --config.train.batchsize: the config has no field \'batchsize\'. Did you mean '
       '"batch_size" instead of "batchsize"?')
+  renamed = run_main(str(tmp_path / 'w'), '--config.trainer=fpd', timeout=120)
+  assert renamed.returncode == 2
+  assert _one_error_line(renamed.stderr) == (
+      'error: --config.trainer: the key is --config.method now')
   missing = run_main(str(tmp_path / 'w'), config='configs/no_such_config.py', timeout=120)
   assert missing.returncode == 2
   assert 'configs/no_such_config.py' in _one_error_line(missing.stderr)

@@ -24,15 +24,15 @@ def init_key():
 
 def model_config(num_stacks: int) -> ml_collections.ConfigDict:
   config = default.get_config('runlocal').model
-  config.update(dict(features=16, depth=1, num_shared_stacks=0, branch_stacks=(num_stacks,),
-                     fau='none'))
+  config.hourglass.update(features=16, depth=1, num_shared_stacks=0, branch_stacks=(num_stacks,))
+  config.fau = 'none'
   return config
 
 
 def fpd_config():
   config = default.get_config('runlocal')  # 64x64 input, 16x16 maps, batch 8
   config.model = model_config(1)
-  config.trainer = 'fpd'
+  default.set_method(config, 'fpd')
   return config
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import pytest
 
-from okdhp_jax.models import MultiBranchHourglass, StackedHourglass
+from okdhp_jax.models import MultiBranchHourglass, build_model, plain_hourglass_config
 from okdhp_jax.models.stats import model_stats
 from okdhp_jax.tools import model_stats as model_stats_tool
 
@@ -25,7 +25,7 @@ def assert_within(value, paper, fraction):
 @pytest.mark.slow
 @pytest.mark.parametrize('num_stacks', [2, 4, 8])
 def test_hourglass_sizes_match_the_paper(num_stacks):
-  stats = model_stats(StackedHourglass(num_stacks, num_joints=16), (256, 256, 3))
+  stats = model_stats(build_model(plain_hourglass_config(num_stacks), 16), (256, 256, 3))
   params, gmacs = PAPER[f'HG{num_stacks}']
   assert_within(stats.params / 1e6, params, 0.005)
   assert_within(stats.macs / 1e9, gmacs, 0.01)

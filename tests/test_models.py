@@ -9,9 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs.default import get_config
-from okdhp_jax.models import (MobilePose, MultiBranchHourglass, PoseOutputs, StackedHourglass,
-                              build_model, init_variables)
+from configs.default import get_config, set_network
+from okdhp_jax.models import (MobilePose, MultiBranchHourglass, PoseOutputs, build_model,
+                              init_variables, plain_hourglass_config)
 from okdhp_jax.models import batch_norm as batch_norm_lib
 from okdhp_jax.models.fau import PaperFAU, ReleasedFAU
 from okdhp_jax.models.mobilepose import channel_shuffle, pixel_shuffle
@@ -26,29 +26,40 @@ def images(seed=0):
   return jax.random.normal(jax.random.key(seed), IMAGE_SHAPE)
 
 
+def plain_hourglass(num_stacks, dtype='float32'):
+  """A plain `num_stacks`-stack hourglass (FEATURES channels, depth 4), as build_model makes it."""
+  config = plain_hourglass_config(num_stacks, features=FEATURES, depth=4, dtype=dtype)
+  return build_model(config, J, (64, 64))
+
+
 @pytest.fixture(scope='module')
 def hourglass_f32():
-  model = StackedHourglass(2, features=FEATURES, num_joints=J, depth=4)
+  model = plain_hourglass(2)
   variables = init_variables(model, jax.random.key(1), (1, 64, 64, 3))
   variables['batch_stats'] = random_batch_stats(variables['batch_stats'])
   outputs = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images())
   return variables, outputs
 
 
-def test_stacked_hourglass_returns_every_stack(hourglass_f32):
-  _, outputs = hourglass_f32
-  assert isinstance(outputs, tuple) and len(outputs) == 2
-  for heatmaps in outputs:
+def test_plain_hourglass_returns_every_stack_as_one_branch(hourglass_f32):
+  variables, outputs = hourglass_f32
+  # The names of a pytorch-pose `hg` and of an exported branch: stem, stack_0 .. stack_{N-1}.
+  assert set(variables['params']) == {'stem', 'stack_0', 'stack_1'}
+  assert outputs.shared == () and outputs.fau_weights is None and outputs.num_branches == 1
+  stacks = outputs.branches[0]
+  assert len(stacks) == 2
+  for heatmaps in stacks:
     assert heatmaps.shape == (2, 16, 16, J) and heatmaps.dtype == jnp.float32
-  assert not np.allclose(outputs[0], outputs[1])
+  assert not np.allclose(stacks[0], stacks[1])
+  np.testing.assert_array_equal(outputs.ensemble, stacks[-1])
 
 
 @pytest.mark.slow
 def test_bfloat16_compute_is_finite_and_close_to_float32(hourglass_f32):
   variables, reference = hourglass_f32
-  model = StackedHourglass(2, features=FEATURES, num_joints=J, depth=4, dtype=jnp.bfloat16)
+  model = plain_hourglass(2, dtype='bfloat16')
   outputs = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images())
-  for got, want in zip(outputs, reference):
+  for got, want in zip(outputs.branches[0], reference.branches[0]):
     assert np.all(np.isfinite(got))
     # bfloat16 keeps 8 mantissa bits (~0.4 % per op); after two stacks we allow 5 % of the
     # output range.
@@ -57,7 +68,7 @@ def test_bfloat16_compute_is_finite_and_close_to_float32(hourglass_f32):
 
 
 def test_param_dtype_is_float32_under_bfloat16_compute():
-  model = StackedHourglass(1, features=FEATURES, num_joints=J, depth=4, dtype=jnp.bfloat16)
+  model = plain_hourglass(1, dtype='bfloat16')
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(IMAGE_SHAPE),
                                              train=False))
   assert {leaf.dtype for leaf in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
@@ -132,11 +143,18 @@ def test_fau_paths():
   assert kernels == [3, 5, 7, 9]
 
 
-def _model_config(**overrides):
-  config = get_config().model
-  config.features = FEATURES
-  config.depth = 2
-  config.update(overrides)
+# Each network's sizes for these tests (the defaults elsewhere).
+SMALL = {'hourglass': dict(features=FEATURES, depth=2), 'mobilepose': {}}
+
+
+def _model_config(network='hourglass', **overrides):
+  """configs/default.py's config.model for `network`, small; `overrides` set shared fields
+  (fau, dtype, ...) or the network's own (config.model.<network>)."""
+  config = set_network(get_config(), network).model
+  config[network].update(SMALL[network])
+  for key, value in overrides.items():
+    section = config if key in config else config[network]
+    section[key] = value
   return config
 
 
@@ -150,54 +168,55 @@ def test_no_fau_with_several_branches_is_uniform_mean():
   np.testing.assert_allclose(outputs.ensemble, expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.slow
-def test_plain_baseline_is_the_stacked_hourglass():
-  config = _model_config(num_shared_stacks=0, branch_stacks=(2,), fau='none')
-  model = build_model(config, J, (64, 64))
-  plain = StackedHourglass(2, features=FEATURES, num_joints=J, depth=2)
-  variables = init_variables(plain, jax.random.key(4), (1, 64, 64, 3))
-  apply = lambda m: jax.jit(lambda v, x: m.apply(v, x, train=False))(variables, images())
-  outputs, reference = apply(model), apply(plain)  # one variable tree for both
-  assert outputs.shared == () and outputs.fau_weights is None and outputs.num_branches == 1
-  for got, want in zip(outputs.branches[0], reference):
-    np.testing.assert_array_equal(got, want)
-  np.testing.assert_array_equal(outputs.ensemble, reference[-1])
-
-
-@pytest.mark.parametrize('overrides, input_size, key', [
-    (dict(branch_stacks=()), (64, 64), 'config.model.branch_stacks must be non-empty'),
-    (dict(num_shared_stacks=0, branch_stacks=(0,)), (64, 64), 'config.model.branch_stacks'),
-    (dict(branch_stacks=(2, 0)), (64, 64), 'config.model.branch_stacks'),
-    (dict(num_shared_stacks=-1), (64, 64), 'config.model.num_shared_stacks'),
-    (dict(depth=4), (63, 64), r'config.data.input_size \(63, 64\) must be divisible by 64'),
-    (dict(depth=4), (32, 32), 'config.data.input_size'),
-    (dict(fau='sk'), (64, 64), 'config.model.fau'),
-    (dict(name='resnet'), (64, 64), 'config.model.name'),
-    (dict(name='mobilepose', num_shared_stacks=0, backbone='vgg'), (64, 64),
-     'config.model.backbone'),
-    (dict(name='mobilepose', num_shared_stacks=0), (48, 64), 'config.data.input_size'),
-    # More shared stacks than the network has: MobilePose has none.
-    (dict(name='mobilepose', num_shared_stacks=2), (64, 64), 'config.model.num_shared_stacks'),
-    (dict(features=30), (64, 64), 'config.model.features'),
-    (dict(dtype='float8'), (64, 64), 'config.model.dtype'),
+@pytest.mark.parametrize('network, overrides, input_size, key', [
+    ('hourglass', dict(branch_stacks=()), (64, 64),
+     'config.model.hourglass.branch_stacks must be non-empty'),
+    ('hourglass', dict(num_shared_stacks=0, branch_stacks=(0,)), (64, 64),
+     'config.model.hourglass.branch_stacks'),
+    ('hourglass', dict(branch_stacks=(2, 0)), (64, 64), 'config.model.hourglass.branch_stacks'),
+    ('hourglass', dict(num_shared_stacks=-1), (64, 64),
+     'config.model.hourglass.num_shared_stacks'),
+    ('hourglass', dict(depth=4), (63, 64),
+     r'config.data.input_size \(63, 64\) must be divisible by 64.*config.model.hourglass.depth'),
+    ('hourglass', dict(depth=4), (32, 32), 'config.data.input_size'),
+    ('hourglass', dict(features=30), (64, 64), 'config.model.hourglass.features'),
+    ('hourglass', dict(fau='sk'), (64, 64), 'config.model.fau'),
+    ('hourglass', dict(name='resnet'), (64, 64),
+     r"config.model.name must be one of \(.*'hourglass'"),
+    # The name switched without set_network: the network's section is missing.
+    ('hourglass', dict(name='mobilepose'), (64, 64),
+     "config.model has no 'mobilepose' section.*set_network"),
+    ('hourglass', dict(dtype='float8'), (64, 64), 'config.model.dtype'),
     # float64 without 64-bit JAX would silently run in float32.
-    (dict(param_dtype='float64'), (64, 64), 'config.model.param_dtype=float64 needs 64-bit'),
+    ('hourglass', dict(param_dtype='float64'), (64, 64),
+     'config.model.param_dtype=float64 needs 64-bit'),
+    ('mobilepose', dict(backbone='vgg'), (64, 64),
+     r"config.model.mobilepose.backbone must be one of \('resnet18', 'mobilenetv2', "
+     r"'shufflenetv2'\)"),
+    ('mobilepose', dict(num_branches=0), (64, 64), 'config.model.mobilepose.num_branches'),
+    ('mobilepose', {}, (48, 64), 'config.data.input_size .* divisible by 32'),
 ])
-def test_invalid_configs_fail_at_construction(overrides, input_size, key):
+def test_invalid_configs_fail_at_construction(network, overrides, input_size, key):
   with pytest.raises(ValueError, match=key):
-    build_model(_model_config(**overrides), J, input_size)
+    build_model(_model_config(network, **overrides), J, input_size)
 
 
 def test_build_model_accepts_plain_dicts_and_config_dicts():
-  config = dict(_model_config().to_dict(), branch_stacks=[1, 1])
+  config = _model_config().to_dict()
+  config['hourglass']['branch_stacks'] = [1, 1]
   assert isinstance(build_model(config, J, (64, 64)), MultiBranchHourglass)
   assert isinstance(build_model(ml_collections.ConfigDict(config), J), MultiBranchHourglass)
 
 
+def test_set_network_keeps_the_selected_network_section_only():
+  config = _model_config('mobilepose')
+  assert set(config) == {'name', 'fau', 'fau_hidden', 'dtype', 'param_dtype', 'mobilepose'}
+  assert dict(config.mobilepose) == {'backbone': 'resnet18', 'num_branches': 3}
+
+
 @pytest.mark.parametrize('backbone', ['resnet18', 'mobilenetv2', 'shufflenetv2'])
 def test_mobilepose_shapes(backbone):
-  model = build_model(_model_config(name='mobilepose', num_shared_stacks=0, backbone=backbone,
-                                    fau='paper'), J, (64, 64))
+  model = build_model(_model_config('mobilepose', backbone=backbone, fau='paper'), J, (64, 64))
   outputs = jax.eval_shape(lambda: model.init_with_output(
       jax.random.key(0), jnp.zeros(IMAGE_SHAPE), train=False))[0]
   assert outputs.shared == ()

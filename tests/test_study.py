@@ -16,7 +16,7 @@ from data_prep import bundled
 from data_prep import synthetic
 from main_runs import ROOT, clean_env
 from okdhp_jax.evaluation import pckh
-from okdhp_jax.export.branch import deployed_model_config
+from okdhp_jax.models import deployed_model_config
 from okdhp_jax.tools import study
 
 HARD = synthetic.Difficulty(num_figures=3, occluders=2, occluder_prob=0.4, background_shapes=10,
@@ -128,7 +128,7 @@ def test_hard_records_are_built_once_and_remember_their_difficulty(tmp_path):
 
 
 def test_every_variant_trains_the_same_student_for_the_same_updates():
-  configs = {v: study_configs.get_config(v) for v in study_configs.VARIANTS}
+  configs = {v: study_configs.get_config(f'variant={v}') for v in study_configs.VARIANTS}
   student = deployed_model_config(configs['plain'].model.to_dict(), 0)
   for variant, config in configs.items():
     assert config.data.synthetic.to_dict() == configs['plain'].data.synthetic.to_dict()
@@ -137,15 +137,18 @@ def test_every_variant_trains_the_same_student_for_the_same_updates():
     assert config.export.branch == 0
     if variant != 'fpd_teacher':
       assert deployed_model_config(config.model.to_dict(), 0) == student, variant
-  assert student['branch_stacks'] == (2,) and student['num_shared_stacks'] == 0
-  assert tuple(configs['balanced'].model.branch_stacks) == (1, 1, 1)
-  assert configs['balanced'].model.num_shared_stacks == 1
-  assert tuple(configs['unbalanced'].model.branch_stacks) == (1, 2, 3)
-  assert tuple(configs['fpd_teacher'].model.branch_stacks) == (4,)
-  assert configs['fpd'].trainer == 'fpd' and configs['fpd'].fpd.teacher_num_stacks == 4
+  assert student['hourglass']['branch_stacks'] == (2,)
+  assert student['hourglass']['num_shared_stacks'] == 0
+  assert tuple(configs['balanced'].model.hourglass.branch_stacks) == (1, 1, 1)
+  assert configs['balanced'].model.hourglass.num_shared_stacks == 1
+  assert tuple(configs['unbalanced'].model.hourglass.branch_stacks) == (1, 2, 3)
+  assert tuple(configs['fpd_teacher'].model.hourglass.branch_stacks) == (4,)
+  assert configs['fpd'].method == 'fpd' and configs['fpd'].fpd.teacher_num_stacks == 4
   assert configs['plain'].model.fau == 'none' and configs['plain'].loss.kd_weight == 0
-  with pytest.raises(ValueError, match='one variant'):
-    study_configs.get_config('plain,fpd')
+  with pytest.raises(ValueError, match=r"variant=okddip: choose one of \('plain'"):
+    study_configs.get_config('variant=okddip')
+  with pytest.raises(ValueError, match=r"config argument 'plain': expected one of"):
+    study_configs.get_config('plain')
 
 
 def _record(variant, seed, student, ensemble=None, fau=None, wall=60.0, gmacs=0.01):
@@ -233,17 +236,17 @@ def test_fpd_trains_its_teacher_first_and_reads_the_teachers_export(tmp_path):
                                     'fpd seed 1']
   workdir = str(tmp_path)
   student = study.load_run_config(workdir, runs[3], config='configs/study.py', runlocal=True,
-                                  overrides=['model.features=8'])
+                                  overrides=['model.hourglass.features=8'])
   teacher = study.load_run_config(workdir, runs[2], config='configs/study.py', runlocal=True,
                                   overrides=[])
   assert student.fpd.teacher_checkpoint == os.path.join(runs[2].folder(workdir), 'export')
-  assert (student.seed, student.model.features, teacher.seed) == (1, 8, 1)
-  assert student.trainer == 'fpd' and not teacher.fpd.teacher_checkpoint
+  assert (student.seed, student.model.hourglass.features, teacher.seed) == (1, 8, 1)
+  assert student.method == 'fpd' and teacher.method == 'okdhp' and 'fpd' not in teacher
   assert student.data.records_dir == teacher.data.records_dir == f'{workdir}/records'
   command = study.main_command(workdir, runs[3], config='configs/study.py', runlocal=True,
                                overrides=[])
-  assert command[1:3] == ['-m', 'okdhp_jax.main'] and '--config=configs/study.py:fpd,runlocal' \
-      in command
+  assert command[1:3] == ['-m', 'okdhp_jax.main']
+  assert '--config=configs/study.py:variant=fpd,runlocal' in command
 
 
 @pytest.mark.slow
@@ -253,7 +256,7 @@ def test_the_tool_trains_a_variant_and_resumes(tmp_path):
   without training; tests/test_method_fpd.py trains from an exported teacher.)"""
   command = [sys.executable, '-m', 'okdhp_jax.tools.study', '--workdir', str(tmp_path),
              '--seeds', '1', '--variants', 'balanced', '--runlocal',
-             '--set', 'model.features=8', '--set', 'model.depth=1',
+             '--set', 'model.hourglass.features=8', '--set', 'model.hourglass.depth=1',
              '--set', 'data.synthetic.num_train=32', '--set', 'data.synthetic.num_valid=8']
   first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env=clean_env())

@@ -1,4 +1,4 @@
-"""PyTorch pytorch-pose hourglass weights load into StackedHourglass with equal outputs."""
+"""PyTorch pytorch-pose hourglass weights load into a plain hourglass with equal outputs."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_converted_checkpoint_matches_pytorch(torch_model, tmp_path, capsys):
       capsys.readouterr().out)
   variables, description = load_exported(os.path.join(tmp_path, 'export'))
   assert description['num_joints'] == J and description['source'].endswith('.pth.tar')
-  assert description['model']['features'] == FEATURES
+  assert description['model']['hourglass']['features'] == FEATURES
   flax_model = build_model(ml_collections.ConfigDict(description['model']), J, (64, 64))
   outputs = jax.jit(lambda v, x: flax_model.apply(v, x, train=False))(variables,
                                                                        jnp.asarray(images))

@@ -88,9 +88,10 @@ def test_every_head_the_fau_and_the_ensemble_match_pytorch(official, imported):
           in log)
   assert description['layout'] == 'okdhp' and description['dataset'] == 'mpii'
   model = description['model']
-  assert (model['num_shared_stacks'], tuple(model['branch_stacks'])) == (num_shared,
-                                                                         branch_stacks)
-  assert (model['fau'], model['fau_hidden'], model['depth']) == ('released', 8, DEPTH)
+  hourglass = model['hourglass']
+  assert (hourglass['num_shared_stacks'], tuple(hourglass['branch_stacks'])) == (num_shared,
+                                                                                 branch_stacks)
+  assert (model['fau'], model['fau_hidden'], hourglass['depth']) == ('released', 8, DEPTH)
 
   heads = list(outputs.shared) + [h for branch in outputs.branches for h in branch]
   assert len(heads) == len(want['heads']) == num_shared + sum(branch_stacks)
@@ -111,7 +112,8 @@ def test_exported_branch_is_a_plain_hourglass_with_that_branch_outputs(official,
   convert_torch.main(['--checkpoint', path, '--branch', '1', '--out', str(tmp_path / 'b1')])
   variables, description = load_exported(str(tmp_path / 'b1'))
   assert description['branch'] == 1 and description['model']['fau'] == 'none'
-  assert tuple(description['model']['branch_stacks']) == (num_shared + branch_stacks[1],)
+  assert tuple(description['model']['hourglass']['branch_stacks']) == (
+      num_shared + branch_stacks[1],)
   plain = apply(description['model'], variables, images)
   branch_heads = list(full.shared) + list(full.branches[1])
   assert len(plain.branches[0]) == len(branch_heads)

@@ -39,8 +39,8 @@ def test_auto_is_bfloat16_on_accelerators_and_float32_on_cpu():
 
 def _config(dtype: str):
   config = default.get_config('runlocal')  # 64x64 input, 16x16 heatmaps, batch 8.
-  config.model.update(features=16, depth=1, fau_hidden=8, num_shared_stacks=0,
-                      branch_stacks=(1, 1), dtype=dtype)
+  config.model.hourglass.update(features=16, depth=1, num_shared_stacks=0, branch_stacks=(1, 1))
+  config.model.update(fau_hidden=8, dtype=dtype)
   # tests/test_training_step.py's tiny network and ramp: in one run of the suite the float32
   # step compiles once for both modules (the persistent compilation cache is shared).
   config.loss.kd_ramp_epochs = 1.0

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from configs import default
+from okdhp_jax import experiment as experiment_lib
 from okdhp_jax import methods, progress, sharding
-from okdhp_jax.training import guards, loop
-from okdhp_jax.training.losses import joints_mse
+from okdhp_jax.training import guards
+from okdhp_jax.methods.losses import joints_mse
 
 from main_runs import tiny_synthetic_config
 
@@ -39,7 +40,7 @@ class ScaledLastStack(methods.Method):
 def toy_config(tmp_path):
   """Two steps (16 generated figures, batch 8, one epoch) of a tiny two-branch network."""
   config = tiny_synthetic_config(str(tmp_path), num_train=16)
-  config.trainer = TOY
+  config.method = TOY
   config.train.update(num_epochs=1, log_every_steps=1, num_images_to_draw=0)
   config.eval.batch_size = 8
   return config
@@ -59,13 +60,13 @@ def logged_scalars(workdir, tag):
 def test_a_method_registered_in_a_test_trains_through_the_real_loop(tmp_path):
   config = toy_config(tmp_path)
   workdir = str(tmp_path / 'run')
-  trainer = loop.Trainer(config, workdir)
-  assert isinstance(trainer.method, ScaledLastStack) and trainer.total_steps == 2
-  initial = jax.device_get(trainer.state.params)
-  progress = loop.train_and_evaluate(config, workdir, trainer)
+  experiment = experiment_lib.Experiment(config, workdir)
+  assert isinstance(experiment.method, ScaledLastStack) and experiment.total_steps == 2
+  initial = jax.device_get(experiment.state.params)
+  run = experiment_lib.train_and_evaluate(experiment)
 
-  assert int(trainer.state.step) == 2 and progress['history'][-1]['step'] == 2
-  assert set(progress['history'][-1]['metrics']) == {'branch_0', 'branch_1', 'ensemble'}
+  assert experiment.step == 2 and run.history[-1].step == 2
+  assert set(run.history[-1].metrics) == {'branch_0', 'branch_1', 'ensemble'}
   # The method's own metrics are what the loop logged, and its frozen state reached the loss.
   mse, loss = logged_scalars(workdir, 'train/toy/mse'), logged_scalars(workdir, 'train/loss')
   assert sorted(mse) == sorted(loss) == [1, 2]
@@ -79,9 +80,9 @@ def test_a_method_registered_in_a_test_trains_through_the_real_loop(tmp_path):
   # The curves for people who do not open TensorBoard.
   from PIL import Image
   assert Image.open(f'{workdir}/training_curves.png').size == (1100, 400)
-  assert [step for step, _ in progress['train_loss']] == [1, 2]
+  assert [step for step, _ in run.train_loss] == [1, 2]
   # Only what the toy loss reads was trained: branch 1's private stack got no gradient.
-  final = jax.device_get(trainer.state.params)
+  final = jax.device_get(experiment.state.params)
   assert not np.allclose(final['branch_0_stack_0']['score']['kernel'],
                          initial['branch_0_stack_0']['score']['kernel'])
   for a, b in zip(jax.tree.leaves(final['branch_1_stack_0']),
@@ -89,10 +90,10 @@ def test_a_method_registered_in_a_test_trains_through_the_real_loop(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_unknown_trainer_names_the_key_and_the_choices():
+def test_unknown_method_names_the_key_and_the_choices():
   config = default.get_config('runlocal')
-  config.trainer = 'okddip'
-  with pytest.raises(ValueError, match=r"config.trainer='okddip'.*'fpd'.*'okdhp'"):
+  config.method = 'okddip'
+  with pytest.raises(ValueError, match=r"config.method='okddip'.*'fpd'.*'okdhp'"):
     methods.create(config, num_joints=16)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from okdhp_jax.models.outputs import PoseOutputs
 from okdhp_jax.methods import okdhp
-from okdhp_jax.training import losses
+from okdhp_jax.methods import losses
 
 
 def loss_config(**overrides):

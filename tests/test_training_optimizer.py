@@ -75,7 +75,7 @@ def test_created_state_is_the_models_tree_replicated():
   state = state_lib.create_train_state(config, TinyNet(), jax.random.key(0), mesh=mesh,
                                        steps_per_epoch=5)
   # What model.init and the optimiser would give, as shapes only.
-  tx, _ = state_lib.make_tx(config, steps_per_epoch=5)
+  tx, _ = optimizer.make_optimizer(config.optim, steps_per_epoch=5, global_batch_size=8)
   variables = jax.eval_shape(lambda: TinyNet().init(
       jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))
   expected = state_lib.TrainState(

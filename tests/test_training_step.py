@@ -31,14 +31,15 @@ GRAD_RTOL_64 = 1e-11
 
 def tiny_config(plain: bool = False, dtype: str = 'float32'):
   config = default.get_config('runlocal')  # 64x64 input, 16x16 heatmaps, sigma 1, batch 8.
-  config.model.features = 16
-  config.model.depth = 1  # 64x64 input -> 16x16 maps -> one 8x8 level: compiles fast.
+  hourglass = config.model.hourglass
+  hourglass.features = 16
+  hourglass.depth = 1  # 64x64 input -> 16x16 maps -> one 8x8 level: compiles fast.
   config.model.fau_hidden = 8
   config.model.dtype = config.model.param_dtype = dtype
   if plain:
-    config.model.num_shared_stacks, config.model.branch_stacks, config.model.fau = 0, (1,), 'none'
+    hourglass.num_shared_stacks, hourglass.branch_stacks, config.model.fau = 0, (1,), 'none'
   else:
-    config.model.num_shared_stacks, config.model.branch_stacks = 0, (1, 1)
+    hourglass.num_shared_stacks, hourglass.branch_stacks = 0, (1, 1)
   config.loss.kd_ramp_epochs = 1.0
   return config
 

@@ -10,11 +10,13 @@ profile), so a whole batch renders as two small broadcasts with no scatter and n
 
 Decoding (NumPy, on the host, after evaluation). HRNet's test-time rule: the argmax of each
 joint's map, the maximum as the joint's score, a quarter-pixel step toward the higher neighbour
-along x and along y, then back to image pixels through the inverse of the crop's affine
-transform. As HRNet's `get_final_preds`: with integer argmax (px, py) the step applies only
-when `1 < px < W - 1 and 1 < py < H - 1` (both at once, strict, so a peak in column or row 1 is
-not refined either), and moves by sign(right - left) / 4 and sign(below - above) / 4 (no move
-on a tie). As HRNet's `get_max_preds`, a joint whose maximum is <= 0 decodes to (0, 0).
+along x and along y, then times the stride into network-input pixels. As HRNet's
+`get_final_preds`: with integer argmax (px, py) the step applies only when
+`1 < px < W - 1 and 1 < py < H - 1` (both at once, strict, so a peak in column or row 1 is not
+refined either), and moves by sign(right - left) / 4 and sign(below - above) / 4 (no move on a
+tie). As HRNet's `get_max_preds`, a joint whose maximum is <= 0 decodes to (0, 0). The codec
+knows no crop: its callers (evaluation, inference) take input pixels back to image pixels
+through the inverse of the crop's affine transform (okdhp_jax/data/geometry.py).
 
 Flip test (JAX). HRNet's protocol: mirror the heatmaps predicted on a mirrored image back,
 swap left/right joints, and shift them one pixel to the right: HRNet's
@@ -38,8 +40,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from okdhp_jax.data import geometry
 
 
 # ------------------------------------------------------------------ encoding (JAX, on device)
@@ -162,28 +162,22 @@ def decode_heatmaps(heatmaps) -> tuple[np.ndarray, np.ndarray]:
   return coords, scores.astype(np.float32)
 
 
-def heatmaps_to_image_coords(heatmaps, center, scale) -> tuple[np.ndarray, np.ndarray]:
-  """Decodes and back-projects to original image pixels.
+def heatmaps_to_input_coords(heatmaps, input_size) -> tuple[np.ndarray, np.ndarray]:
+  """Decodes heatmaps to joints in network-input pixels (the crop).
 
   Args:
     heatmaps: [batch, height, width, joints].
-    center: [batch, 2] box centres (x, y) in image pixels.
-    scale: [batch, 2] box scales (sw, sh) in units of 200 px.
+    input_size: (height, width) of the network input.
 
   Returns:
-    coords: float64 [batch, joints, 2], 0-based image pixels.
-    scores: float32 [batch, joints].
+    coords: float64 [batch, joints, 2] (x, y), pixel centres at integers: heatmap pixels
+      times the stride input size / heatmap size.
+    scores: float32 [batch, joints], the maximum of each map.
   """
-  heatmaps = _check_heatmaps(heatmaps)
-  center = np.asarray(center, np.float64)
-  scale = np.asarray(scale, np.float64)
-  batch = heatmaps.shape[0]
-  for name, value in (('center', center), ('scale', scale)):
-    if value.shape != (batch, 2):
-      raise ValueError(f'{name} must be [batch={batch}, 2]; got shape {value.shape}')
   coords, scores = decode_heatmaps(heatmaps)
-  image_coords = geometry.heatmap_to_image(coords, center, scale, heatmaps.shape[1:3])
-  return image_coords, scores
+  heat_h, heat_w = np.shape(heatmaps)[1:3]
+  stride = np.array([input_size[1] / heat_w, input_size[0] / heat_h])
+  return coords * stride, scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,14 +205,7 @@ class HeatmapCodec:
     return render_heatmaps(joints, joints_vis, input_size=self.input_size,
                            heatmap_size=self.heatmap_size, sigma=self.sigma)
 
-  def decode(self, heatmaps, center, scale) -> tuple[np.ndarray, np.ndarray]:
-    """Image-pixel joints [B, J, 2] and scores [B, J]; see heatmaps_to_image_coords."""
-    return heatmaps_to_image_coords(heatmaps, center, scale)
-
-  def decode_to_input(self, heatmaps) -> tuple[np.ndarray, np.ndarray]:
-    """Joints [B, J, 2] in network-input pixels (the crop) and scores [B, J], for drawing."""
-    coords, scores = decode_heatmaps(heatmaps)
-    heat_h, heat_w = np.shape(heatmaps)[1:3]
-    stride = np.array([self.input_size[1] / heat_w, self.input_size[0] / heat_h])
-    return coords * stride, scores
-
+  def decode(self, heatmaps) -> tuple[np.ndarray, np.ndarray]:
+    """Joints [B, J, 2] in network-input pixels and scores [B, J] of heatmaps [B, h, w, J];
+    see heatmaps_to_input_coords."""
+    return heatmaps_to_input_coords(heatmaps, self.input_size)

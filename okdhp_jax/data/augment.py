@@ -131,7 +131,7 @@ def train_example(parsed: dict, seed: tf.Tensor, *, input_size, meta,
   """
   matrix, do_flip = augmentation_matrix(parsed, seed, input_size=input_size, meta=meta,
                                         **augmentation)
-  # Without the restart index (a dict built by hand) the whole file is decoded as before.
+  # Without the restart index (a dict built by hand) the window is decoded from the whole file.
   image = crop.crop_image(parsed['image/encoded'], parsed['image/height'],
                           parsed['image/width'], matrix, input_size, max_decode_reduction,
                           parsed.get('image/restart_layout'),

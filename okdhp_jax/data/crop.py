@@ -10,11 +10,11 @@ Two costs dominate on full-size photos (data_prep/bench.py measures them):
   still spans at least one decoded pixel, and the IDCT's block average is a better low-pass
   than bilinear sampling of the full-size window, which aliases. config.data.max_decode_reduction
   caps r (1: always decode at full size).
-* Warping. TensorFlow's ImageProjectiveTransformV3 costs about 4.6 ms per 256x256 crop on one
-  core, whatever the window's size; OpenCV's warpAffine (fixed-point bilinear, what mmpose and
-  HRNet crop with) 0.3 ms on RGB and 0.16 ms on RGBA, which is why the warp adds a fourth
-  channel. TensorFlow has no fast affine warp, so it is called through tf.numpy_function;
-  OpenCV releases the GIL while it works, so parallel map calls overlap.
+* Warping. TensorFlow's ImageProjectiveTransformV3 costs many times OpenCV's warpAffine
+  (fixed-point bilinear, what mmpose and HRNet crop with) per crop, whatever the window's
+  size, and OpenCV's is fastest on four channels, which is why the warp adds a fourth one
+  (docs/performance.md). TensorFlow has no fast affine warp, so it is called through
+  tf.numpy_function; OpenCV releases the GIL while it works, so parallel map calls overlap.
 
 Pixel centres are at integer coordinates throughout. A pixel of the 1/r decode averages the
 original pixels [r i, r i + r), so its centre is at r i + (r - 1) / 2.
@@ -109,8 +109,7 @@ def _warp_affine(patch: np.ndarray, to_patch: np.ndarray, empty: np.ndarray, out
 
   The warp runs on four channels (RGB plus an unused one) and drops the fourth afterwards:
   OpenCV's bilinear remap has a SIMD path for 4-channel uint8 images but not for 3-channel
-  ones, so this halves the warp (0.26 -> 0.12 ms for a 256x192 crop, 0.33 -> 0.16 ms for
-  256x256) for about 0.02 ms of channel conversions, with identical pixels
+  ones, so this halves the warp for far less in channel conversions, with identical pixels
   (tests/test_data_crop.py).
   """
   if empty:

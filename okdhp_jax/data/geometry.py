@@ -7,8 +7,8 @@ k = out_w / (200 sw) and R the 2x2 rotation by -rotation (image y points down):
 
   dst = k * R @ (src - c) + (out_w / 2, out_h / 2)
 
-The same matrix serves the tf.data crop, joint transforms, heatmap back-projection and drawing,
-so every direction uses one definition.
+The same matrix serves the tf.data crop, joint transforms, the back-projection of predicted
+joints and drawing, so every direction uses one definition.
 """
 
 from __future__ import annotations
@@ -67,20 +67,25 @@ def apply_affine(points, matrix) -> np.ndarray:
   return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def heatmap_to_image(coords, center, scale, heatmap_size) -> np.ndarray:
-  """Back-projects heatmap-pixel coordinates to image pixels, one person per row.
+def input_to_image(coords, center, scale, input_size) -> np.ndarray:
+  """Back-projects joints in network-input pixels to image pixels, one person per row.
 
   Args:
-    coords: [batch, joints, 2] in heatmap pixels.
-    center: [batch, 2]; scale: [batch, 2] (units of 200 px).
-    heatmap_size: (height, width) of the heatmap.
+    coords: [batch, joints, 2] (x, y) in the pixels of each person's crop.
+    center: [batch, 2]; scale: [batch, 2] (units of 200 px): the crop boxes.
+    input_size: (height, width) of the crop.
 
   Returns:
-    [batch, joints, 2] in original image pixels (0-based).
+    float64 [batch, joints, 2] in original image pixels (0-based).
   """
   coords = np.asarray(coords, np.float64)
+  center = np.asarray(center, np.float64)
+  scale = np.asarray(scale, np.float64)
+  for name, value in (('center', center), ('scale', scale)):
+    if value.shape != (coords.shape[0], 2):
+      raise ValueError(f'{name} must be [batch={coords.shape[0]}, 2]; got shape {value.shape}')
   out = np.empty_like(coords)
   for i in range(coords.shape[0]):
-    inv = affine_matrix(center[i], scale[i], 0.0, heatmap_size, inverse=True)
+    inv = affine_matrix(center[i], scale[i], 0.0, input_size, inverse=True)
     out[i] = apply_affine(coords[i], inv)
   return out

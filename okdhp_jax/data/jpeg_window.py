@@ -6,8 +6,8 @@ store JPEGs with a restart marker every few MCUs, never across an MCU row, and t
 index where each restart interval starts (data_prep/jpeg_restart.py). Each interval then
 decodes on its own, and the intervals covering a window, renumbered RST0..RST7 in turn under a
 copy of the header whose frame size says how many there are, form a valid JPEG of that region.
-Joining the byte ranges costs about 0.13 ms; with it, the window decode on COCO's photos took
-0.90 ms per crop instead of 1.29 (data_prep/README.md).
+Joining the byte ranges costs far less than the rows and columns it spares the decoder
+(docs/performance.md).
 
 The region's pixels are the full image's: the same blocks, the same scaled IDCT. Only chroma
 upsampling of 4:2:0 images (libjpeg's fancy upsampling averages neighbouring chroma samples)
@@ -211,5 +211,5 @@ def region(encoded: tf.Tensor, layout: tf.Tensor, offsets: tf.Tensor, height, wi
 
 
 def has_index(layout: tf.Tensor) -> tf.Tensor:
-  """bool scalar: the record's image has a restart index (records written before have none)."""
+  """bool scalar: the record's image has a restart index (a zero layout: it has none)."""
   return layout[0] > 0

@@ -1,7 +1,8 @@
-"""Dataset meta-information as data: joints, flip pairs, skeleton, OKS sigmas.
+"""Dataset meta-information as data: joints, flip pairs, skeleton, metric, OKS sigmas.
 
-Augmentation (flip swap), evaluation (PCKh groups, OKS) and drawing (skeleton, colours) all read
-the same `DatasetMeta`, so a new dataset is one entry here rather than constants in many files.
+Augmentation (flip swap, half body), evaluation (which metric scores it, OKS sigmas) and drawing
+(skeleton, colours) all read the same `DatasetMeta`, so a new dataset is one entry here rather
+than constants in many files.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ class DatasetMeta:
     joint_names: one name per joint, in the dataset's order.
     flip_pairs: (left, right) index pairs swapped by a horizontal flip.
     skeleton: (a, b) index pairs drawn as limbs.
+    metric: the protocol that scores it, a name registered in okdhp_jax/evaluation/metrics.py
+      ('pckh', 'coco_ap').
     oks_sigmas: per-joint OKS sigmas (COCO, CrowdPose), or None.
     upper_body: indices used by half-body augmentation as the upper body.
     lower_body: indices used by half-body augmentation as the lower body.
@@ -29,6 +32,7 @@ class DatasetMeta:
   joint_names: tuple[str, ...]
   flip_pairs: tuple[tuple[int, int], ...]
   skeleton: tuple[tuple[int, int], ...]
+  metric: str
   oks_sigmas: tuple[float, ...] | None = None
   upper_body: tuple[int, ...] = ()
   lower_body: tuple[int, ...] = ()
@@ -59,14 +63,6 @@ class DatasetMeta:
       return 'centre'
     return tuple(side(name) for name in self.joint_names)
 
-  def joint_index(self, name: str) -> int:
-    try:
-      return self.joint_names.index(name)
-    except ValueError:
-      raise KeyError(
-          f'dataset {self.name!r} has no joint {name!r}; joints are {self.joint_names}'
-      ) from None
-
 
 MPII = DatasetMeta(
     name='mpii',
@@ -80,6 +76,7 @@ MPII = DatasetMeta(
         (0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
         (7, 12), (12, 11), (11, 10), (7, 13), (13, 14), (14, 15),
     ),
+    metric='pckh',
     upper_body=(7, 8, 9, 10, 11, 12, 13, 14, 15),
     lower_body=(0, 1, 2, 3, 4, 5, 6),
 )
@@ -96,6 +93,7 @@ COCO = DatasetMeta(
         (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
         (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
     ),
+    metric='coco_ap',
     oks_sigmas=(
         .026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087,
         .087, .089, .089,
@@ -118,6 +116,7 @@ CROWDPOSE = DatasetMeta(
         (10, 8), (8, 6), (11, 9), (9, 7), (6, 7), (0, 6), (1, 7), (0, 1), (0, 2), (1, 3),
         (2, 4), (3, 5), (12, 13), (1, 13), (0, 13),
     ),
+    metric='coco_ap',
     oks_sigmas=(
         .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089, .079, .079,
     ),
@@ -129,13 +128,10 @@ _REGISTRY = {meta.name: meta for meta in (MPII, COCO, CROWDPOSE)}
 
 
 def get_meta(name: str) -> DatasetMeta:
-  """Looks up a dataset's meta by name ('mpii', 'coco', 'crowdpose'); synthetic uses 'mpii'."""
-  if name == 'synthetic':
-    return MPII
+  """Looks up a dataset's meta by name ('mpii', 'coco', 'crowdpose')."""
   try:
     return _REGISTRY[name]
   except KeyError:
     raise ValueError(
-        f'config.data.dataset={name!r} is unknown; choose one of '
-        f'{sorted(_REGISTRY) + ["synthetic"]}'
+        f'config.data.dataset={name!r} is unknown; choose one of {sorted(_REGISTRY)}'
     ) from None

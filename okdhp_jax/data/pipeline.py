@@ -24,10 +24,6 @@ from okdhp_jax.data import crop
 from okdhp_jax.data import records, shard_check
 from okdhp_jax.data.tf_host import tf
 
-EVAL_KEYS = ('image', 'joints', 'joints_vis', 'center', 'scale', 'image_id', 'person_index',
-             'box', 'score', 'area')
-
-
 # The map functions are written in graph form (tf.cond, tf.where; Python `if` only on Python
 # values), so AutoGraph's source conversion, seconds at every pipeline build, buys nothing.
 _graph_only = tf.autograph.experimental.do_not_convert
@@ -100,9 +96,9 @@ def _process_part(records_dir: str, split: str, info: dict, process_index: int,
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} not in [0, {process_count})')
   files = records.split_files(records_dir, split)
-  lengths = info.get('shard_lengths', {}).get(split, [])
   if len(files) >= process_count:
-    counts = [sum(lengths[p::process_count]) for p in range(process_count)] if lengths else None
+    lengths = info['shard_lengths'][split]
+    counts = [sum(lengths[p::process_count]) for p in range(process_count)]
     return files[process_index::process_count], False, counts
   total = info['splits'][split]
   counts = [len(range(p, total, process_count)) for p in range(process_count)]
@@ -135,9 +131,9 @@ _NO_END = 2**62  # Dataset.range's stop for the epochs of an infinite stream.
 
 
 def _epoch_size(counts, process_index: int, readable: dict | None, first_epoch) -> int:
-  """Records per epoch for this process: from dataset_info.json's per-shard lengths, else (old
-  records without them, or shards with a damaged end skipped) counted by reading one epoch."""
-  if counts is not None and not readable:
+  """Records per epoch for this process: from dataset_info.json's per-shard lengths, else
+  (shards with a damaged end skipped) counted by reading one epoch."""
+  if not readable:
     return int(counts[process_index])
   return int(first_epoch().reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
 
@@ -159,15 +155,14 @@ def build_train_dataset(data_config, meta, *, local_batch_size: int, seed: int,
   info = _check_info(data_config, meta)
   files, record_sharded, counts = _process_part(
       data_config.records_dir, data_config.train_split, info, process_index, process_count)
-  if counts is not None and counts[process_index] == 0:
+  if counts[process_index] == 0:
     raise ValueError(f'process {process_index} gets no {data_config.train_split!r} records from '
                      f'{data_config.records_dir!r}; write more shards or use fewer processes')
   if process_count > 1:
     part = (f'the records i with i % {process_count} == {process_index}' if record_sharded
             else f'{len(files)} shard files')
-    size = f' ({counts[process_index]} examples)' if counts is not None else ''
-    logging.info('Process %d/%d reads %s of %r%s.', process_index, process_count, part,
-                 data_config.train_split, size)
+    logging.info('Process %d/%d reads %s of %r (%d examples).', process_index, process_count,
+                 part, data_config.train_split, counts[process_index])
   readable = None
   if shard_check.check_choice(data_config.on_corrupt_record) == 'skip':
     lengths = dict(zip(records.split_files(data_config.records_dir, data_config.train_split),
@@ -240,9 +235,6 @@ def build_eval_dataset(data_config, meta, *, split: str, local_batch_size: int,
   split = _resolve_split(data_config, split, info)
   files, record_sharded, counts = _process_part(
       data_config.records_dir, split, info, process_index, process_count)
-  if counts is None:  # no per-shard lengths: fall back to this process's own count.
-    counts = [sum(1 for _ in _records(files, record_sharded=False, process_index=0,
-                                      process_count=1))]
   num_batches = max(-(-c // local_batch_size) for c in counts)
   ds = _records(files, record_sharded=record_sharded, process_index=process_index,
                 process_count=process_count)

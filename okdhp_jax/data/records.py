@@ -49,10 +49,10 @@ EVAL_GROUPS = 'eval_groups'
 # dataset_info.json key: one line saying what the data is, printed when training starts.
 DESCRIPTION = 'description'
 # dataset_info.json key: split -> how many progressive source JPEGs the converter stored as
-# lossless baseline rewrites (data_prep/jpeg_baseline.py); absent in records written before.
+# lossless baseline rewrites (data_prep/jpeg_baseline.py).
 BASELINE_REWRITES = 'progressive_jpegs_stored_as_baseline'
 # dataset_info.json key: split -> how many photos are stored with restart markers, so that a
-# crop decodes only its region (data_prep/jpeg_restart.py); absent in records written before.
+# crop decodes only its region (data_prep/jpeg_restart.py).
 RESTART_MARKERS = 'photos_with_restart_markers'
 
 
@@ -119,8 +119,8 @@ def serialize(example: PersonExample) -> bytes:
 
 
 def feature_spec(num_joints: int) -> dict:
-  """The parsing spec for `tf.io.parse_single_example` (records written before the restart
-  index parse with a zero layout and no offsets)."""
+  """The parsing spec for `tf.io.parse_single_example` (an image without a restart index
+  parses with a zero layout and no offsets)."""
   f = tf.io.FixedLenFeature
   return {
       'image/restart_layout': f([jpeg_window.LAYOUT_SIZE], tf.int64,
@@ -175,7 +175,7 @@ def split_files(records_dir: str, split: str) -> list[str]:
         f'{sorted(info.get("splits", {}))}'
     )
   files = sorted(glob.glob(os.path.join(records_dir, f'{split}-*-of-*.tfrecord')))
-  expected = len(info.get('shard_lengths', {}).get(split, files))
+  expected = len(info.get('shard_lengths', {}).get(split, ()))
   if len(files) != expected:
     raise ValueError(
         f'{records_dir!r} holds {len(files)} {split} shards but {DATASET_INFO} lists {expected}; '

@@ -5,6 +5,9 @@ box_score * mean(keypoint scores above 0.2) (0 when none is above), people of on
 through OKS-NMS at 0.9 (soft OKS-NMS as a switch), and pycocotools' COCOeval with iouType
 'keypoints' computes AP. Boxes at test time are the GT boxes or person detections above a score
 threshold, as data_prep/coco.py writes them to the records.
+
+`CocoAPMetric` is the evaluation's metric object for datasets whose meta says metric='coco_ap'
+(COCO, CrowdPose; evaluation/metrics.py).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import json
 import logging
 import os
 
+import ml_collections
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from okdhp_jax.data import geometry
 from okdhp_jax.data.meta import DatasetMeta
-from okdhp_jax.evaluation import nms
+from okdhp_jax.evaluation import metrics, nms
 
 # COCOeval.stats order for keypoints.
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'AP_M', 'AP_L', 'AR', 'AR50', 'AR75', 'AR_M', 'AR_L')
@@ -205,3 +209,30 @@ class CocoKeypointEvaluator:
         json.dump(results, f)
     return run_cocoeval(self.coco, results, self.meta.oks_sigmas,
                         source=f'predictions for {self.annotation_file!r}')
+
+
+@metrics.register('coco_ap')
+class CocoAPMetric(metrics.Metric):
+  """COCO keypoint AP of every branch and the ensemble against config.data.eval_annotations.
+
+  HRNet's protocol with config.eval's oks_nms_threshold, soft_nms and keypoint_score_threshold.
+  """
+
+  headline = 'AP'
+
+  def __init__(self, config: ml_collections.ConfigDict, meta: DatasetMeta):
+    super().__init__(config, meta)
+    self.evaluator = CocoKeypointEvaluator(
+        config.data.eval_annotations, meta, oks_nms_threshold=config.eval.oks_nms_threshold,
+        soft_nms=config.eval.soft_nms,
+        keypoint_score_threshold=config.eval.keypoint_score_threshold)
+
+  def score(self, predictions: metrics.Predictions) -> metrics.Scores:
+    """{name: {'AP': ..., 'AP50': ..., ...}} (values in [0, 1])."""
+    rows = predictions.rows
+    # HRNet's OKS-NMS area is that of the padded crop box, not the annotation's segment area.
+    areas = area_from_scale(rows['scale'])
+    return metrics.Scores({
+        name: self.evaluator.evaluate(xy, predictions.scores[name], rows['image_id'],
+                                      rows['score'], areas)
+        for name, xy in predictions.joints.items()})

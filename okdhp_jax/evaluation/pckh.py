@@ -14,15 +14,29 @@ Coordinates: gt_valid.mat is MATLAB 1-based. `load_mpii_gt` converts it to 0-bas
 predictions stay in the project's 0-based image pixels (HRNet instead adds 1 to its predictions;
 the difference is the same). `save_pred_mat` writes HRNet's `pred.mat` (1-based, N x 16 x 2) for
 the official MATLAB tool; `load_pred_mat` reads it back (and the 16 x 2 x N layout).
+
+`PCKhMetric` is the evaluation's metric object for datasets whose meta says metric='pckh'
+(evaluation/metrics.py): it scores every branch, per evaluation group when the records name
+groups, and leaves the best branch's pred.mat.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
+from typing import TYPE_CHECKING, Any
 
+import ml_collections
 import numpy as np
 import scipy.io
+from etils import epath
+
+from okdhp_jax.data.meta import DatasetMeta
+from okdhp_jax.evaluation import metrics
+
+if TYPE_CHECKING:
+  from okdhp_jax.evaluation.evaluator import EvalResult
 
 NUM_JOINTS = 16
 HEAD_SIZE_FACTOR = 0.6  # HRNet's SC_BIAS.
@@ -228,3 +242,74 @@ def load_pred_mat(path: str, key: str = 'preds') -> np.ndarray:
     raise ValueError(f'{path!r}: key {key!r} must be N x 16 x 2 or 16 x 2 x N; got shape '
                      f'{preds.shape}')
   return check_predictions(preds - 1.0, name=f'{path!r} key {key!r}')
+
+
+def group_rows(groups: list[dict[str, Any]], person_index: np.ndarray) -> dict[str, np.ndarray]:
+  """{label: bool [N] rows} of the evaluation groups that hold some of `person_index`.
+
+  A label says how many people the group has and whether they were trained on, e.g.
+  'held-out generated figures (32, not trained on)'; the first label is the group that ranks
+  the branches.
+
+  Args:
+    groups: the records' evaluation groups (metrics.Predictions.eval_groups).
+    person_index: [N] gt_valid.mat columns of the evaluated people.
+  """
+  found = {}
+  for group in groups:
+    first, stop = group['person_index']
+    rows = (person_index >= first) & (person_index < stop)
+    if rows.any():
+      seen = ('also in the training set: a smoke test' if group['in_training_set']
+              else 'not trained on')
+      found[f'{group["name"]} ({int(rows.sum())}, {seen})'] = rows
+  return found
+
+
+@metrics.register('pckh')
+class PCKhMetric(metrics.Metric):
+  """MPII PCKh of every branch and the ensemble against config.data.eval_annotations.
+
+  Thresholds: config.eval.pckh_threshold, and config.eval.hrnet_mean_at_0_11 for Mean@0.1.
+  """
+
+  headline = 'Mean'
+
+  def __init__(self, config: ml_collections.ConfigDict, meta: DatasetMeta):
+    super().__init__(config, meta)
+    self.gt = load_mpii_gt(config.data.eval_annotations)
+    self.threshold = config.eval.pckh_threshold
+    self.mean_at_0_1_threshold = (HRNET_MEAN_AT_0_1_THRESHOLD if config.eval.hrnet_mean_at_0_11
+                                  else 0.1)
+
+  def score(self, predictions: metrics.Predictions) -> metrics.Scores:
+    """One table per branch; per group when the records name groups (the first one ranks)."""
+    person_index = predictions.rows['person_index']
+    scored = {label: self._tables(predictions.joints, person_index, rows)
+              for label, rows in group_rows(predictions.eval_groups, person_index).items()}
+    if not scored:
+      everyone = np.ones(len(person_index), bool)
+      return metrics.Scores(self._tables(predictions.joints, person_index, everyone))
+    scored_on = next(iter(scored))
+    tables = scored.pop(scored_on)
+    return metrics.Scores(tables, scored_on=scored_on, subsets=scored)
+
+  def _tables(self, joints: dict[str, np.ndarray], person_index: np.ndarray,
+              rows: np.ndarray) -> dict[str, dict[str, float]]:
+    """{name: PCKh table} of the people in `rows` (bool [N]); joints: {name: [N, 16, 2]}."""
+    return {name: dict(compute_pckh(
+        xy[rows], self.gt, threshold=self.threshold,
+        mean_at_0_1_threshold=self.mean_at_0_1_threshold,
+        person_indices=person_index[rows]).table) for name, xy in joints.items()}
+
+  @classmethod
+  def write_files(cls, result: EvalResult, out_dir: epath.Path) -> None:
+    """pred.mat: the best branch's predictions, for the official MATLAB tool."""
+    best = result.predictions[f'branch_{result.best_branch}']
+    # The official MATLAB tool expects rows in gt_valid.mat column order.
+    in_gt_order = np.asarray(best)[np.argsort(result.person_index)]
+    # scipy writes .mat files locally; the copy also reaches gs:// workdirs.
+    with tempfile.TemporaryDirectory() as tmp:
+      local = os.path.join(tmp, 'pred.mat')
+      save_pred_mat(local, in_gt_order)
+      epath.Path(local).copy(out_dir / 'pred.mat', overwrite=True)

@@ -1,7 +1,8 @@
 """Export: the deployed student as a plain network in a self-describing folder.
 
-  branch.py   one branch re-keyed as a plain network: a StackedHourglass, or a MobilePose with
-              the shared encoder and one decoder.
+Which variables and which `config.model` a branch deploys as is the network's to say
+(`okdhp_jax.models.export_student`, `deployed_model_config`).
+
   store.py    the export folder format: Orbax variables + model.json (save and load).
   trained.py  `--mode export`: picks the branch of a trained run and writes its folder.
   deploy.py   model.onnx and model.tflite beside the variables (config.export.formats).

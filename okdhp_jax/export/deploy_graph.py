@@ -73,7 +73,7 @@ def deployed_function(model_config: Mapping[str, Any], num_joints: int,
   Returns:
     fn({'params', 'batch_stats'}, images uint8 [B, H, W, 3] RGB crops) -> heatmaps float32
     [B, h, w, J], keypoints float32 [B, J, 2] (x, y) in crop pixels (heatmap pixels times the
-    stride, as HeatmapCodec.decode_to_input), scores float32 [B, J] (each map's maximum).
+    stride, as HeatmapCodec.decode), scores float32 [B, J] (each map's maximum).
   """
   config = ml_collections.ConfigDict(dict(model_config))
   config.dtype = 'float32'

@@ -1,6 +1,6 @@
 """The deployed graph as ONNX: tf2onnx converts the TFLite flat buffer (deploy_tflite.py).
 
-Why through TFLite (measured, see the README): jax2tf emits only StableHLO inside an
+Why through TFLite (the README compares the routes): jax2tf emits only StableHLO inside an
 XlaCallModule op, which tf2onnx cannot convert from a TensorFlow graph; jax2onnx (0.17) fails on
 Flax's max_pool and, traced past that, writes a MaxPool that onnxruntime rejects, and it pins
 orbax-checkpoint below the version this project uses. The TFLite file holds plain builtins,
@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
-
-from okdhp_jax.export.deploy_graph import OUTPUT_NAMES
-from okdhp_jax.export.deploy_tflite import INPUT_NAME, SIGNATURE, interpreter
+from okdhp_jax.export.deploy_tflite import SIGNATURE, interpreter
 
 OPSET = 17
 
@@ -51,12 +48,3 @@ def _rename_values(graph, renames: dict[str, str]) -> None:
   for node in graph.node:
     node.input[:] = [renames.get(name, name) for name in node.input]
     node.output[:] = [renames.get(name, name) for name in node.output]
-
-
-def run_onnx(path: str, images: np.ndarray) -> dict[str, np.ndarray]:
-  """Runs model.onnx with onnxruntime (CPU) on uint8 [B, H, W, 3]; {'heatmaps', ...}."""
-  import onnxruntime
-
-  session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-  outputs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.asarray(images, np.uint8)})
-  return dict(zip(OUTPUT_NAMES, outputs))

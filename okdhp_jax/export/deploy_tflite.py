@@ -65,10 +65,3 @@ def interpreter(path: str):
       warnings.simplefilter('ignore', UserWarning)
       return tf.lite.Interpreter(model_path=str(path))
   return Interpreter(model_path=str(path))
-
-
-def run_tflite(path: str, images: np.ndarray) -> dict[str, np.ndarray]:
-  """Runs model.tflite on uint8 [B, H, W, 3] crops; {'heatmaps', 'keypoints', 'scores'}."""
-  runner = interpreter(path).get_signature_runner(SIGNATURE)
-  outputs = runner(**{INPUT_NAME: np.asarray(images, np.uint8)})
-  return {name: np.asarray(outputs[name]) for name in OUTPUT_NAMES}

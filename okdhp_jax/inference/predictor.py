@@ -9,8 +9,9 @@ cropped (images.py), gathered into batches of exactly `batch_size` (the last one
 black crops) and run through the evaluation's flip-test predict step, compiled ahead of time
 for that one shape: a predictor compiles once, whatever the number of people per call, and a
 batch of another shape fails loudly rather than compiling again. The next batch is cropped on
-the host while the device runs the previous one. Heatmaps are decoded by the heatmap codec
-(argmax, quarter-pixel step, back through the crop's inverse affine).
+the host while the device runs the previous one. Heatmaps are decoded to crop pixels by the
+heatmap codec (argmax, quarter-pixel step) and taken back to image pixels through the crop's
+inverse affine, as the evaluation does.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class PosePredictor:
     model = build_model(ml_collections.ConfigDict(description['model']), meta.num_joints,
                         input_size)
     _check_variables_fit(directory, model, variables, input_size)
-    # Exports from before model.json recorded it were made with the default.
+    # A converted PyTorch network (tools/convert_torch.py) names no cap: the evaluation's default.
     reduction = crop_lib.check_max_reduction(
         description.get('max_decode_reduction', crop_lib.DECODE_REDUCTIONS[-1]),
         f"{directory}: model.json's max_decode_reduction")
@@ -237,10 +238,12 @@ class PosePredictor:
     return np.concatenate(keypoints), np.concatenate(scores)
 
   def _decode(self, heatmaps, batch: _People, keypoints: list, scores: list) -> None:
+    """Appends the batch's joints [n, J, 2] in image pixels and scores [n, J]."""
     count = len(batch.crops)
-    coords, joint_scores = heatmap_codec.heatmaps_to_image_coords(
-        np.asarray(heatmaps)[:count], batch.centers, batch.scales)
-    keypoints.append(coords)
+    coords, joint_scores = heatmap_codec.heatmaps_to_input_coords(np.asarray(heatmaps)[:count],
+                                                                  self.input_size)
+    keypoints.append(geometry.input_to_image(coords, batch.centers, batch.scales,
+                                             self.input_size))
     scores.append(joint_scores)
 
   def _batches(self, sources, boxes) -> Iterator[_People]:

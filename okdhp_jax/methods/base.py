@@ -1,4 +1,4 @@
-"""What a training method is, and the registry that maps `config.trainer` to one.
+"""What a training method is, and the registry that maps `config.method` to one.
 
 A method owns what differs between OKDHP, FPD and the plain baseline: the loss it minimises, the
 metrics it logs, and any frozen state its loss reads (FPD's teacher). The train step, the loop
@@ -11,8 +11,10 @@ method (OKDDip, a self-distillation variant) is one new module:
       ...
       return total, {'loss': total, ...}
 
-and `--config.trainer=my_method` selects it (the module must be imported; the built-in ones are
-imported by okdhp_jax/methods/__init__.py).
+and `--config.method=my_method` selects it (the module must be imported; the built-in ones are
+imported by okdhp_jax/methods/__init__.py). A method with settings of its own names a config
+section and its defaults (`config_section`, `default_config`); configs add them with
+`configs/default.py:set_method`.
 """
 
 from __future__ import annotations
@@ -46,20 +48,32 @@ class Method:
   """Base class of training methods; subclasses override `loss` and, if needed, the rest.
 
   Attributes:
-    name: the `config.trainer` value it is registered under (set by `register`).
+    name: the `config.method` value it is registered under (set by `register`).
+    config_section: the config section holding its own settings ('' for none).
     config: the experiment config.
     num_joints: joints per person of the dataset.
   """
 
   name: ClassVar[str] = ''
+  config_section: ClassVar[str] = ''
 
   def __init__(self, config: ml_collections.ConfigDict, *, num_joints: int):
     self.config = config
     self.num_joints = int(num_joints)
     self.check_config()
 
+  @classmethod
+  def default_config(cls) -> ml_collections.ConfigDict | None:
+    """The defaults of `config.<config_section>`, or None for a method without settings."""
+    return None
+
   def check_config(self) -> None:
     """Raises ValueError naming the config key of a setting this method cannot use."""
+    section = self.config_section
+    if section and section not in self.config:
+      raise ValueError(f'config.method={self.name!r} reads config.{section}, which this config '
+                       f"lacks: add it with configs/default.py's set_method(config, "
+                       f"{self.name!r})")
 
   def frozen_state(self, mesh: Mesh) -> Any:
     """A pytree the loss reads but training never changes, replicated on `mesh`, or None.
@@ -69,11 +83,6 @@ class Method:
     """
     del mesh
     return None
-
-  def stand_in_frozen_state(self, mesh: Mesh, rng: jax.Array) -> Any:
-    """A frozen state of the real shapes from random values, for benchmarks (reads no files)."""
-    del rng
-    return self.frozen_state(mesh)
 
   def loss(self, outputs: PoseOutputs, targets: Targets, *, images: jax.Array,
            epoch: jax.Array, frozen: Any) -> tuple[jax.Array, Metrics]:
@@ -97,7 +106,7 @@ _REGISTRY: dict[str, type[Method]] = {}
 
 
 def register(name: str):
-  """Class decorator: makes a Method subclass selectable as `config.trainer=name`."""
+  """Class decorator: makes a Method subclass selectable as `config.method=name`."""
   def add(cls: type[Method]) -> type[Method]:
     if not (isinstance(cls, type) and issubclass(cls, Method)):
       raise TypeError(f'register({name!r}) decorates Method subclasses, got {cls!r}')
@@ -114,10 +123,16 @@ def registered_names() -> tuple[str, ...]:
   return tuple(sorted(_REGISTRY))
 
 
-def create(config: ml_collections.ConfigDict, *, num_joints: int) -> Method:
-  """The method `config.trainer` names, built for `config`."""
-  name = config.trainer
+def get_method(name: str) -> type[Method]:
+  """The Method class registered as `name`."""
   if name not in _REGISTRY:
-    raise ValueError(f'config.trainer={name!r} is not a registered training method; choose one '
+    raise ValueError(f'config.method={name!r} is not a registered training method; choose one '
                      f'of {registered_names()} (the plain baseline is okdhp with one branch)')
-  return _REGISTRY[name](config, num_joints=num_joints)
+  return _REGISTRY[name]
+
+
+def create(config: ml_collections.ConfigDict, *, num_joints: int) -> Method:
+  """The method `config.method` names, built for `config`."""
+  if 'trainer' in config:
+    raise ValueError(f'config.trainer={config.trainer!r}: the key is config.method now')
+  return get_method(config.method)(config, num_joints=num_joints)

@@ -20,10 +20,10 @@ from jax.sharding import Mesh
 
 from okdhp_jax import sharding as sharding_lib
 from okdhp_jax.export.store import load_exported
+from okdhp_jax.methods import losses
 from okdhp_jax.methods.base import Method, Metrics, Targets, register
-from okdhp_jax.models import build_model, init_variables
+from okdhp_jax.models import build_model
 from okdhp_jax.models.outputs import PoseOutputs
-from okdhp_jax.training import losses
 
 
 @flax.struct.dataclass
@@ -86,25 +86,26 @@ class FPD(Method):
   Logs loss, mse_stacks (GT), mse_teacher, mse/teacher (teacher vs GT) and mse/branch_b.
   """
 
+  config_section = 'fpd'
   teacher: nn.Module | None = None
 
+  @classmethod
+  def default_config(cls) -> ml_collections.ConfigDict:
+    """config.fpd: the teacher export and the mix of its loss with the GT one."""
+    fpd = ml_collections.ConfigDict()
+    fpd.teacher_checkpoint = ''     # an exported hourglass (Orbax) or a converted PyTorch one.
+    fpd.teacher_num_stacks = 8      # what the study tool counts the teacher's cost from.
+    fpd.alpha = 0.5                 # alpha * MSE(GT) + (1 - alpha) * MSE(teacher)
+    return fpd
+
   def check_config(self) -> None:
+    super().check_config()
     alpha = float(self.config.fpd.alpha)
     if not 0.0 <= alpha <= 1.0:
       raise ValueError(f'config.fpd.alpha={alpha} must lie in [0, 1]')
 
   def frozen_state(self, mesh: Mesh) -> FrozenTeacher:
     self.teacher, variables = load_fpd_teacher(self.config.fpd.teacher_checkpoint)
-    return FrozenTeacher(jax.device_put(variables, sharding_lib.replicated(mesh)))
-
-  def stand_in_frozen_state(self, mesh: Mesh, rng: jax.Array) -> FrozenTeacher:
-    """A randomly initialised plain teacher of config.fpd.teacher_num_stacks stacks."""
-    teacher_config = ml_collections.ConfigDict(self.config.model.to_dict())
-    teacher_config.update(dict(num_shared_stacks=0, fau='none',
-                               branch_stacks=(self.config.fpd.teacher_num_stacks,)))
-    input_size = tuple(self.config.data.input_size)
-    self.teacher = build_model(teacher_config, self.num_joints, input_size)
-    variables = init_variables(self.teacher, rng, (1, *input_size, 3))
     return FrozenTeacher(jax.device_put(variables, sharding_lib.replicated(mesh)))
 
   def loss(self, outputs: PoseOutputs, targets: Targets, *, images: jax.Array,

@@ -17,7 +17,7 @@ import ml_collections
 from okdhp_jax.methods.base import Method, Metrics, Targets, register
 from okdhp_jax.models.outputs import PoseOutputs
 from okdhp_jax.precision import at_least_float32
-from okdhp_jax.training.losses import joints_mse, kd_ramp, pixelwise_kl
+from okdhp_jax.methods.losses import joints_mse, kd_ramp, pixelwise_kl
 
 
 def has_teacher(outputs: PoseOutputs) -> bool:
@@ -100,6 +100,23 @@ def branch_disagreement(branch_heatmaps) -> jax.Array:
 @register('okdhp')
 class OKDHP(Method):
   """OKDHP's loss on a multi-branch network; the plain baseline on a one-branch one."""
+
+  config_section = 'loss'
+
+  @classmethod
+  def default_config(cls) -> ml_collections.ConfigDict:
+    """config.loss: the paper's weights (FPD reads use_target_weight too)."""
+    loss = ml_collections.ConfigDict()
+    loss.use_target_weight = True
+    loss.ensemble_weight = 1.0
+    loss.kd_weight = 2.0
+    loss.kd_temperature = 1.0
+    loss.kd_ramp_epochs = 90.0      # ramp = exp(-5 (1 - min(e, L)/L)^2)
+    # e = step / steps_per_epoch (smooth). True: e = the integer epoch, as the released code
+    # (the ramp then steps once per epoch; the smooth one is up to 12 % higher late in epoch 0).
+    loss.kd_ramp_integer_epoch = False
+    loss.stop_gradient_teacher = False  # the released code lets gradients reach the teacher.
+    return loss
 
   def loss(self, outputs: PoseOutputs, targets: Targets, *, images: jax.Array,
            epoch: jax.Array, frozen: None) -> tuple[jax.Array, Metrics]:

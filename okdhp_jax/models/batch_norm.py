@@ -14,8 +14,8 @@ name is needed because the project has no `pmap`.
 
 The training-mode gradient is written out (`normalize_batch`) rather than left to autodiff:
 the same values to float rounding, with 2 reductions per layer in the backward pass instead
-of 8. The network has 357 BatchNorm layers in OKDHP-HG4, and the GPU profile showed the step's
-small reductions costing as much as its convolutions.
+of 8. OKDHP-HG4 has hundreds of BatchNorm layers, and small reductions are a large share of
+its step on a GPU (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _batch_stats(x, scale):
   mean = jnp.mean(wide, axis=axes)
   # Two passes, mean((x - mean)^2), as PyTorch computes it: the one-pass E[x^2] - E[x]^2
   # cancels badly when the mean is large, which makes gradients depend on the reduction
-  # order (1e-3 relative between 1 and 8 devices on the stem).
+  # order, and so on the number of devices.
   return mean, jnp.mean(jnp.square(wide - mean), axis=axes)
 
 
@@ -98,8 +98,8 @@ def normalize_batch(x, scale, bias, epsilon, dtype):
 
   Its gradient is written out (the textbook BatchNorm backward, as PyTorch's and cuDNN's):
   two reductions per layer, sum(dy) and sum(dy * x_hat), which also give the scale's and the
-  bias's gradients. Differentiating the forward pass instead gave about 8 reductions per layer
-  (through both passes of the variance), 2,800 of the OKDHP-HG4 step's 5,500 before fusion.
+  bias's gradients. Differentiating the forward pass gives about 8 reductions per layer
+  (through both passes of the variance).
   """
   mean, var = _batch_stats(x, scale)
   return _normalize(x, mean, var, scale, bias, epsilon, dtype), mean, var

@@ -1,8 +1,10 @@
 """Stacked hourglass network with the released OKDHP code's layer layout (pytorch-pose lineage).
 
-Submodule names mirror the PyTorch state_dict keys (`conv1`, `bn1`, `layer1`, `hg_{level}_{j}`,
-`res`, `fc`, `score`, `fc_`, `score_`) so that importing PyTorch weights and exporting one
-branch of a multi-branch network are both pure re-keyings of the variable tree.
+The layers of a stack; the network that stacks them is `MultiBranchHourglass`
+(models/multi_branch.py, a plain N-stack hourglass with one branch). Submodule names mirror the
+PyTorch state_dict keys (`conv1`, `bn1`, `layer1`, `hg_{level}_{j}`, `res`, `fc`, `score`,
+`fc_`, `score_`) so that importing PyTorch weights and exporting one branch of a multi-branch
+network are both pure re-keyings of the variable tree.
 
 Channel plan for `features = F` (F = 256 in the paper): stem conv F/4, Bottleneck F/4 -> F/2,
 maxpool, Bottleneck F/2 -> F, Bottleneck F -> F; every hourglass Bottleneck is F -> F with a
@@ -19,7 +21,6 @@ import jax.numpy as jnp
 
 from okdhp_jax.models.batch_norm import BatchNorm
 from okdhp_jax.models.pooling import max_pool2
-from okdhp_jax.precision import at_least_float32
 
 
 # PyTorch's default conv/linear init (kaiming_uniform, a = sqrt(5)): U(-1/sqrt(fan_in), ..).
@@ -146,31 +147,3 @@ class HourglassStack(nn.Module):
     x = x + conv(self.features, 1, name='fc_', **kw)(y) + conv(
         self.features, 1, name='score_', **kw)(score)
     return x, score
-
-
-class StackedHourglass(nn.Module):
-  """Plain N-stack hourglass: `images [b, H, W, 3] -> tuple of N heatmaps [b, H/4, W/4, J]`.
-
-  Every stack's heatmaps are returned (intermediate supervision), at least float32.
-  """
-
-  num_stacks: int
-  features: int = 256
-  num_joints: int = 16
-  depth: int = 4
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, images: jax.Array, *, train: bool) -> tuple[jax.Array, ...]:
-    if self.num_stacks < 1:
-      raise ValueError(f'StackedHourglass needs num_stacks >= 1, got {self.num_stacks}')
-    kw = dict(features=self.features, depth=self.depth, dtype=self.dtype,
-              param_dtype=self.param_dtype)
-    x = Stem(self.features, self.dtype, self.param_dtype, name='stem')(images, train=train)
-    heatmaps = []
-    for k in range(self.num_stacks):
-      x, score = HourglassStack(self.num_joints, has_next=k < self.num_stacks - 1,
-                                name=f'stack_{k}', **kw)(x, train=train)
-      heatmaps.append(at_least_float32(score))
-    return tuple(heatmaps)

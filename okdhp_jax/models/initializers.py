@@ -21,13 +21,13 @@ def host_variables(model: nn.Module, rng: jax.Array,
                    input_shape: tuple[int, int, int, int] = (1, 256, 256, 3)) -> dict[str, Any]:
   """Fresh {'params', 'batch_stats'} for `model` as numpy arrays; use instead of `model.init`.
 
-  `model.init` draws every parameter with its own random call, and XLA on CPU takes tens of
-  seconds to compile the hundreds of draws of a multi-branch hourglass. Here the tree comes
-  from `jax.eval_shape` and ONE uniform draw fills it, with PyTorch's default initialisation
+  `model.init` draws every parameter with its own random call, and XLA on CPU is slow to
+  compile the hundreds of draws of a multi-branch hourglass. Here the tree comes from
+  `jax.eval_shape` and ONE uniform draw fills it, with PyTorch's default initialisation
   (what the released code trains from): conv/dense kernels and their biases
   U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BatchNorm scale 1, bias 0, mean 0, var 1. The values are
-  made on the host and reach the devices in one transfer: built there leaf by leaf, every new
-  shape compiled a small XLA program of its own (about a second per start).
+  made on the host and reach the devices in one transfer: built on the devices leaf by leaf,
+  every new shape would compile a small XLA program of its own.
 
   Args:
     model: any module of this package (called as `model(images, train=False)`).

@@ -6,7 +6,9 @@ without bias, three DUC blocks (3x3 conv without bias, BN, ReLU, pixel shuffle x
 -> 128, 128 -> 256 -> 64, 64 -> 128 -> 32, then a 1x1 conv to J joints.
 
 The OKDHP version shares the encoder, gives every branch its own decoder and weights the
-branches with the FAU, which reads the encoder output.
+branches with the FAU, which reads the encoder output. `MobilePoseSpec` registers it as
+`config.model.name='mobilepose'`, with its fields in `config.model.mobilepose`: backbone (a key
+of `ENCODERS`) and num_branches.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import jax.numpy as jnp
 from okdhp_jax.models.fau import ensemble_heatmaps, make_fau
 from okdhp_jax.models.hourglass import batch_norm, conv
 from okdhp_jax.models.outputs import PoseOutputs
+from okdhp_jax.models.registry import (NetworkSpec, compute_dtypes, register, rename_variables,
+                                       shared_fields)
 from okdhp_jax.precision import at_least_float32
 
-BACKBONES = ('resnet18', 'mobilenetv2', 'shufflenetv2')
 ENCODER_STRIDE = 32
 
 
@@ -157,6 +160,7 @@ class ShuffleNetV2(_Module):
     return nn.relu(self.bn(train)(self.conv(1024, 1)(x)))
 
 
+# config.model.mobilepose.backbone -> encoder; the one list of the backbones there are.
 ENCODERS = {'resnet18': ResNet18, 'mobilenetv2': MobileNetV2, 'shufflenetv2': ShuffleNetV2}
 
 
@@ -191,7 +195,8 @@ class MobilePose(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> PoseOutputs:
     if self.backbone not in ENCODERS:
-      raise ValueError(f'config.model.backbone must be one of {BACKBONES}, got {self.backbone!r}')
+      raise ValueError(f'config.model.mobilepose.backbone must be one of {tuple(ENCODERS)}, '
+                       f'got {self.backbone!r}')
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     features = ENCODERS[self.backbone](name='encoder', **kw)(images.astype(self.dtype),
                                                            train=train)
@@ -205,3 +210,55 @@ class MobilePose(nn.Module):
     weights = None if fau is None else fau(features, train=train)
     return PoseOutputs(shared=(), branches=branches, fau_weights=weights,
                        ensemble=ensemble_heatmaps(tuple(h[-1] for h in branches), weights))
+
+
+@register('mobilepose')
+class MobilePoseSpec(NetworkSpec):
+  """`MobilePose` from `config.model.mobilepose`; deploys as the encoder and one decoder."""
+
+  def default_config(self) -> dict[str, Any]:
+    return {'backbone': 'resnet18', 'num_branches': 3}
+
+  def check(self, model_config, num_joints, input_size) -> None:
+    del num_joints, input_size
+    fields = self.fields(model_config)
+    if fields['backbone'] not in ENCODERS:
+      raise ValueError(f'config.model.mobilepose.backbone must be one of {tuple(ENCODERS)}, '
+                       f'got {fields["backbone"]!r}')
+    if int(fields['num_branches']) < 1:
+      raise ValueError(f'config.model.mobilepose.num_branches must be >= 1, got '
+                       f'{fields["num_branches"]}')
+
+  def input_divisor(self, model_config) -> int:
+    del model_config
+    return ENCODER_STRIDE
+
+  def divisor_reason(self, model_config) -> str:
+    del model_config
+    return f'the encoder stride, {ENCODER_STRIDE}'
+
+  def num_branches(self, model_config) -> int:
+    return int(self.fields(model_config)['num_branches'])
+
+  def build(self, model_config, num_joints: int) -> MobilePose:
+    fields = self.fields(model_config)
+    return MobilePose(num_joints=num_joints, backbone=fields['backbone'],
+                      num_branches=int(fields['num_branches']), fau=model_config['fau'],
+                      fau_hidden=int(model_config['fau_hidden']), **compute_dtypes(model_config))
+
+  def export_branch(self, variables, branch: int, model_config) -> dict[str, Any]:
+    """'encoder' and 'decoder_0' (decoder `branch`); the FAU is dropped."""
+    renames = {'encoder': 'encoder', 'decoder_0': f'decoder_{branch}'}
+    hint = (f'does config.model.mobilepose ({dict(self.fields(model_config))}) describe the '
+            'network these variables came from')
+    return rename_variables(variables, renames, hint)
+
+  def deployed_config(self, model_config, branch: int) -> dict[str, Any]:
+    del branch  # every decoder has the same shape.
+    fields = dict(self.fields(model_config), num_branches=1)
+    return dict(shared_fields(model_config, fau='none'), mobilepose=fields)
+
+  def describe(self, model_config) -> str:
+    count = self.num_branches(model_config)
+    name = f'MobilePose-{self.fields(model_config)["backbone"]}'
+    return name if count == 1 else f'{name} x{count}'

@@ -5,16 +5,19 @@
   ensemble = sum_b fau_weights[:, b, j] * (branch b's LAST heatmaps)[..., j]
 
 With `num_shared_stacks=0, branch_stacks=(N,), fau='none'` it is the plain N-stack hourglass.
-A network with ONE branch names its stacks like `StackedHourglass` (`stem`, `stack_0` ..
-`stack_{S+n-1}`, shared first), so the plain baseline, an exported branch and a converted
-PyTorch model all share one variable layout. With several branches the names are `shared_k`
-and `branch_{b}_stack_k`; exporting branch b is then a re-keying, shared_k -> stack_k and
-branch_b_stack_k -> stack_{S+k} (see okdhp_jax/export/branch.py).
+A network with ONE branch names its stacks `stem`, `stack_0` .. `stack_{S+n-1}` (shared first),
+so the plain baseline, an exported branch and a converted PyTorch model (pytorch-pose `hg`)
+share one variable layout. With several branches the names are `shared_k` and
+`branch_{b}_stack_k`; exporting branch b is then a re-keying, shared_k -> stack_k and
+branch_b_stack_k -> stack_{S+k} (`HourglassSpec.export_branch`).
+
+`HourglassSpec` registers it as `config.model.name='hourglass'`, with its fields in
+`config.model.hourglass`: num_shared_stacks, branch_stacks, features, depth.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -23,6 +26,8 @@ import jax.numpy as jnp
 from okdhp_jax.models.fau import ensemble_heatmaps, make_fau
 from okdhp_jax.models.hourglass import HourglassStack, Stem
 from okdhp_jax.models.outputs import PoseOutputs
+from okdhp_jax.models.registry import (NetworkSpec, compute_dtypes, network_config, register,
+                                       rename_variables)
 from okdhp_jax.precision import at_least_float32
 
 
@@ -82,3 +87,99 @@ class MultiBranchHourglass(nn.Module):
     last = tuple(h[-1] for h in branches)
     return PoseOutputs(shared=tuple(shared), branches=tuple(branches), fau_weights=weights,
                        ensemble=ensemble_heatmaps(last, weights))
+
+
+STEM_STRIDE = 4
+
+
+def plain_hourglass_config(num_stacks: int, *, features: int = 256, depth: int = 4,
+                           dtype: str = 'float32', param_dtype: str = 'float32') -> dict[str, Any]:
+  """`config.model` (a dict) of a plain `num_stacks`-stack hourglass: one branch, no FAU."""
+  return network_config('hourglass', dtype=dtype, param_dtype=param_dtype, num_shared_stacks=0,
+                        branch_stacks=(int(num_stacks),), features=int(features),
+                        depth=int(depth))
+
+
+def _branch_stacks(fields: Mapping[str, Any]) -> tuple[int, ...]:
+  return tuple(int(n) for n in fields['branch_stacks'])
+
+
+@register('hourglass')
+class HourglassSpec(NetworkSpec):
+  """`MultiBranchHourglass` from `config.model.hourglass`; deploys as a plain hourglass."""
+
+  def default_config(self) -> dict[str, Any]:
+    # OKDHP-HG4 as the paper trains it: half of the 4 stacks shared, three branches.
+    return {'num_shared_stacks': 2, 'branch_stacks': (2, 2, 2), 'features': 256, 'depth': 4}
+
+  def check(self, model_config, num_joints, input_size) -> None:
+    del num_joints, input_size
+    fields = self.fields(model_config)
+    branch_stacks = _branch_stacks(fields)
+    if not branch_stacks:
+      raise ValueError('config.model.hourglass.branch_stacks must be non-empty: one entry '
+                       '(private stack count) per branch, e.g. (2, 2, 2), or (N,) for a plain '
+                       'network')
+    if any(n < 1 for n in branch_stacks):
+      raise ValueError(
+          f'config.model.hourglass.branch_stacks entries must be >= 1 (every branch needs a '
+          f'private stack; share stacks with config.model.hourglass.num_shared_stacks), got '
+          f'{branch_stacks}')
+    if int(fields['num_shared_stacks']) < 0:
+      raise ValueError(f'config.model.hourglass.num_shared_stacks must be >= 0, got '
+                       f'{fields["num_shared_stacks"]}')
+    features = int(fields['features'])
+    if features < 4 or features % 4:
+      raise ValueError(f'config.model.hourglass.features must be a positive multiple of 4, '
+                       f'got {features}')
+    if int(fields['depth']) < 1:
+      raise ValueError(f'config.model.hourglass.depth must be >= 1, got {fields["depth"]}')
+
+  def input_divisor(self, model_config) -> int:
+    return STEM_STRIDE * 2 ** int(self.fields(model_config)['depth'])
+
+  def divisor_reason(self, model_config) -> str:
+    depth = int(self.fields(model_config)['depth'])
+    return (f'the stem (stride {STEM_STRIDE}) and {depth} hourglass halvings, '
+            'config.model.hourglass.depth')
+
+  def num_branches(self, model_config) -> int:
+    return len(_branch_stacks(self.fields(model_config)))
+
+  def build(self, model_config, num_joints: int) -> MultiBranchHourglass:
+    fields = self.fields(model_config)
+    return MultiBranchHourglass(
+        num_joints=num_joints, num_shared_stacks=int(fields['num_shared_stacks']),
+        branch_stacks=_branch_stacks(fields), features=int(fields['features']),
+        depth=int(fields['depth']), fau=model_config['fau'],
+        fau_hidden=int(model_config['fau_hidden']), **compute_dtypes(model_config))
+
+  def export_branch(self, variables, branch: int, model_config) -> dict[str, Any]:
+    """'stem', 'stack_0' .. 'stack_{S+n_b-1}': the shared stacks, then branch b's (no FAU)."""
+    fields = self.fields(model_config)
+    num_shared, branch_stacks = int(fields['num_shared_stacks']), _branch_stacks(fields)
+    count = len(branch_stacks)
+    renames = {'stem': 'stem'}
+    for k in range(num_shared):
+      renames[f'stack_{k}'] = shared_name(k, count)
+    for k in range(branch_stacks[branch]):
+      renames[f'stack_{num_shared + k}'] = branch_stack_name(branch, k, num_shared, count)
+    hint = (f'do config.model.hourglass.num_shared_stacks ({num_shared}) and '
+            f'config.model.hourglass.branch_stacks ({branch_stacks}) describe the network '
+            'these variables came from')
+    return rename_variables(variables, renames, hint)
+
+  def deployed_config(self, model_config, branch: int) -> dict[str, Any]:
+    fields = self.fields(model_config)
+    num_stacks = int(fields['num_shared_stacks']) + _branch_stacks(fields)[branch]
+    return plain_hourglass_config(num_stacks, features=int(fields['features']),
+                                  depth=int(fields['depth']), dtype=str(model_config['dtype']),
+                                  param_dtype=str(model_config['param_dtype']))
+
+  def describe(self, model_config) -> str:
+    fields = self.fields(model_config)
+    num_shared, branch_stacks = int(fields['num_shared_stacks']), _branch_stacks(fields)
+    width = f'{int(fields["features"])} ch'
+    if len(branch_stacks) == 1:
+      return f'HG{num_shared + branch_stacks[0]} ({width})'
+    return f'OKDHP-HG, {num_shared} shared + branches of {branch_stacks} stacks ({width})'

@@ -1,12 +1,11 @@
 """2x2, stride-2 max pooling whose gradient is PyTorch's, without XLA's select-and-scatter.
 
 `nn.max_pool`'s gradient is a select-and-scatter, which XLA's CPU backend expands into a
-reduce-window over (value, index) tuples fed by one iota per dimension, then a scatter: in
-HG4's float32 train step (global batch 4, 256x256) on 2 CPU cores those iotas,
-reduce-windows and scatters took about 590 ms of op time per step (`bench_step --profile`).
-The windows here do not overlap, so the gradient is written out on a reshape of the input:
-each window's cotangent goes to the first of its largest inputs in row-major order, the
-position PyTorch's `max_pool2d` (and select-and-scatter) route it to. Without a gradient the
+reduce-window over (value, index) tuples fed by one iota per dimension, then a scatter, a
+costly part of HG4's train step on a CPU (docs/performance.md). The windows here do not
+overlap, so the gradient is written out on a reshape of the input: each window's cotangent
+goes to the first of its largest inputs in row-major order, the position PyTorch's
+`max_pool2d` (and select-and-scatter) route it to. Without a gradient the
 pass is `nn.max_pool`, so exported graphs keep a plain max pool (TFLite's MAX_POOL_2D).
 """
 

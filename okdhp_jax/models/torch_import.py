@@ -4,7 +4,7 @@ Two key layouts, told apart by their keys (`detect_layout`):
 
 - 'pytorch-pose': the plain `hg` model (pytorch-pose, HRNet-style code). conv1, bn1,
   layer{1,2,3}.0.*, then per stack s: hg.{s}.hg.{level}.{j}.0.*, res.{s}.0.*, fc.{s}.0 (conv),
-  fc.{s}.1 (BN), score.{s}, fc_.{s}, score_.{s}. Becomes a plain `StackedHourglass`.
+  fc.{s}.1 (BN), score.{s}, fc_.{s}, score_.{s}. Becomes a plain (one-branch) hourglass.
 - 'okdhp': the released OKDHP multi-branch network (`hourglass_okd_share_less.py`, and
   `hourglass_okd.py`, which shares nothing). The same stem; shared stack i is `ind_s_{i}`
   (a Sequential: .0 hourglass, .1 residual, .2 conv + BN) with `score_s_{i}`, `_fc_s_{i}`,
@@ -27,6 +27,7 @@ LAST head, as the paper describes (README, fidelity notes).
 from __future__ import annotations
 
 import functools
+import json
 import re
 from typing import Any, Mapping
 
@@ -36,8 +37,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from okdhp_jax.export.branch import plain_hourglass_config
-from okdhp_jax.models.factory import build_model
+from okdhp_jax.models.factory import build_model, input_divisor
+from okdhp_jax.models.multi_branch import plain_hourglass_config
 from okdhp_jax.models.torch_checkpoint import load_state_dict, strip_module_prefix
 
 __all__ = ['LAYOUTS', 'detect_layout', 'describe_state_dict', 'state_dict_to_variables',
@@ -114,11 +115,11 @@ def describe_state_dict(state_dict: Mapping[str, Any],
                         for b in range(num_branches))
   num_joints, features = np.shape(state_dict['score_b_0_s_0.weight'])[:2]
   has_fau = any(k.startswith(('convs.', 'fcs.')) for k in state_dict)
-  model = dict(plain_hourglass_config(1, features=int(features),
-                                      depth=_depth(state_dict, 'ind_b_0_s_0.0.hg.')),
-               num_shared_stacks=shared, branch_stacks=branch_stacks,
-               fau='released' if has_fau else 'none',
-               fau_hidden=int(np.shape(state_dict['fc.weight'])[0]) if has_fau else 64)
+  model = plain_hourglass_config(1, features=int(features),
+                                 depth=_depth(state_dict, 'ind_b_0_s_0.0.hg.'))
+  model['hourglass'].update(num_shared_stacks=shared, branch_stacks=branch_stacks)
+  if has_fau:
+    model.update(fau='released', fau_hidden=int(np.shape(state_dict['fc.weight'])[0]))
   return layout, model, int(num_joints)
 
 
@@ -183,7 +184,7 @@ def state_dict_to_variables(state_dict: Mapping[str, Any],
       {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, 'detach') else v)
        for k, v in state_dict.items()})
   layout, model_config, num_joints = describe_state_dict(state_dict, num_stacks)
-  abstract = _abstract_variables(tuple(sorted(model_config.items())), num_joints)
+  abstract = _abstract_variables(json.dumps(model_config, sort_keys=True), num_joints)
 
   plan = {}  # torch key -> (collection, flax path, expected flax shape)
   for collection in ('params', 'batch_stats'):
@@ -215,16 +216,18 @@ def state_dict_to_variables(state_dict: Mapping[str, Any],
 
 
 @functools.lru_cache(maxsize=8)
-def _abstract_variables(model_items: tuple[tuple[str, Any], ...], num_joints: int):
-  """Shapes of the network's variables (traced once per network: tracing HG8 takes seconds)."""
-  model_config = dict(model_items)
-  size = 4 * 2 ** int(model_config['depth'])
+def _abstract_variables(model_json: str, num_joints: int):
+  """Shapes of the variables of the network `model_json` (config.model as JSON, a hashable
+  cache key) describes; traced once per network: tracing HG8 takes seconds."""
+  model_config = json.loads(model_json)
+  size = input_divisor(model_config)
   model = build_model(ml_collections.ConfigDict(model_config), num_joints, (size, size))
   return jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
 
 
 def _summary(model_config: Mapping[str, Any]) -> str:
-  return (f'{model_config["num_shared_stacks"]} shared stacks, branches of '
-          f'{tuple(model_config["branch_stacks"])} stacks, features {model_config["features"]}, '
-          f'depth {model_config["depth"]}, FAU {model_config["fau"]}')
+  hourglass = model_config['hourglass']
+  return (f'{hourglass["num_shared_stacks"]} shared stacks, branches of '
+          f'{tuple(hourglass["branch_stacks"])} stacks, features {hourglass["features"]}, '
+          f'depth {hourglass["depth"]}, FAU {model_config["fau"]}')

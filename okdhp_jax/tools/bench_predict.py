@@ -36,14 +36,11 @@ COLUMNS = ('model', 'input', 'batch', 'compile s', 'network ms', 'predict ms', '
 def student(config_spec: str):
   """(name, deployed model config as a dict, input size, dataset meta) of a training config."""
   from okdhp_jax.data.meta import get_meta
-  from okdhp_jax.export import branch as branch_lib
+  from okdhp_jax.models import deployed_model_config, get_spec
   from okdhp_jax.tools.config_file import load_config
   config = load_config(config_spec)
-  model_config = branch_lib.deployed_model_config(config.model, 0)
-  if model_config['name'] == 'hourglass':
-    name = f'HG{model_config["branch_stacks"][0]} student ({model_config["features"]} ch)'
-  else:
-    name = f'MobilePose-{model_config["backbone"]} student'
+  model_config = deployed_model_config(config.model, 0)
+  name = f'{get_spec(model_config["name"]).describe(model_config)} student'
   return name, model_config, tuple(config.data.input_size), get_meta(config.data.dataset)
 
 

@@ -13,7 +13,8 @@ the dtype (okdhp_jax/tools/peak_flops.py; n/a on a CPU). Timings exclude the fir
 warm-up steps and end on `block_until_ready`.
 
 Batches are synthetic (random images and joints) on a `data` mesh over every device;
-parameters are freshly initialised, and so is the method's frozen state (FPD: a random teacher).
+parameters are freshly initialised. A method's frozen state is loaded as training loads it
+(FPD: the teacher export in the config's config.fpd.teacher_checkpoint).
 With more than one row, each row runs in a fresh process, so compile times and peak memory are
 its own. `--profile DIR` writes a jax.profiler trace of a few steps per row under DIR, which
 TensorBoard's profile plugin opens (pip install tensorboard-plugin-profile), and prints under
@@ -47,6 +48,7 @@ COLUMNS = (('config', 'config'), ('devices', 'devices'), ('dtype', 'dtype'),
 
 def synthetic_batch(config, batch_size: int, num_joints: int,
                     seed: int = 0) -> dict[str, np.ndarray]:
+  """Random uint8 crops [B, H, W, 3] and joints [B, J, 2] in input pixels, all visible."""
   height, width = config.data.input_size
   rng = np.random.default_rng(seed)
   joints = rng.uniform(0, 1, (batch_size, num_joints, 2)) * np.array([width, height])
@@ -67,14 +69,12 @@ def measure(config_spec: str, dtype: str | None, batch_size: int | None, *, step
             warmup: int, profile_dir: str = '') -> dict:
   """Times one config's train step in this process; returns a table row (see COLUMNS)."""
   import jax
-  from okdhp_jax import methods, sharding
-  from okdhp_jax.data.meta import get_meta
-  from okdhp_jax.models import build_model
-  from okdhp_jax.models.factory import resolve_compute_dtype
+  from okdhp_jax import sharding
+  from okdhp_jax.experiment import Experiment
+  from okdhp_jax.models import resolve_compute_dtype
   from okdhp_jax.models.stats import model_stats
   from okdhp_jax.tools.config_file import load_config
   from okdhp_jax.tools.peak_flops import peak_tflops, train_flops_per_image
-  from okdhp_jax.training import state as state_lib
   from okdhp_jax.training import step as step_lib
 
   config = load_config(config_spec)
@@ -84,20 +84,18 @@ def measure(config_spec: str, dtype: str | None, batch_size: int | None, *, step
     config.train.batch_size = batch_size
   batch_size = config.train.batch_size
   compute_dtype = resolve_compute_dtype(config.model.dtype)
-  num_joints = get_meta(config.data.dataset).num_joints
-  mesh = sharding.make_mesh()
-  sharding.check_batch_divisible(batch_size, mesh, '--batch / config.train.batch_size')
-
-  input_size = tuple(config.data.input_size)
-  model = build_model(config.model, num_joints, input_size)
-  flops_per_image = train_flops_per_image(model_stats(model, (*input_size, 3)).macs)
+  sharding.check_batch_divisible(batch_size, sharding.make_mesh(),
+                                 '--batch / config.train.batch_size')
   # 'rbg' keys: initialisers compile much faster than with threefry; init is not timed.
-  rng = jax.random.key(config.seed, impl='unsafe_rbg')
-  state = state_lib.create_train_state(config, model, rng, mesh=mesh, steps_per_epoch=1000)
-  method = methods.create(config, num_joints=num_joints)
-  frozen = method.stand_in_frozen_state(mesh, rng)
-  train_step = step_lib.make_train_step(config, model, method, mesh=mesh, steps_per_epoch=1000,
-                                        num_joints=num_joints)
+  experiment = Experiment(config, workdir=None, steps_per_epoch=1000,
+                          rng=jax.random.key(config.seed, impl='unsafe_rbg'))
+  mesh, num_joints = experiment.mesh, experiment.meta.num_joints
+  input_size = tuple(config.data.input_size)
+  flops_per_image = train_flops_per_image(model_stats(experiment.model, (*input_size, 3)).macs)
+  state = experiment.state
+  frozen = experiment.method.frozen_state(mesh)
+  train_step = step_lib.make_train_step(config, experiment.model, experiment.method, mesh=mesh,
+                                        steps_per_epoch=1000, num_joints=num_joints)
   batch = jax.device_put(synthetic_batch(config, batch_size, num_joints),
                          sharding.data_sharded(mesh))
 
@@ -208,7 +206,7 @@ def request_key(asked: dict) -> tuple:
 
 
 def load_results(path: str) -> dict[tuple, dict]:
-  """Rows measured earlier into `path` (--results), by request (failed rows are never written
+  """Rows already measured into `path` (--results), by request (failed rows are never written
   there, so they are measured again)."""
   rows = {}
   if not os.path.exists(path):
@@ -223,8 +221,6 @@ def load_results(path: str) -> dict[tuple, dict]:
       continue
     try:
       row = json.loads(line)
-      # Rows kept before XLA_FLAGS joined the request were measured without flags.
-      row['request'].setdefault('xla_flags', '')
       rows[request_key(row['request'])] = row
     except (ValueError, KeyError, TypeError, AttributeError) as error:
       if number == len(lines) and not line.endswith('\n'):

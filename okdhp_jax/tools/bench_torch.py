@@ -41,7 +41,8 @@ def is_plain(model_config) -> bool:
   if model_config.name != 'hourglass':
     raise ValueError(f'config.model.name={model_config.name!r}: only hourglass networks have a '
                      f'PyTorch twin here')
-  if (len(model_config.branch_stacks) == 1 and model_config.num_shared_stacks == 0
+  hourglass = model_config.hourglass
+  if (len(hourglass.branch_stacks) == 1 and hourglass.num_shared_stacks == 0
       and model_config.fau == 'none'):
     return True
   if model_config.fau != 'released':
@@ -53,13 +54,14 @@ def is_plain(model_config) -> bool:
 def torch_network(model_config, num_joints: int):
   """(network, is_multi_branch) of okdhp_jax/models/torch_reference.py for config.model."""
   from okdhp_jax.models import torch_reference
-  stacks = tuple(model_config.branch_stacks)
-  if is_plain(model_config):
-    return torch_reference.HourglassNet(stacks[0], model_config.features, num_joints,
-                                        model_config.depth), False
-  return torch_reference.OKDHPNet(model_config.num_shared_stacks, stacks, model_config.features,
-                                  num_joints, model_config.depth,
-                                  model_config.fau_hidden), True
+  plain = is_plain(model_config)
+  hourglass = model_config.hourglass
+  stacks = tuple(hourglass.branch_stacks)
+  if plain:
+    return torch_reference.HourglassNet(stacks[0], hourglass.features, num_joints,
+                                        hourglass.depth), False
+  return torch_reference.OKDHPNet(hourglass.num_shared_stacks, stacks, hourglass.features,
+                                  num_joints, hourglass.depth, model_config.fau_hidden), True
 
 
 def torch_train_step(config, batch_size: int, *, device: str = 'cpu',

@@ -27,7 +27,7 @@ DATASET_BY_JOINTS = {16: 'mpii', 17: 'coco'}
 def convert_checkpoint(checkpoint: str, out_dir: str, *, num_stacks: int | None = None,
                        branch: int | None = None) -> tuple[str, dict]:
   """Reads `checkpoint`, writes the export to `out_dir`; returns (absolute path, model.json)."""
-  from okdhp_jax.export import branch as branch_lib
+  from okdhp_jax import models
   from okdhp_jax.export.store import save_exported
   from okdhp_jax.models import torch_import
 
@@ -38,14 +38,13 @@ def convert_checkpoint(checkpoint: str, out_dir: str, *, num_stacks: int | None 
     if layout != 'okdhp':
       raise ValueError(f'--branch picks a branch of a multi-branch (OKDHP) checkpoint; '
                        f'{checkpoint} is a plain {layout} hourglass')
-    stacks = tuple(model_config['branch_stacks'])
-    variables = branch_lib.export_branch(variables, branch, model_config['num_shared_stacks'],
-                                         stacks)
-    model_config = branch_lib.exported_model_config(model_config, branch)
+    variables = models.export_student(variables, branch, model_config)  # checks the range.
+    branch %= models.num_branches(model_config)
+    model_config = models.deployed_model_config(model_config, branch)
   description = {'model': model_config, 'num_joints': num_joints, 'layout': layout,
                  'source': os.path.abspath(checkpoint)}
   if branch is not None:
-    description['branch'] = branch % len(stacks)
+    description['branch'] = branch
   if num_joints in DATASET_BY_JOINTS:
     description['dataset'] = DATASET_BY_JOINTS[num_joints]
   return save_exported(out_dir, variables, description), description
@@ -68,12 +67,12 @@ def main(argv: list[str] | None = None) -> None:
   except (FileNotFoundError, ValueError) as error:
     print(f'convert_torch: error: {error}', file=sys.stderr)
     sys.exit(1)
-  model = description['model']
-  what = (f'{model["num_shared_stacks"]} shared + branches of {tuple(model["branch_stacks"])} '
-          f'stacks, FAU {model["fau"]}' if len(model['branch_stacks']) > 1
-          else f'plain {model["branch_stacks"][0]}-stack hourglass')
+  model, hourglass = description['model'], description['model']['hourglass']
+  stacks = tuple(hourglass['branch_stacks'])
+  what = (f'{hourglass["num_shared_stacks"]} shared + branches of {stacks} stacks, FAU '
+          f'{model["fau"]}' if len(stacks) > 1 else f'plain {stacks[0]}-stack hourglass')
   print(f'{description["layout"]} checkpoint -> {what}, {description["num_joints"]} joints '
-        f'({description.get("dataset", "dataset unknown")}), features {model["features"]}')
+        f'({description.get("dataset", "dataset unknown")}), features {hourglass["features"]}')
   print(f'wrote {path}')
 
 

@@ -20,14 +20,15 @@ PAPER_JOINTS = 16
 
 def paper_variants() -> list[tuple[str, str, object]]:
   """(name, 'training' or 'deployed', module) of every network the paper sizes, and MobilePose."""
-  from okdhp_jax.models import MobilePose, MultiBranchHourglass, StackedHourglass
+  from okdhp_jax.models import MobilePose, MultiBranchHourglass
+  from okdhp_jax.models.mobilepose import ENCODERS
   j = PAPER_JOINTS
-  rows = [(f'HG{n}', 'deployed', StackedHourglass(n, num_joints=j)) for n in (2, 4, 8)]
+  rows = [(f'HG{n}', 'deployed', MultiBranchHourglass(j, 0, (n,), fau='none')) for n in (2, 4, 8)]
   for label, stacks in (('balanced', (2, 2, 2)), ('unbalanced', (2, 4, 6))):
     for fau in ('none', 'released', 'paper'):
       rows.append((f'OKDHP-HG4 {label} fau={fau}', 'training',
                    MultiBranchHourglass(j, 2, stacks, fau=fau)))
-  for backbone in ('resnet18', 'mobilenetv2', 'shufflenetv2'):
+  for backbone in ENCODERS:
     rows.append((f'MobilePose-{backbone}', 'deployed', MobilePose(j, backbone)))
     for fau in ('released', 'paper'):
       rows.append((f'OKDHP-MobilePose-{backbone} x3 fau={fau}', 'training',
@@ -39,14 +40,13 @@ def config_networks(config, config_name: str) -> list[tuple[str, str, object]]:
   """(name, kind, module) of the config's training network and of its deployed student."""
   import ml_collections
   from okdhp_jax.data.meta import get_meta
-  from okdhp_jax.export.branch import deployed_model_config
-  from okdhp_jax.models import build_model
+  from okdhp_jax.models import build_model, deployed_model_config, num_branches
   num_joints = get_meta(config.data.dataset).num_joints
   input_size = tuple(config.data.input_size)
   name = f'config: {config.model.name} {config_name} {input_size}'
   training = build_model(config.model, num_joints, input_size)
   student_config = deployed_model_config(config.model)
-  if len(config.model.branch_stacks) == 1 and config.model.fau == 'none':
+  if num_branches(config.model) == 1 and config.model.fau == 'none':
     return [(name, 'both', training)]  # a plain network trains what it deploys.
   student = build_model(ml_collections.ConfigDict(student_config), num_joints, input_size)
   return [(name, 'training', training), (f'{name} student', 'deployed', student)]

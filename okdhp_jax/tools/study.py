@@ -5,7 +5,7 @@ r"""Does the method help here? Every variant of configs/study.py for S seeds, an
   python -m okdhp_jax.tools.study --workdir DIR --set train.num_epochs=32  # any override, every run
   python -m okdhp_jax.tools.study --workdir DIR --report-only              # finished runs' table
 
-Each run is the real program, `python -m okdhp_jax.main --config configs/study.py:VARIANT
+Each run is the real program, `python -m okdhp_jax.main --config configs/study.py:variant=VARIANT
 --workdir DIR/runs/VARIANT/seed_S --config.seed=S` (its log: DIR/runs/VARIANT/seed_S/main.log),
 all on the records in DIR/records (built by the first run). FPD's student reads the export of
 the teacher of its own seed, so `fpd` brings `fpd_teacher` with it, and FPD's cost and time
@@ -103,7 +103,7 @@ def pending(workdir: str, runs: list[Run]) -> list[Run]:
 
 
 def config_spec(config: str, run: Run, runlocal: bool) -> str:
-  return f'{config}:{run.variant}' + (',runlocal' if runlocal else '')
+  return f'{config}:variant={run.variant}' + (',runlocal' if runlocal else '')
 
 
 def run_overrides(workdir: str, run: Run, overrides: list[str]) -> list[str]:
@@ -146,19 +146,19 @@ def run_costs(config) -> dict[str, float]:
   in this run (the training network, plus FPD's frozen teacher)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from okdhp_jax.data.meta import get_meta  # pylint: disable=g-import-not-at-top
-  from okdhp_jax.export.branch import (  # pylint: disable=g-import-not-at-top
-      deployed_model_config, plain_hourglass_config)
-  from okdhp_jax.models import build_model  # pylint: disable=g-import-not-at-top
+  from okdhp_jax.models import (  # pylint: disable=g-import-not-at-top
+      build_model, deployed_model_config, plain_hourglass_config)
   from okdhp_jax.models.stats import model_stats  # pylint: disable=g-import-not-at-top
   joints = get_meta(config.data.dataset).num_joints
   size = tuple(config.data.input_size)
   macs = lambda model_config: model_stats(
       build_model(ml_collections.ConfigDict(model_config), joints, size), (*size, 3)).macs / 1e9
   train = macs(config.model.to_dict())
-  if config.trainer == 'fpd':
+  if config.method == 'fpd':
+    # The study's teacher is its student's hourglass, deeper.
     train += macs(plain_hourglass_config(config.fpd.teacher_num_stacks,
-                                         features=config.model.features,
-                                         depth=config.model.depth))
+                                         features=config.model.hourglass.features,
+                                         depth=config.model.hourglass.depth))
   return {'student_gmacs': macs(deployed_model_config(config.model.to_dict(), 0)),
           'train_gmacs': train}
 
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                       help=f'comma-separated, of {",".join(VARIANTS)}')
   parser.add_argument('--config', default='configs/study.py', help='the config family')
   parser.add_argument('--runlocal', action='store_true',
-                      help='configs/study.py:VARIANT,runlocal: a few steps on a small set')
+                      help='configs/study.py:variant=VARIANT,runlocal: a few steps on a small set')
   parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                       dest='overrides',
                       help='a config override for every run, e.g. train.num_epochs=16')

@@ -34,23 +34,18 @@ class TrainState:
     return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
-def make_tx(config: ml_collections.ConfigDict, *, steps_per_epoch: int):
-  """The optimiser and schedule for `config` (global batch = config.train.batch_size)."""
-  return optimizer_lib.make_optimizer(config.optim, steps_per_epoch=steps_per_epoch,
-                                      global_batch_size=config.train.batch_size)
-
-
 def create_train_state(config: ml_collections.ConfigDict, model: nn.Module, rng: jax.Array, *,
                        mesh: Mesh, steps_per_epoch: int) -> TrainState:
   """Initialises parameters and optimiser state, replicated over `mesh`."""
-  # `init_variables` rather than `model.init` under jit: compiling hundreds of separate random
-  # draws takes a minute on CPU for a multi-branch hourglass; one draw sliced on the host does not.
+  # `host_variables` rather than `model.init` under jit: a multi-branch hourglass has hundreds
+  # of separate random draws, each compiled apart; one draw sliced on the host compiles once.
   # The optimiser's state comes from one jitted call: optax builds it leaf by leaf, and eagerly
   # every leaf shape would compile a program of its own.
   height, width = config.data.input_size
   replicated = sharding_lib.replicated(mesh)
   variables = jax.device_put(host_variables(model, rng, (1, height, width, 3)), replicated)
-  tx, _ = make_tx(config, steps_per_epoch=steps_per_epoch)
+  tx, _ = optimizer_lib.make_optimizer(config.optim, steps_per_epoch=steps_per_epoch,
+                                       global_batch_size=config.train.batch_size)
   params = variables['params']
   opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
   return TrainState(step=jax.device_put(np.zeros((), np.int32), replicated), params=params,

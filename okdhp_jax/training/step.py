@@ -26,7 +26,7 @@ from okdhp_jax import sharding as sharding_lib
 from okdhp_jax.codecs.heatmap import HeatmapCodec
 from okdhp_jax.data import normalization
 from okdhp_jax.methods.base import Method, Metrics, Targets
-from okdhp_jax.training import state as state_lib
+from okdhp_jax.training import optimizer
 from okdhp_jax.training.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -54,7 +54,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, method:
   """
   sharding_lib.check_batch_divisible(config.train.batch_size, mesh)
   codec = HeatmapCodec.from_config(config.data)
-  tx, schedule = state_lib.make_tx(config, steps_per_epoch=steps_per_epoch)
+  tx, schedule = optimizer.make_optimizer(config.optim, steps_per_epoch=steps_per_epoch,
+                                          global_batch_size=config.train.batch_size)
 
   def train_step(state: TrainState, frozen: Any, batch: Batch) -> tuple[TrainState, Metrics]:
     check_batch(batch, num_joints)
