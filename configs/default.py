@@ -164,7 +164,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.keep_checkpoints = 3
   config.train.num_images_to_draw = 4
   # Stop (keeping the last good checkpoint) when a checked loss exceeds this many times the
-  # median of the last `divergence_window` checked losses; 0 turns the check off.
+  # median of the last `divergence_window` checked losses (the largest of them while fewer
+  # than 5 are known; the first step's, an untrained network's on a fresh run, is always
+  # checked); 0 turns the check off.
   config.train.divergence_factor = 100.0
   config.train.divergence_window = 20
 

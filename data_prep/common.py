@@ -33,6 +33,7 @@ from PIL import Image
 
 from data_prep import jpeg_baseline
 from data_prep import records_folder
+from okdhp_jax.data import image_files
 from okdhp_jax.data import jpeg_window
 from okdhp_jax.data import records
 from okdhp_jax.data.tf_host import tf
@@ -242,7 +243,9 @@ def load_image(path: str, scratch_dir: str | None = None,
                restart_markers: bool = True) -> LoadedImage:
   """Reads and fully decodes an image; returns JPEG bytes with the image's pixels.
 
-  A JPEG is rewritten losslessly as one baseline scan with restart markers
+  The image is read as the inference API reads it (okdhp_jax/data/image_files.py: 16-bit
+  images scaled to 8 bits, EXIF orientation not applied, truncated files and images over the
+  pixel limit refused). A JPEG is rewritten losslessly as one baseline scan with restart markers
   (jpeg_baseline.restart_copy: a training crop then decodes only its region); where that fails
   or `restart_markers` is off, a progressive JPEG is rewritten as plain baseline and a baseline
   one kept as it is. Other formats are encoded as quality-95 JPEGs. jpeglib's temporary files go
@@ -252,30 +255,23 @@ def load_image(path: str, scratch_dir: str | None = None,
     raise BadInput('missing image', path)
   with open(path, 'rb') as f:
     data = f.read()
-  progressive = is_jpeg = False
   try:
-    with Image.open(io.BytesIO(data)) as image:
-      image_format = image.format
-      image.load()  # full decode: catches truncated or corrupt files, not just bad headers.
-      width, height = image.size
-      if image_format != 'JPEG' or image.mode not in ('RGB', 'L'):
-        out = io.BytesIO()
-        image.convert('RGB').save(out, format='JPEG', quality=95)
-        data = out.getvalue()
-      else:
-        is_jpeg = True
-        progressive = jpeg_baseline.is_progressive(image)
-  except Exception as e:  # PIL raises many types for broken files.
-    raise BadInput('corrupt image', f'{path} ({type(e).__name__}: {e})') from None
-  if width < 1 or height < 1:
-    raise BadInput('corrupt image', f'{path} has size {width}x{height}')
+    header = image_files.read_header(data, path)
+    if header.is_plain_jpeg:  # stored as it is: TensorFlow decodes it for training.
+      image_files.check_decodes(data, path)
+    else:
+      data = encode_jpeg(image_files.decode_rgb(data, path))
+  except image_files.ImageError as e:
+    raise BadInput(e.reason, str(e)) from None
+  progressive = header.is_plain_jpeg and header.progressive
   rewritten = (jpeg_baseline.restart_copy(path, data, scratch_dir)
-               if is_jpeg and restart_markers else None)
+               if header.is_plain_jpeg and restart_markers else None)
   if rewritten is None and progressive:
     rewritten = jpeg_baseline.baseline_copy(path, data, scratch_dir)
   if rewritten is not None:
     data = rewritten
-  return LoadedImage(data, height, width, baseline_rewrite=progressive and rewritten is not None,
+  return LoadedImage(data, header.height, header.width,
+                     baseline_rewrite=progressive and rewritten is not None,
                      restart_markers=jpeg_window.restart_index(data) is not None)
 
 

@@ -12,6 +12,7 @@ The manager keeps the latest `keep` checkpoints plus the one with the best valid
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from typing import Any
@@ -45,18 +46,26 @@ class CheckpointMismatchError(ValueError):
   explained = True
 
 
+def _rank(metrics: dict[str, float]) -> float:
+  """A checkpoint's rank for keep-best: its best branch's metric; -inf when not evaluated."""
+  return float(metrics.get(BEST_METRIC, -math.inf))
+
+
 def make_manager(directory: str, *, keep: int, asynchronous: bool = True) -> ocp.CheckpointManager:
-  """CheckpointManager under `directory` keeping the latest `keep` and the best-scoring one."""
+  """CheckpointManager under `directory` keeping the latest `keep` and the best-scoring one.
+
+  Every checkpoint is saved with its metrics (`save`), so a restarted run ranks the ones an
+  earlier process wrote as that process did. A checkpoint without metrics on disk cannot be
+  ranked and is kept rather than pruned.
+  """
   preservation = checkpoint_managers.AnyPreservationPolicy([
       checkpoint_managers.LatestN(n=keep),
-      checkpoint_managers.BestN(
-          get_metric_fn=lambda metrics: metrics[BEST_METRIC],
-          n=1,
-          keep_checkpoints_without_metrics=False,
-      ),
+      checkpoint_managers.BestN(get_metric_fn=_rank, n=1, keep_checkpoints_without_metrics=True),
   ])
   options = ocp.CheckpointManagerOptions(
       preservation_policy=preservation,
+      # Orbax writes a checkpoint's metrics to disk only when it has a best_fn.
+      best_fn=_rank,
       enable_async_checkpointing=asynchronous,
       create=True,
   )
@@ -73,7 +82,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, progress: dict[s
   The write is asynchronous; a failure of this save or of the previous one (whose error Orbax
   reports now) raises CheckpointSaveError naming the step, the folder and what is still there.
   """
-  metrics = None if metric is None else {BEST_METRIC: float(metric)}
+  # An unevaluated checkpoint has metrics too ({}: ranked last), so that none is unrankable.
+  metrics = {} if metric is None else {BEST_METRIC: float(metric)}
   try:
     if not force and not manager.should_save(step):
       return False  # spares packing the state for a save the manager would skip

@@ -5,6 +5,11 @@ Orbax logs every file it writes, and when a checkpoint write fails (a full disk)
 background threads logs the error with a traceback and TensorStore's callbacks raise
 'Event loop is closed' into `sys.unraisablehook`, and asyncio reports every failed write task
 (hundreds of tracebacks for one failure). Those go to WORKDIR/background_errors.log instead; the error that stops the run says where it is.
+
+Nothing here may raise: a handler or hook that raises inside a background thread kills that
+thread before it resolves its future, and the main thread then waits for it forever.
+`check_writable` turns an output folder that cannot be written into one line before the run
+starts.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import traceback
 
 BACKGROUND_LOG = 'background_errors.log'
@@ -34,20 +40,49 @@ def console_filter(record: logging.LogRecord) -> bool:
   waiting a few seconds for the previous asynchronous save is expected, not a fault (the
   progress line's img/s shows what it costs). Orbax's other warnings stay.
   """
-  if _background(record):
-    return False
-  if _from_orbax(record):
-    return (record.levelno == logging.WARNING
-            and 'Waiting for previous save' not in record.getMessage())
-  return not record.getMessage().startswith('Unable to initialize backend')
+  try:
+    if _background(record):
+      return False
+    if _from_orbax(record):
+      return (record.levelno == logging.WARNING
+              and 'Waiting for previous save' not in record.getMessage())
+    return not record.getMessage().startswith('Unable to initialize backend')
+  except Exception:  # pylint: disable=broad-except  (a record whose arguments do not format)
+    return True
 
 
 class _QuietFileHandler(logging.FileHandler):
-  """A file handler that drops what it cannot write: the disk it writes to may be the full one,
-  and logging's own error report would be one more traceback on the console."""
+  """A file handler that never raises: it writes to `path`, else to a temporary file, else
+  nowhere.
+
+  logging.FileHandler opens its file in `emit` outside its own error handling, so a workdir
+  that cannot be written (read-only, full, removed) would raise from the Orbax thread that
+  logged. The temporary file keeps the errors of a run whose workdir is read-only (an export
+  to another folder).
+  """
+
+  def __init__(self, path: str):
+    super().__init__(path, delay=True)
+    self._fallen_back = False
+
+  def emit(self, record: logging.LogRecord) -> None:
+    try:
+      super().emit(record)
+    except Exception:  # pylint: disable=broad-except  (the file did not open)
+      if self._fallen_back:
+        return
+      self._fallen_back = True
+      try:
+        self.close()
+        descriptor, self.baseFilename = tempfile.mkstemp(prefix='okdhp_background_errors_',
+                                                         suffix='.log')
+        os.close(descriptor)
+        super().emit(record)
+      except Exception:  # pylint: disable=broad-except
+        pass
 
   def handleError(self, record: logging.LogRecord) -> None:
-    del record
+    del record  # the disk it writes to may be the full one: one more traceback helps no one.
 
 
 class BackgroundErrors:
@@ -57,13 +92,17 @@ class BackgroundErrors:
   """
 
   def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, BACKGROUND_LOG)
     self.count = 0
-    self.handler = _QuietFileHandler(self.path, delay=True)
+    self.handler = _QuietFileHandler(os.path.join(workdir, BACKGROUND_LOG))
     self.handler.setLevel(logging.ERROR)
     self.handler.addFilter(_background)
     self.handler.setFormatter(logging.Formatter('%(asctime)s %(threadName)s %(message)s'))
     self._previous_hook = None
+
+  @property
+  def path(self) -> str:
+    """Where the errors go: WORKDIR/background_errors.log, or a temporary file if it fails."""
+    return self.handler.baseFilename
 
   def install(self, logger: logging.Logger) -> 'BackgroundErrors':
     logger.addHandler(self.handler)
@@ -74,14 +113,53 @@ class BackgroundErrors:
   def _unraisable(self, unraisable) -> None:
     self.count += 1
     try:
-      with open(self.path, 'a') as f:
-        f.write(f'unraisable exception ({unraisable.err_msg or "in a callback"}):\n')
-        f.write(''.join(traceback.format_exception(
-            unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)))
-    except OSError:  # the disk may be what is full: drop it rather than raise from a hook.
+      text = ''.join(traceback.format_exception(
+          unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback))
+      record = logging.LogRecord(
+          'unraisable', logging.ERROR, __file__, 0,
+          f'unraisable exception ({unraisable.err_msg or "in a callback"}):\n{text}', None,
+          None)
+      with self.handler.lock:
+        self.handler.emit(record)
+    except Exception:  # pylint: disable=broad-except  (a hook must not raise)
       pass
 
   def note(self) -> str:
     """' (background errors: PATH)' when anything was collected, else ''."""
-    written = self.count or (os.path.exists(self.path) and os.path.getsize(self.path) > 0)
+    try:
+      written = self.count or (os.path.isfile(self.path) and os.path.getsize(self.path) > 0)
+    except OSError:
+      written = False
     return f' (background errors: {self.path})' if written else ''
+
+
+class UnwritableFolderError(OSError):
+  """A folder the run must write to cannot be written (a file in its path, a read-only disk)."""
+
+  explained = True  # its message names the folder and why (main prints it alone).
+
+
+def check_writable(folder: str, what: str) -> None:
+  """UnwritableFolderError naming `folder` (`what`: its flag or role) unless files can be
+  created there.
+
+  Checked before a run starts, so the failure is one line rather than a background thread's
+  traceback. Nothing is left behind: the probe file goes into the nearest folder that already
+  exists, and is removed. Permission bits alone would not do (root ignores them), so a file is
+  really created. Bucket paths (gs://) are left to the run.
+  """
+  if '://' in folder:
+    return
+  existing = os.path.abspath(folder)
+  while not os.path.lexists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise UnwritableFolderError(f'{what} {folder} cannot be written: {existing} is not a '
+                                'folder')
+  try:
+    descriptor, probe = tempfile.mkstemp(prefix='.okdhp_write_check_', dir=existing)
+    os.close(descriptor)
+    os.remove(probe)
+  except OSError as error:
+    raise UnwritableFolderError(f'{what} {folder} cannot be written: {existing}: '
+                                f'{error.strerror or error}') from None

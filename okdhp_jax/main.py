@@ -11,10 +11,14 @@ misspelt field is an error rather than silently ignored.
 from __future__ import annotations
 
 import ast
+import faulthandler
 import logging as pylogging
 import os
 import re
 import sys
+import threading
+import traceback
+from typing import NoReturn
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -34,6 +38,12 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 # Config keys that have a new name: {old: new}.
 RENAMED_KEYS = {'trainer': 'method'}
+# How long a failed run waits for a checkpoint still being written (a bound: a save that
+# cannot finish must not keep the run from ending).
+FINISH_SAVES_S = 30
+# How long a failed run's interpreter may take to end after its error line (the saves are
+# finished by then: what is left is quick, or never ends).
+EXIT_GRACE_S = 10
 
 
 def _is_multi_host_launch() -> bool:
@@ -112,14 +122,15 @@ def main(argv):
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
   try:
+    console.check_writable(*_output_folder(workdir))
     if config.data.bundled:
       # The offline converters build the bundled records before the experiment reads them.
       from data_prep import bundled
       bundled.prepare_for_config(config.data)
     {'train': _train, 'eval': _evaluate, 'export': _export}[FLAGS.mode](config, workdir)
   except guards.PreemptedError as stop:
-    print(f'{stop}', file=sys.stderr, flush=True)  # not a fault: a checkpoint was saved.
-    sys.exit(stop.exit_code)
+    _say(f'{stop}')  # not a fault: a checkpoint was saved.
+    _exit(stop.exit_code, stop)
   except Exception as error:  # pylint: disable=broad-except
     # One line for the user; the traceback goes to a file for whoever debugs it.
     where = _save_traceback(workdir)
@@ -128,17 +139,57 @@ def main(argv):
     explained = isinstance(error, (FileNotFoundError, ValueError)) or getattr(
         error, 'explained', False)
     kind = '' if explained else f'{type(error).__name__}: '
+    _say(f'error: {kind}{error}\n(full traceback: {where}){background.note()}')
+    _exit(1, error, dump_to=where)
 
-    print(f'error: {kind}{error}\n(full traceback: {where}){background.note()}',
-          file=sys.stderr)
-    sys.exit(1)
+
+def _output_folder(workdir: str) -> tuple[str, str]:
+  """(folder, what it is) that --mode writes to: the export folder for export, else the
+  workdir."""
+  if FLAGS.mode == 'export':
+    if FLAGS.export_dir:
+      return FLAGS.export_dir, '--export_dir'
+    return os.path.join(workdir, 'export'), 'the export folder'
+  return workdir, '--workdir'
+
+
+def _say(text: str) -> None:
+  """Prints `text` to stderr; a console that is gone must not turn the last line into more."""
+  try:
+    print(text, file=sys.stderr, flush=True)
+  except (OSError, ValueError):
+    pass
+
+
+def _exit(code: int, error: BaseException, *, dump_to: str | None = None) -> NoReturn:
+  """Ends a failed or stopped run with `code`, at most EXIT_GRACE_S after its last line.
+
+  The error's traceback holds the run's frames, and in them the tf.data input pipeline:
+  released now, the pipeline stops while Python still runs its workers. (Left to the
+  interpreter's shutdown, it is destroyed after CPython has begun to end every thread that asks
+  for the GIL: a worker inside the crop's numpy_function ends without finishing its call, and
+  the pipeline's destructor waits for that call forever.)
+  """
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    traceback.clear_frames(error.__traceback__)
+    error = error.__cause__ or error.__context__
+  try:
+    dump = open(dump_to, 'a') if dump_to else sys.stderr  # pylint: disable=consider-using-with
+  except OSError:
+    dump = sys.stderr
+  # Last resort: after a failed save, Orbax's threads wait minutes for signals that never come,
+  # and the interpreter's shutdown joins them. faulthandler's watchdog needs no GIL: past
+  # EXIT_GRACE_S it writes every thread's stack to `dump` and ends the process (status 1).
+  faulthandler.dump_traceback_later(EXIT_GRACE_S, exit=True, file=dump)
+  sys.exit(code)
 
 
 def _save_traceback(workdir: str) -> str:
   """Writes the current exception's traceback to WORKDIR/error_traceback.txt (a temporary
   file when the workdir cannot be written) and returns the path."""
   import tempfile  # pylint: disable=g-import-not-at-top
-  import traceback  # pylint: disable=g-import-not-at-top
   text = traceback.format_exc()
   try:
     path = paths.resolve(workdir) / 'error_traceback.txt'
@@ -146,10 +197,14 @@ def _save_traceback(workdir: str) -> str:
     path.write_text(text)
     return str(path)
   except Exception:  # pylint: disable=broad-except
+    pass
+  try:
     with tempfile.NamedTemporaryFile('w', prefix='okdhp_error_', suffix='.txt',
                                      delete=False) as f:
       f.write(text)
       return f.name
+  except Exception:  # pylint: disable=broad-except  (no disk to write it to)
+    return 'not written: no writable folder'
 
 
 def _train(config, workdir: str) -> None:
@@ -159,7 +214,11 @@ def _train(config, workdir: str) -> None:
   from okdhp_jax.data import records
   from okdhp_jax.evaluation import metrics, report
   experiment = experiment_lib.Experiment(config, workdir)
-  progress = experiment_lib.train_and_evaluate(experiment)
+  try:
+    progress = experiment_lib.train_and_evaluate(experiment)
+  except Exception:
+    _finish_saves(experiment)
+    raise
   export_dir = os.path.join(workdir, 'export')
   exported = experiment_lib.export_trained(experiment, export_dir=export_dir, progress=progress)
   if jax.process_index() != 0:
@@ -182,6 +241,21 @@ def _train(config, workdir: str) -> None:
       f'{exported["step"]}, the {exported["checkpoint"]} checkpoint)',
   ]
   print('\n'.join(lines), flush=True)
+
+
+def _finish_saves(experiment) -> None:
+  """Waits, at most FINISH_SAVES_S, for a checkpoint still being written when training
+  failed: the error names the last good checkpoint, which must then be whole on disk."""
+
+  def wait() -> None:
+    try:
+      experiment.manager.wait_until_finished()
+    except Exception:  # pylint: disable=broad-except  (the training error is the one to report)
+      pass
+
+  waiter = threading.Thread(target=wait, name='finish_saves', daemon=True)
+  waiter.start()
+  waiter.join(FINISH_SAVES_S)
 
 
 def _evaluate(config, workdir: str) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -73,3 +75,22 @@ def restored_params(workdir):
         flat[f'{prefix}/{key}'] = np.asarray(value)
   visit('', {'params': state['params'], 'batch_stats': state['batch_stats']})
   return step, flat
+
+
+def restored_steps(workdir) -> list[int]:
+  """The steps of the checkpoints in WORKDIR/checkpoints."""
+  return sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, 'checkpoints', '*'))
+                if os.path.basename(p).isdigit())
+
+
+def read_until(process: subprocess.Popen, text: str, signum: int) -> list[str]:
+  """Reads the run's stderr until a line holds `text`, then sends it `signum`."""
+  lines = []
+  deadline = time.time() + 400
+  for line in process.stderr:
+    lines.append(line)
+    if text in line:
+      process.send_signal(signum)
+      return lines
+    assert time.time() < deadline, ''.join(lines[-20:])
+  raise AssertionError(f'the run ended before logging {text!r}:\n' + ''.join(lines[-20:]))

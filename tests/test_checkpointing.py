@@ -101,3 +101,35 @@ def test_a_failed_save_names_the_cause_and_keeps_the_older_checkpoints(tmp_path,
   restored, progress = checkpointing.restore(manager, 1, {'w': jnp.zeros((2, 3))})
   np.testing.assert_array_equal(restored['w'], np.arange(6.0).reshape(2, 3))
   assert progress == {'history': []}
+
+
+def _save_run(directory, scores, *, keep=1):
+  """One process's saves: {step: metric or None}, in order; returns the steps kept."""
+  manager = checkpointing.make_manager(directory, keep=keep, asynchronous=False)
+  for step, metric in scores.items():
+    checkpointing.save(manager, step, _state(), {}, metric=metric, force=True)
+  manager.wait_until_finished()
+  return sorted(manager.all_steps())
+
+
+def test_a_restarted_manager_keeps_the_best_checkpoint_an_earlier_process_scored(tmp_path):
+  directory = str(tmp_path / 'checkpoints')
+  # Step 20 scored best; later ones scored worse or were not evaluated.
+  assert _save_run(directory, {10: 50.0, 20: 80.0, 30: None, 40: 60.0}) == [20, 40]
+  # A new process (a resumed run) saves on: step 20 stays, as it would have in one process.
+  assert _save_run(directory, {50: None, 60: 70.0}) == [20, 60]
+  assert _save_run(directory, {70: 90.0, 80: None}) == [70, 80]
+
+
+def test_checkpoints_without_metrics_on_disk_are_kept_not_pruned(tmp_path):
+  """Checkpoints saved before metrics were written with each one cannot be ranked: a resumed
+  run keeps them (its best one among them) instead of deleting them."""
+  directory = str(tmp_path / 'checkpoints')
+  unranked = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False),
+      item_names=(checkpointing.STATE, checkpointing.LAYOUT, checkpointing.PROGRESS))
+  for step in (10, 20):
+    checkpointing.save(unranked, step, _state(), {}, metric=90.0 - step, force=True)
+  unranked.wait_until_finished()
+  assert not (tmp_path / 'checkpoints' / '10' / 'metrics').exists()
+  assert _save_run(directory, {30: 10.0, 40: None}) == [10, 20, 30, 40]

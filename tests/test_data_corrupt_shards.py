@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 
@@ -72,6 +73,20 @@ def test_stop_names_the_shard_when_training_reaches_it(damaged):
   assert os.path.basename(files[1]) in message and 'truncated record at byte' in message
   assert '2 records readable' in message and "on_corrupt_record='skip'" in message
   assert os.path.basename(files[0]) not in message
+
+
+def test_stop_closes_the_pipeline_before_the_error_leaves(damaged):
+  """The error outlives the loop (main keeps it to the end of the program): it must not keep
+  the pipeline's workers running (tests/test_error_exits.py runs the program on such a shard)."""
+  from tensorflow.python.data.ops import iterator_ops  # pylint: disable=g-import-not-at-top
+  config, files = damaged
+  ds = pipeline.build_train_dataset(config, meta_lib.get_meta('mpii'), local_batch_size=4,
+                                    seed=0)
+  with pytest.raises(shard_check.CorruptRecordsError) as caught:
+    for _ in pipeline.numpy_batches(ds, files=files, split='train'):
+      pass
+  live = [o for o in gc.get_objects() if isinstance(o, iterator_ops.OwnedIterator)]
+  assert caught.value.__traceback__ is not None and not live
 
 
 def test_skip_trains_on_the_readable_records_with_a_warning(damaged, caplog):

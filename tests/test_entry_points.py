@@ -45,8 +45,8 @@ def test_console_keeps_orbax_file_lines_off():
   assert console.console_filter(record(orbax, logging.WARNING, 'something else'))
   # Background-thread errors (one per thread when a disk fills) go to a file, not the console.
   assert not console.console_filter(record(orbax, logging.ERROR, 'disk full'))
-  assert console.console_filter(record('loop.py', logging.INFO, 'step 10/99'))
-  assert console.console_filter(record('loop.py', logging.ERROR, 'bad'))
+  assert console.console_filter(record('train_loop.py', logging.INFO, 'step 10/99'))
+  assert console.console_filter(record('train_loop.py', logging.ERROR, 'bad'))
   from_asyncio = record('base_events.py', logging.ERROR, 'exception was never retrieved')
   from_asyncio.name = 'asyncio'
   assert not console.console_filter(from_asyncio)

@@ -27,6 +27,7 @@ from okdhp_jax.models import build_model, network_config, plain_hourglass_config
 from okdhp_jax.models.initializers import init_variables
 from okdhp_jax.tools import predict as predict_tool
 from model_helpers import random_batch_stats
+import test_images_hostile as hostile
 
 SIZE = 64
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -225,6 +226,41 @@ def test_predict_tool_draws_every_box_and_writes_coco_results(export, tmp_path, 
   assert len(json.loads(results.read_text())) > 0
   with pytest.raises(SystemExit):
     predict_tool.main(['--checkpoint', export, '--detections', 'dets.json'])
+
+
+def test_predict_tool_reads_16_bit_images_and_refuses_hostile_ones_in_one_line(
+    export, predictor, tmp_path, capsys):
+  """Issue 37: a full-range 16-bit PNG is predicted and drawn as the 8-bit picture it holds
+  (Pillow alone makes it white); a forged 20000x20000 header and a truncated JPEG are one line
+  naming the file, with no traceback and no TensorFlow graph listing."""
+  grey = np.asarray(Image.open(IMAGE).convert('L'))
+  Image.fromarray(grey).save(tmp_path / 'grey8.png')
+  hostile.save_sixteen_bit(tmp_path / 'grey16.png', grey)
+  printed, drawn = [], []
+  for name in ('grey8.png', 'grey16.png'):
+    out = tmp_path / f'drawn_{name}'
+    code = predict_tool.main(['--checkpoint', export, '--image', str(tmp_path / name), '--box',
+                              '280,45,225,333', '--out', str(out), '--no-compile-cache'])
+    result = capsys.readouterr()
+    assert code == 0, result.err
+    printed.append(result.out.replace(name, ''))
+    drawn.append(np.asarray(Image.open(out)))
+  assert printed[0] == printed[1]
+  np.testing.assert_array_equal(drawn[0], drawn[1])
+
+  (tmp_path / 'bomb.jpg').write_bytes(hostile.forged_jpeg())
+  (tmp_path / 'cut.jpg').write_bytes(hostile.truncated_jpeg(IMAGE))
+  expected = {'bomb.jpg': 'bomb.jpg is 20000x20000 = 400,000,000 pixels, over the limit of '
+                          '89,478,485: set OKDHP_MAX_IMAGE_PIXELS to a larger number to read it',
+              'cut.jpg': 'cut.jpg is truncated: its JPEG data'}
+  for name, message in expected.items():
+    code = predict_tool.main(['--checkpoint', export, '--image', str(tmp_path / name),
+                              '--no-compile-cache'])
+    error = capsys.readouterr().err.strip()
+    assert code == 1 and len(error.splitlines()) == 1, error
+    assert error.startswith('predict: error: ') and message in error, error
+    with pytest.raises(ValueError, match=f'^{message}'):  # the inference API, from bytes
+      predictor.predict_many([(tmp_path / name).read_bytes()], names=[name])
 
 
 def test_read_jpeg_keeps_jpeg_bytes_and_reencodes_others(tmp_path):

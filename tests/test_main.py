@@ -17,12 +17,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from main_runs import ROOT, TINY, clean_env, main_command, restored_params, run_main
+from main_runs import (ROOT, TINY, clean_env, main_command, read_until, restored_params,
+                       restored_steps, run_main)
 
 pytestmark = pytest.mark.slow  # minutes on 2 cores: not in the fast tier.
 
@@ -33,12 +33,6 @@ def _one_error_line(stderr: str) -> str:
   lines = [l for l in stderr.splitlines() if l.startswith('error: ')]
   assert len(lines) == 1, stderr[-3000:]
   return lines[0]
-
-
-def _steps(workdir):
-  return sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, 'checkpoints',
-                                                                         '*'))
-                if os.path.basename(p).isdigit())
 
 
 def _records(workdir):
@@ -166,22 +160,9 @@ def interrupted(trained, tmp_path_factory):
   records = _records(trained[0])
   process = subprocess.Popen(main_command(workdir, *TINY, records=records),
                              cwd=ROOT, env=clean_env(), stderr=subprocess.PIPE, text=True)
-  lines = _read_until(process, 'step 10/33', signal.SIGTERM)
+  lines = read_until(process, 'step 10/33', signal.SIGTERM)
   lines += process.stderr.readlines()
   return workdir, ''.join(lines), process.wait(timeout=120), records
-
-
-def _read_until(process: subprocess.Popen, text: str, signum: int) -> list[str]:
-  """Reads the run's stderr until a line holds `text`, then sends it `signum`."""
-  lines = []
-  deadline = time.time() + 400
-  for line in process.stderr:
-    lines.append(line)
-    if text in line:
-      process.send_signal(signum)
-      return lines
-    assert time.time() < deadline, ''.join(lines[-20:])
-  raise AssertionError(f'the run ended before logging {text!r}:\n' + ''.join(lines[-20:]))
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(interrupted):
@@ -191,48 +172,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(interrupted):
   stop = [l for l in stderr.splitlines() if l.startswith('stopped by SIGTERM at step ')]
   assert len(stop) == 1, stderr[-2000:]
   step = int(stop[0].split('at step ')[1].split()[0])
-  assert 10 <= step < 33 and step in _steps(workdir)
+  assert 10 <= step < 33 and step in restored_steps(workdir)
   assert restored_params(workdir)[0] == step  # the saved state restores
-
-
-def test_a_killed_resume_and_a_corrupt_checkpoint_still_end_at_the_uninterrupted_parameters(
-    interrupted, trained):
-  """After the SIGTERM: a resume killed by a real SIGKILL as it saves step 30 (mid-write), then
-  what a crash mid-write leaves in the newest complete checkpoint (a truncated JSON file), and a
-  rerun: it falls back to the checkpoint before, and ends where the uninterrupted run ended, to
-  float rounding."""
-  workdir, records, straight = interrupted[0], interrupted[3], trained[0]
-  process = subprocess.Popen(main_command(workdir, *TINY, records=records), cwd=ROOT,
-                             env=clean_env(), stderr=subprocess.PIPE, text=True)
-  lines = _read_until(process, 'Saving checkpoint at step 30', signal.SIGKILL)
-  assert process.wait(timeout=120) == -signal.SIGKILL
-  assert any('Restored checkpoint of step' in line for line in lines)
-  # The SIGTERM's checkpoint and step 20's are whole (a save waits for the one before); step
-  # 30's may be too, if it finished before the kill.
-  *_, previous, newest = _steps(workdir)
-  assert newest in (20, 30), _steps(workdir)
-  # (Orbax keeps the progress item's JSON as progress/metadata.)
-  path = os.path.join(workdir, 'checkpoints', str(newest), 'progress', 'metadata')
-  with open(path, 'r+') as f:
-    f.truncate(os.path.getsize(path) // 2)
-
-  result = run_main(workdir, *TINY, records=records)
-  assert result.returncode == 0, result.stderr[-4000:]
-  assert f'Checkpoint of step {newest} cannot be read' in result.stderr
-  assert f'Restored checkpoint of step {previous}' in result.stderr
-  assert glob.glob(os.path.join(workdir, 'checkpoints_unreadable', f'{newest}-*'))
-  assert _steps(workdir)[-1] == 33
-  step_a, params_a = restored_params(straight)
-  step_b, params_b = restored_params(workdir)
-  assert step_a == step_b == 33
-  assert params_a.keys() == params_b.keys()
-  for key in params_a:
-    np.testing.assert_allclose(params_b[key], params_a[key], rtol=1e-6, atol=1e-7, err_msg=key)
 
 
 def test_a_diverging_run_stops_before_saving(interrupted):
   workdir = interrupted[0]
-  before = _steps(workdir)
+  before = restored_steps(workdir)
   _, newest = restored_params(workdir)
   result = run_main(workdir, *TINY, '--config.train.num_epochs=3',
                     '--config.optim.learning_rate=1e6', records=interrupted[3])
@@ -240,7 +186,7 @@ def test_a_diverging_run_stops_before_saving(interrupted):
   line = _one_error_line(result.stderr)
   assert 'training diverged at step' in line or 'non-finite training metrics' in line, line
   assert f'the last good checkpoint is step {before[-1]}' in line
-  assert _steps(workdir) == before  # nothing diverged was saved
+  assert restored_steps(workdir) == before  # nothing diverged was saved
   step, after = restored_params(workdir)
   assert step == before[-1] and newest and all(np.array_equal(after[k], newest[k]) for k in newest)
 
@@ -265,7 +211,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoints(interru
                                                                           tmp_path):
   source = interrupted[0]
   used = _folder_bytes(source)
-  newest = _folder_bytes(os.path.join(source, 'checkpoints', str(_steps(source)[-1])))
+  newest = _folder_bytes(os.path.join(source, 'checkpoints', str(restored_steps(source)[-1])))
   mount_point = str(tmp_path / 'small')
   # Room for what is there plus half a checkpoint: the next save cannot fit, whatever the size
   # of the network.
@@ -275,14 +221,14 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoints(interru
   try:
     workdir = os.path.join(mount_point, 'run')
     shutil.copytree(source, workdir)
-    before = _steps(workdir)
+    before = restored_steps(workdir)
     result = run_main(workdir, *TINY, '--config.train.num_epochs=4',
                       '--config.train.divergence_factor=0', records=interrupted[3])
     assert result.returncode == 1
     line = _one_error_line(result.stderr)
     assert 'No space left on device' in line and f'steps {before}' in line, line
     assert len(result.stderr.splitlines()) < 40, result.stderr[-3000:]
-    assert _steps(workdir) == before
+    assert restored_steps(workdir) == before
     # The checkpoints that were there still restore.
     assert restored_params(workdir)[0] == before[-1]
   finally:

@@ -16,8 +16,9 @@ from okdhp_jax.export.store import load_exported  # pylint: disable=g-import-not
 from okdhp_jax.models import build_model
 from okdhp_jax.models.torch_import import load_state_dict, state_dict_to_variables
 from okdhp_jax.tools import convert_torch
-from okdhp_jax.models.torch_reference import (  # pylint: disable=g-import-not-at-top
-    HourglassNet, randomize)
+from okdhp_jax.models.torch_reference import HourglassNet  # pylint: disable=g-import-not-at-top
+
+from model_helpers import randomize_torch
 
 NUM_STACKS = 2
 FEATURES = 32  # pytorch-pose: 256 (num_feats 128 * expansion 2, stem 64)
@@ -28,7 +29,7 @@ DEPTH = 4
 @pytest.fixture(scope='module')
 def torch_model():
   torch.manual_seed(0)
-  model = randomize(HourglassNet(NUM_STACKS, FEATURES, J, DEPTH))
+  model = randomize_torch(HourglassNet(NUM_STACKS, FEATURES, J, DEPTH))
   images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
   with torch.no_grad():
     outputs = model(torch.from_numpy(images.transpose(0, 3, 1, 2)))

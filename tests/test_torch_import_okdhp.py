@@ -20,7 +20,9 @@ from okdhp_jax.models import build_model
 from okdhp_jax.models import torch_checkpoint
 from okdhp_jax.models.torch_import import state_dict_to_variables
 from okdhp_jax.tools import convert_torch
-from okdhp_jax.models.torch_reference import OKDHPNet, randomize
+from okdhp_jax.models.torch_reference import OKDHPNet
+
+from model_helpers import randomize_torch
 
 FEATURES, J, DEPTH, SIZE = 32, 16, 4, 64
 # (shared stacks, private stacks per branch): the released HG4 layout (2 shared + 3 x 2) scaled
@@ -47,7 +49,7 @@ def training_checkpoint(model, path):
 def official(request, tmp_path_factory):
   num_shared, branch_stacks = LAYOUTS[request.param]
   torch.manual_seed(1)
-  model = randomize(OKDHPNet(num_shared, branch_stacks, FEATURES, J, DEPTH))
+  model = randomize_torch(OKDHPNet(num_shared, branch_stacks, FEATURES, J, DEPTH))
   path = str(tmp_path_factory.mktemp(request.param) / 'checkpoint.pth')
   training_checkpoint(model, path)  # after one Adam step: the weights the file holds.
   images = np.random.default_rng(0).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)

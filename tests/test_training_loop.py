@@ -90,6 +90,22 @@ def test_a_method_registered_in_a_test_trains_through_the_real_loop(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # compiles a (tiny) train step.
+def test_a_run_wrong_from_its_first_update_stops_before_any_checkpoint(tmp_path):
+  """lr 1e6 from scratch: the loss is already huge at the first log step and keeps growing, so
+  only the untrained network's loss (the first step's, always checked) can expose it."""
+  config = tiny_synthetic_config(str(tmp_path), num_train=48)  # 6 steps
+  config.train.update(num_epochs=1, log_every_steps=3, checkpoint_every_steps=100,
+                      num_images_to_draw=0)
+  config.optim.learning_rate = 1e6
+  experiment = experiment_lib.Experiment(config, str(tmp_path / 'run'))
+  with pytest.raises((guards.DivergenceError, guards.NonFiniteLossError),
+                     match='at step 3.*no checkpoint was written yet'):
+    experiment_lib.train_and_evaluate(experiment)
+  assert experiment.manager.all_steps() == []
+  assert not os.path.exists(tmp_path / 'run' / 'export')
+
+
 def test_unknown_method_names_the_key_and_the_choices():
   config = default.get_config('runlocal')
   config.method = 'okddip'

@@ -22,6 +22,8 @@ original pixels [r i, r i + r), so its centre is at r i + (r - 1) / 2.
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 
@@ -41,6 +43,20 @@ def check_max_reduction(value, name: str) -> int:
     raise ValueError(f'{name}={value!r}: choose one of {DECODE_REDUCTIONS} (1 decodes every '
                      f'image at full size)')
   return int(value)
+
+
+def decode_error_reason(error: Exception) -> str:
+  """TensorFlow's own reason for a failed decode, in one line.
+
+  A failure inside a tf.function carries a graph listing ('Graph execution error', 'Detected at
+  node ... defined at' and a call stack, '[[{{node ...}}]] [Op:...]') around the op's message;
+  only that message (e.g. 'jpeg::Uncompress failed. Invalid JPEG data or crop window.') is kept.
+  """
+  message = getattr(error, 'message', None) or str(error)
+  lines = [line.strip() for line in message.splitlines()]
+  reasons = [line for line in lines if line and not line.startswith('[[')]
+  reason = reasons[-1] if reasons else message
+  return re.sub(r'\{\{[^}]*\}\}|\[Op:[^\]]*\]', '', reason).strip()
 
 
 def decode_reduction(matrix: tf.Tensor, max_reduction: int) -> tf.Tensor:

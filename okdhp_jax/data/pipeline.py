@@ -286,7 +286,11 @@ def global_batches(ds: tf.data.Dataset, mesh, prefetch: int = 2, data_axis: str 
 def numpy_batches(ds: tf.data.Dataset, *, files: list[str] | None = None, split: str = ''
                   ) -> Iterator[dict[str, np.ndarray]]:
   """`ds.as_numpy_iterator()`, with TensorFlow's DataLossError (which names no file) turned
-  into a CorruptRecordsError naming the damaged shards of `files` and their byte offsets."""
+  into a CorruptRecordsError naming the damaged shards of `files` and their byte offsets.
+
+  The iterator is closed before that error leaves: the error's traceback would otherwise keep
+  the pipeline's workers running for as long as the error is kept (to the end of the program).
+  """
   iterator = ds.as_numpy_iterator()
   while True:
     try:
@@ -294,5 +298,9 @@ def numpy_batches(ds: tf.data.Dataset, *, files: list[str] | None = None, split:
     except StopIteration:
       return
     except tf.errors.DataLossError as error:
-      raise shard_check.stop_error(files or [], split, error) from None
+      lost = error.with_traceback(None)  # its frames hold the iterator too
+      lost.__context__ = None
+      break
     yield batch
+  del iterator
+  raise shard_check.stop_error(files or [], split, lost) from None

@@ -83,7 +83,9 @@ def train_and_evaluate(experiment: Experiment) -> RunProgress:
       eval_now = step % eval_every_steps == 0 or is_last
       preempted = preemption.should_stop(step)
       save_now = eval_now or preempted or step % config.train.checkpoint_every_steps == 0
-      if log_now or save_now:
+      # The first step's loss is the one of the parameters the run starts from (an untrained
+      # network on a fresh run): checked too, it is what a run wrong from the start is held to.
+      if log_now or save_now or step == start_step + 1:
         # One fetch per step, before anything is written: a NaN or diverged state is never saved.
         scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
         guard.check(scalars, step, last_good_step, checkpoint_dir)

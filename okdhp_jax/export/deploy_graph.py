@@ -62,8 +62,8 @@ def deployed_function(model_config: Mapping[str, Any], num_joints: int,
   """The graph to export: fn(variables, images) -> (heatmaps, keypoints, scores).
 
   The variables stay an argument (not constants closed over): the converter then takes them
-  as TensorFlow variables, which converts a resnet18 MobilePose 2.5x faster than weights
-  embedded in the serialised StableHLO.
+  as TensorFlow variables, which it converts faster than weights embedded in the serialised
+  StableHLO (docs/performance.md has the figure).
 
   Args:
     model_config: an export's model.json 'model' (a plain, one-branch network); its compute

@@ -58,6 +58,21 @@ def save_exported(directory: str, variables: dict[str, Any], description: dict[s
   if chief and staging.exists():
     staging.rmtree()  # what an interrupted export left behind
   _sync('okdhp_export_staging_clean')
+  try:
+    _write_staging(staging, variables, description, finish, chief)
+  except BaseException:
+    if chief:
+      _remove_quietly(staging)  # a failed export leaves nothing half-written behind
+    raise
+  if chief:
+    _swap_in(staging, final)
+  _sync('okdhp_export_swapped')
+  return str(final)
+
+
+def _write_staging(staging, variables, description, finish, chief: bool) -> None:
+  """The variables (every process: the save is collective), then model.json and what `finish`
+  adds (process 0)."""
   host_variables = jax.tree.map(np.asarray, jax.device_get(variables))
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(staging / VARIABLES_SUBDIR, host_variables, force=True)
@@ -67,9 +82,15 @@ def save_exported(directory: str, variables: dict[str, Any], description: dict[s
         json.dumps(description, indent=2, sort_keys=True, default=_to_json))
     if finish is not None:
       finish(staging)
-    _swap_in(staging, final)
-  _sync('okdhp_export_swapped')
-  return str(final)
+
+
+def _remove_quietly(folder) -> None:
+  """Deletes `folder` if it can; the error being raised says more than this one would."""
+  try:
+    if folder.exists():
+      folder.rmtree()
+  except Exception:  # pylint: disable=broad-except
+    pass
 
 
 def _swap_in(staging, final) -> None:

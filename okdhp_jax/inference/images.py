@@ -8,9 +8,11 @@ shrinks it, bilinear warp, zero fill) with the run's config.data.max_decode_redu
 export's model.json records it), one tf.function per input size mapped over the boxes of an
 image.
 
-Images are opened lazily: `open_image` reads only the size, so that thousands of images can be
-checked (missing files, boxes outside) before any network runs, and the bytes are read again
-when the crop needs them.
+Images are opened lazily: `open_image` reads only the header, so that thousands of images can
+be checked (missing files, boxes outside, images over the pixel limit, truncated JPEGs) before
+any network runs, and the bytes are read again when the crop needs them. Image files are read
+as the converters read them (okdhp_jax/data/image_files.py: 16-bit images scaled to 8 bits,
+EXIF orientation not applied, a pixel limit that $OKDHP_MAX_IMAGE_PIXELS raises).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import os
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from okdhp_jax import paths
 from okdhp_jax.data import augment
 from okdhp_jax.data import crop as crop_lib
+from okdhp_jax.data import image_files
 from okdhp_jax.data.tf_host import tf
 
 JPEG_QUALITY = 95  # data_prep/common.py's, for images that are not JPEG already.
@@ -49,27 +52,20 @@ class ImageSource:
 
 
 def _as_jpeg(data: bytes, name: str) -> tuple[Callable[[], bytes], int, int]:
-  """(bytes reader, height, width) of encoded image bytes; JPEG kept, others re-encoded."""
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      width, height = image.size
-      keep = image.format == 'JPEG' and image.mode in ('RGB', 'L')
-  except (UnidentifiedImageError, OSError) as error:
-    raise ValueError(f'{name} is not a readable image ({error})') from None
-  if width < 1 or height < 1:
-    raise ValueError(f'{name} has size {width}x{height}')
-  if keep:
-    return (lambda: data), height, width
-  return (lambda: reencode(data, name)), height, width
+  """(bytes reader, height, width) of encoded image bytes; JPEG kept, others re-encoded.
+
+  Raises:
+    image_files.ImageError (a ValueError) naming `name`.
+  """
+  header = image_files.read_header(data, name)
+  if header.is_plain_jpeg:
+    return (lambda: data), header.height, header.width
+  return (lambda: reencode(data, name)), header.height, header.width
 
 
 def reencode(data: bytes, name: str) -> bytes:
   """Any image file's bytes -> RGB JPEG bytes at JPEG_QUALITY."""
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      return encode_jpeg(np.asarray(image.convert('RGB')))
-  except (UnidentifiedImageError, OSError) as error:
-    raise ValueError(f'{name} is not a readable image ({error})') from None
+  return encode_jpeg(image_files.decode_rgb(data, name))
 
 
 def encode_jpeg(pixels: np.ndarray) -> bytes:
@@ -117,12 +113,7 @@ def open_image(source, name: str | None = None) -> ImageSource:
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
   """The full-resolution RGB pixels uint8 [height, width, 3] of an image file (for drawing)."""
-  data = read_file(path)
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      return np.asarray(image.convert('RGB'))
-  except (UnidentifiedImageError, OSError) as error:
-    raise ValueError(f'{os.fspath(path)} is not a readable image ({error})') from None
+  return image_files.decode_rgb(read_file(path), os.fspath(path))
 
 
 def check_boxes(boxes, image: ImageSource, labels: Sequence[str] | None = None) -> np.ndarray:
@@ -193,5 +184,6 @@ def crop_people(image: ImageSource, centers, scales, input_size,
                  tf.constant(image.width, tf.int32), tf.constant(centers, tf.float32),
                  tf.constant(scales, tf.float32))
   except tf.errors.InvalidArgumentError as error:
-    raise ValueError(f'{image.name} could not be decoded: {error.message}') from None
+    raise ValueError(f'{image.name} could not be decoded by TensorFlow '
+                     f'({crop_lib.decode_error_reason(error)})') from None
   return crops.numpy()

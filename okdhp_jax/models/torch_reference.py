@@ -178,18 +178,3 @@ class OKDHPNet(_Stem):
       last.append(score)
     ensemble = (torch.stack(last, dim=1) * weights[..., None, None]).sum(dim=1)
     return heads, weights, ensemble
-
-
-def randomize(model, seed=0):
-  """Weights, BN affine parameters and running statistics away from their defaults; eval mode."""
-  torch.manual_seed(seed)
-  with torch.no_grad():
-    for module in model.modules():
-      if isinstance(module, nn.BatchNorm2d):
-        module.weight.uniform_(0.5, 1.5)
-        module.bias.normal_(0, 0.1)
-        module.running_mean.normal_(0, 0.1)
-        module.running_var.uniform_(0.5, 1.5)
-      elif isinstance(module, (nn.Conv2d, nn.Linear)):
-        module.bias.normal_(0, 0.05)
-  return model.eval()

@@ -12,6 +12,11 @@ and OKS-NMS) that tools/eval_coco scores. The crop, flip test and decoding are t
 (okdhp_jax/inference: the tf.data crop op, the flip-test predict step, the heatmap codec).
 Compiled steps are kept in JAX's persistent cache (okdhp_jax/compile_cache.py), so a second
 run of the same export and batch size starts without compiling.
+
+Images are read as the converters read them (okdhp_jax/data/image_files.py): 16-bit grey
+scaled to 8 bits by its type's range, EXIF orientation not applied, and an image over
+89,478,485 pixels ($OKDHP_MAX_IMAGE_PIXELS raises it), a truncated JPEG or any unreadable file
+refused with one line naming it (exit status 1).
 """
 
 from __future__ import annotations

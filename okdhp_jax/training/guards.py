@@ -45,10 +45,12 @@ class LossGuard:
   The median of the last `window` checked losses is the reference (a median, so one spike
   does not move it). Until `min_history` losses are known, the largest of them is: early
   losses fall fast, so a median of a few could flag a healthy run, but a loss `factor` times
-  the largest seen so far is divergence whatever the history (without this, a run resumed
-  from a checkpoint whose progress held 3 losses saved a step with loss 7.7e12). A resumed
-  run starts from the losses the checkpoint's progress recorded, so a learning rate raised on
-  resume is caught at its first check. factor <= 0 turns the divergence test off.
+  the largest seen so far is divergence whatever the history. The loop checks the first step
+  of every start, whose loss is that of the parameters it starts from (on a fresh run, the
+  untrained network's): a run wrong from its first update is held to `factor` times that
+  loss. A resumed run starts from the losses the checkpoint's progress recorded, so a
+  learning rate raised on resume is caught at its first check. factor <= 0 turns the
+  divergence test off.
   """
 
   def __init__(self, factor: float, window: int = 20, min_history: int = 5,

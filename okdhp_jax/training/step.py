@@ -83,7 +83,17 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, method:
   return jax.jit(train_step,
                  in_shardings=(replicated, replicated, sharding_lib.data_sharded(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=(0,),
-                 compiler_options=cpu_compiler.compiler_options())
+                 compiler_options=_compiler_options(mesh))
+
+
+def _compiler_options(mesh: Mesh) -> dict[str, Any] | None:
+  """The CPU compiler options for a mesh of CPU devices, none for any other mesh.
+
+  The mesh decides rather than the default backend: a step compiled ahead of time for a
+  described GPU (tools/gpu_program.py) runs in a CPU-only process, yet is a GPU program.
+  """
+  on_cpu = mesh.devices.flat[0].platform == 'cpu'
+  return cpu_compiler.compiler_options() if on_cpu else None
 
 
 def check_batch(batch: Batch, num_joints: int) -> None:

@@ -1,0 +1,425 @@
+r"""The train step's GPU program, compiled for a described GPU on any CPU machine: what it launches.
+
+  pip install 'okdhp_jax[gpu-aot]'   # the CUDA plugin of this jaxlib; no GPU or driver needed
+  python -m okdhp_jax.tools.gpu_program --config configs/hg4.py --batch 64 --dtype bfloat16 \
+      --gpu h100
+  python -m okdhp_jax.tools.gpu_program --config configs/hg4.py --config configs/hg4_baseline.py \
+      --batch 64 --dtype bfloat16 --gpu h100 --json counts.json
+  XLA_FLAGS=--xla_gpu_graph_min_graph_size=1 python -m okdhp_jax.tools.gpu_program \
+      --config configs/hg4.py --batch 64 --dtype bfloat16
+
+XLA compiles the train step ahead of time for the GPU that okdhp_jax/tools/gpu_targets.py
+describes (`--gpu`): the process runs on the CPU (JAX_PLATFORMS=cpu, so the CUDA plugin skips
+its driver check yet offers the GPU's topology), and the step is lowered from abstract inputs
+sharded on a one-GPU mesh. Nothing runs and nothing is autotuned (cuDNN picks convolution
+algorithms on the device), so this gives the program's structure, not its times.
+
+One table, a column per config: the kernels (fusions) by kind, cuDNN convolutions by call,
+copies, the command buffers (CUDA graphs) and the kernels inside them, the launches the host
+makes per step, the temporary and argument memory, and the seconds to trace and to compile.
+XLA_FLAGS apply to the GPU compile as to any other and are printed above the table;
+`--xla_dump_to` there keeps XLA's dump in that folder, else `--dump-to DIR` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import glob
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+from okdhp_jax.tools import gpu_targets
+
+EXTRA = 'okdhp_jax[gpu-aot]'
+DTYPES = ('auto', 'float32', 'bfloat16')
+# Thunks the host issues no device work for: stream waits, and containers whose members are
+# counted instead.
+NOT_LAUNCHES = frozenset({'kWaitForStreams', 'kSequential'})
+LIBRARY_THUNKS = ('kConvolution', 'kGemm', 'kCublasLtMatmul', 'kCuDnn', 'kCustomCall', 'kFft')
+GIB = 2**30
+
+
+# ----------------------------------------------------------------- the optimised HLO text
+
+@dataclasses.dataclass
+class Instruction:
+  name: str
+  opcode: str
+  shape: str        # 'bf16[64,64,64,128]{3,2,1,0}' or a tuple '(f32[..], u8[0]{0})'
+  text: str         # the whole line
+
+
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%(?P<name>[^\s=]+)\s*=\s*(?P<rest>.*)$')
+_COMPUTATION = re.compile(r'^(?:ENTRY\s+)?%(?P<name>[^\s(]+)\s*\(')
+
+
+def _split_shape(rest: str) -> tuple[str, str]:
+  """'bf16[2]{0} add(%a, %b), ...' -> ('bf16[2]{0}', 'add(%a, %b), ...'); tuples kept whole."""
+  if not rest.startswith('('):
+    shape, _, tail = rest.partition(' ')
+    return shape, tail
+  depth = 0
+  for index, char in enumerate(rest):
+    depth += {'(': 1, ')': -1}.get(char, 0)
+    if depth == 0:
+      return rest[:index + 1], rest[index + 1:].lstrip()
+  return rest, ''
+
+
+def parse_hlo(text: str) -> dict[str, list[Instruction]]:
+  """Optimised HLO module text -> {computation name: its instructions, in order}."""
+  computations, current = {}, None
+  for line in text.splitlines():
+    start = _COMPUTATION.match(line)
+    if start and line.rstrip().endswith('{'):
+      current = computations.setdefault(start.group('name'), [])
+      continue
+    match = _INSTRUCTION.match(line) if current is not None else None
+    if match:
+      shape, tail = _split_shape(match.group('rest'))
+      opcode = tail.partition('(')[0].strip()
+      current.append(Instruction(match.group('name'), opcode, shape, line))
+  return computations
+
+
+def _attribute(text: str, key: str) -> str | None:
+  match = re.search(rf'\b{key}=("[^"]*"|%?[^\s,]+)', text)
+  return match.group(1).strip('"').lstrip('%') if match else None
+
+
+def _shape_bytes(shape: str) -> int:
+  """Bytes of an array shape 'bf16[3,3,128,128]{...}' (tuples: the sum of their arrays)."""
+  sizes = {'pred': 1, 's8': 1, 'u8': 1, 's16': 2, 'u16': 2, 'f16': 2, 'bf16': 2, 's32': 4,
+           'u32': 4, 'f32': 4, 's64': 8, 'u64': 8, 'f64': 8}
+  total = 0
+  for dtype, dims in re.findall(r'\b([a-z]+\d*)\[([\d,]*)\]', shape):
+    count = 1
+    for dim in filter(None, dims.split(',')):
+      count *= int(dim)
+    total += count * sizes.get(dtype, 0)
+  return total
+
+
+def fusion_kind(fusion: Instruction, body: list[Instruction]) -> str:
+  """'reduction', 'transpose', 'scatter', 'loop' (elementwise, broadcasts, slices,
+  concatenations) or 'custom' (Triton, cuDNN fusions), by what the fused computation holds: a
+  fusion that reduces is a reduction, else one that transposes is a transpose."""
+  if _attribute(fusion.text, 'kind') == 'kCustom':
+    return 'custom'
+  opcodes = {instruction.opcode for instruction in body}
+  if 'reduce' in opcodes:
+    return 'reduction'
+  if 'transpose' in opcodes:
+    return 'transpose'
+  if 'scatter' in opcodes:
+    return 'scatter'
+  return 'loop'
+
+
+def hlo_counts(text: str) -> dict:
+  """Kernels by kind, library calls by target and copies of the optimised HLO `text`.
+
+  Kernels are the fusions of the computations the host steps through (the entry and what it
+  calls by control flow), not of fused computations.
+  """
+  computations = parse_hlo(text)
+  fused = {_attribute(i.text, 'calls') for body in computations.values() for i in body
+           if i.opcode == 'fusion'}
+  kernels, calls = collections.Counter(), collections.Counter()
+  copies, copies_of_fusions, copied_bytes = 0, 0, 0
+  for name, body in computations.items():
+    if name in fused:
+      continue
+    producers = {i.name: i for i in body}
+    for instruction in body:
+      if instruction.opcode == 'fusion':
+        kernels[fusion_kind(instruction, computations.get(
+            _attribute(instruction.text, 'calls'), []))] += 1
+      elif instruction.opcode == 'custom-call':
+        calls[_attribute(instruction.text, 'custom_call_target')] += 1
+      elif instruction.opcode in ('copy', 'copy-start'):
+        copies += 1
+        copied_bytes += _shape_bytes(instruction.shape)
+        if _copied_from(instruction, producers) == 'fusion':
+          copies_of_fusions += 1
+  return {'kernels': sum(kernels.values()), 'kernels_by_kind': dict(kernels),
+          'library_calls': dict(calls), 'copies': copies,
+          'copies_of_fusion_outputs': copies_of_fusions, 'copied_gib': copied_bytes / GIB}
+
+
+def _copied_from(copy: Instruction, producers: dict[str, Instruction]) -> str | None:
+  """The opcode of what a copy reads, looking through get-tuple-element."""
+  source = _first_operand(copy, producers)
+  while source is not None and source.opcode == 'get-tuple-element':
+    source = _first_operand(source, producers)
+  return source.opcode if source is not None else None
+
+
+def _first_operand(instruction: Instruction,
+                   producers: dict[str, Instruction]) -> Instruction | None:
+  match = re.search(r'\(%([^\s,)]+)', instruction.text.partition('=')[2])
+  return producers.get(match.group(1)) if match else None
+
+
+# ------------------------------------------------------------ the thunk sequence (runtime)
+
+_THUNK = re.compile(r'^(?P<indent>\s*)\d+:\s+(?P<kind>k\w+)\s+\[[^\]]*\]\s*(?P<label>\S*)')
+
+
+def thunk_counts(text: str) -> dict:
+  """Command buffers, what sits in and outside them, and the host's launches per step.
+
+  `text` is XLA's `*thunk_sequence_after_thunk_passes.txt`: one line per thunk, the members of
+  a command buffer indented under it. The host launches each command buffer as one graph and
+  every other thunk that does device work (a kernel, a cuDNN call, a copy, a memset) alone.
+  """
+  inside, outside = collections.Counter(), collections.Counter()
+  command_buffers, in_buffer = 0, False
+  for line in text.splitlines():
+    match = _THUNK.match(line)
+    if not match:
+      continue
+    kind = match.group('kind')
+    if not match.group('indent'):
+      in_buffer = kind == 'kCommandBuffer'
+      command_buffers += in_buffer
+      if not in_buffer:
+        outside[kind] += 1
+    elif in_buffer:
+      inside[kind] += 1
+  return {'command_buffers': command_buffers, 'thunks_in_command_buffers': dict(inside),
+          'thunks_outside': dict(outside), 'launches': _launches(command_buffers, outside)}
+
+
+def _launches(command_buffers: int, outside: dict[str, int]) -> dict[str, int]:
+  """The host's launches per step: {total, graphs, library_calls, kernels, copies_and_other}."""
+  kernels = _kernel_thunks(outside)
+  library_calls = sum(outside.get(kind, 0) for kind in LIBRARY_THUNKS)
+  work = sum(n for kind, n in outside.items() if kind not in NOT_LAUNCHES)
+  return {'total': command_buffers + work, 'graphs': command_buffers,
+          'library_calls': library_calls, 'kernels': kernels,
+          'copies_and_other': work - kernels - library_calls}
+
+
+def _kernel_thunks(kinds: dict[str, int]) -> int:
+  return sum(n for kind, n in kinds.items() if kind in ('kKernel', 'kCustomKernel'))
+
+
+# ------------------------------------------------------------- the compile for a described GPU
+
+def check_cuda_plugin() -> str | None:
+  """Why a GPU cannot be described here (None: it can): the CUDA plugin must match jaxlib."""
+  import importlib.metadata  # pylint: disable=g-import-not-at-top
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  wanted = jaxlib.__version__
+  try:
+    plugin = importlib.metadata.version('jax-cuda12-plugin')
+  except importlib.metadata.PackageNotFoundError:
+    plugin = None
+  if plugin != wanted:
+    found = f'jax-cuda12-plugin {plugin}' if plugin else 'no CUDA plugin'
+    return (f'compiling for a described GPU needs the CUDA plugin of this jaxlib ({wanted}); '
+            f'found {found}. Install the extra: pip install "{EXTRA}" (or '
+            f'pip install "jax[cuda12]=={wanted}")')
+  return None
+
+
+def described_mesh(gpu: str):
+  """A one-GPU `data` mesh on the described `gpu` (a key of gpu_targets.TARGETS)."""
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  from okdhp_jax import sharding  # pylint: disable=g-import-not-at-top
+  topology = topologies.get_topology_desc(
+      platform='cuda', target_config=gpu_targets.installed_target_config(gpu), topology='1x1x1')
+  return topologies.make_mesh(topology, (1,), (sharding.DATA_AXIS,))
+
+
+def _abstract(tree, named_sharding):
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=named_sharding),
+                      tree)
+
+
+def compile_step(config_spec: str, dtype: str | None, batch_size: int | None, mesh,
+                 dump_to: str) -> dict:
+  """Compiles one config's train step for `mesh`'s GPU.
+
+  Returns {config, dtype, batch, lower_s, compile_s, compiled}: the compiled program and the
+  seconds to trace and lower it and to compile it. XLA dumps it into `dump_to`, which needs a
+  compile, not a cached program: main turns JAX's persistent cache off (its key ignores dump
+  options), and a compile option keeps the lowering's own cache out.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from okdhp_jax import sharding  # pylint: disable=g-import-not-at-top
+  from okdhp_jax.experiment import Experiment  # pylint: disable=g-import-not-at-top
+  from okdhp_jax.models import resolve_compute_dtype  # pylint: disable=g-import-not-at-top
+  from okdhp_jax.tools.bench_step import synthetic_batch  # pylint: disable=g-import-not-at-top
+  from okdhp_jax.tools.config_file import load_config  # pylint: disable=g-import-not-at-top
+  from okdhp_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+
+  config = load_config(config_spec)
+  # 'auto' resolves as on the GPU, not as on this CPU.
+  config.model.dtype = resolve_compute_dtype(dtype or config.model.dtype, backend='gpu')
+  config.train.batch_size = batch_size or config.train.batch_size
+  # The state's shapes and dtypes only: it is built on the CPU, then described on the GPU.
+  experiment = Experiment(config, workdir=None, steps_per_epoch=1000,
+                          rng=jax.random.key(config.seed, impl='unsafe_rbg'))
+  num_joints = experiment.meta.num_joints
+  state = _abstract(experiment.state, sharding.replicated(mesh))
+  frozen = _abstract(experiment.method.frozen_state(experiment.mesh), sharding.replicated(mesh))
+  batch = _abstract(synthetic_batch(config, config.train.batch_size, num_joints),
+                    sharding.data_sharded(mesh))
+  train_step = step_lib.make_train_step(config, experiment.model, experiment.method, mesh=mesh,
+                                        steps_per_epoch=1000, num_joints=num_joints)
+  start = time.perf_counter()
+  lowered = train_step.lower(state, frozen, batch)
+  lower_s = time.perf_counter() - start
+  start = time.perf_counter()
+  compiled = lowered.compile({'xla_dump_to': dump_to})
+  compile_s = time.perf_counter() - start
+  return {'config': config_spec, 'dtype': config.model.dtype, 'batch': config.train.batch_size,
+          'lower_s': lower_s, 'compile_s': compile_s, 'compiled': compiled}
+
+
+def thunk_files(dump_dir: str) -> dict[str, float]:
+  """{path: modification time} of the train steps' thunk sequences in XLA's dump folder."""
+  pattern = os.path.join(dump_dir, '*train_step*thunk_sequence_after_thunk_passes.txt')
+  return {path: os.path.getmtime(path) for path in glob.glob(pattern)}
+
+
+def new_thunks(dump_dir: str, before: dict[str, float]) -> str:
+  """The thunk sequence XLA wrote into `dump_dir` since `before` (thunk_files) was taken."""
+  paths = [p for p, mtime in thunk_files(dump_dir).items() if before.get(p) != mtime]
+  if not paths:
+    raise FileNotFoundError(f'XLA wrote no thunk sequence of the train step into {dump_dir}')
+  with open(max(paths, key=os.path.getmtime), encoding='utf-8') as f:
+    return f.read()
+
+
+def program_row(compiled, thunks_text: str) -> dict:
+  """The counts of one compiled GPU program and its thunk sequence."""
+  memory = compiled.memory_analysis()
+  row = dict(hlo_counts(compiled.as_text()), **thunk_counts(thunks_text))
+  row.update(temp_gib=memory.temp_size_in_bytes / GIB,
+             argument_gib=memory.argument_size_in_bytes / GIB,
+             output_gib=memory.output_size_in_bytes / GIB)
+  return row
+
+
+def measure(config_spec: str, dtype: str | None, batch_size: int | None, mesh, *,
+            keep_dump: str | None) -> dict:
+  """compile_step, then its counts; the dump goes to `keep_dump` or a folder removed after."""
+  user_dump = _xla_dump_to()
+  with tempfile.TemporaryDirectory(prefix='okdhp_gpu_program_') as scratch:
+    dump_dir = user_dump or keep_dump or scratch
+    before = thunk_files(dump_dir)
+    row = compile_step(config_spec, dtype, batch_size, mesh, dump_to=dump_dir)
+    row.update(program_row(row.pop('compiled'), new_thunks(dump_dir, before)))
+  return row
+
+
+def _xla_dump_to() -> str | None:
+  match = re.search(r'--xla_dump_to=(\S+)', os.environ.get('XLA_FLAGS', ''))
+  return match.group(1) if match else None
+
+
+# ----------------------------------------------------------------------------- the table
+
+# (label, how a row gives it)
+ROWS = (
+    ('kernels (fusions)', lambda r: r['kernels']),
+    ('  reductions', lambda r: r['kernels_by_kind'].get('reduction', 0)),
+    ('  transposes', lambda r: r['kernels_by_kind'].get('transpose', 0)),
+    ('  elementwise, concatenations (loop)', lambda r: r['kernels_by_kind'].get('loop', 0)),
+    ('  Triton GEMMs, scatters', lambda r: sum(
+        n for k, n in r['kernels_by_kind'].items()
+        if k not in ('reduction', 'transpose', 'loop'))),
+    ('cuDNN convolutions', lambda r: sum(
+        n for t, n in r['library_calls'].items() if t.startswith('__cudnn$conv'))),
+    ('  forward', lambda r: _calls(r, '__cudnn$convForward')),
+    ('  backward input', lambda r: _calls(r, '__cudnn$convBackwardInput')),
+    ('  backward filter', lambda r: _calls(r, '__cudnn$convBackwardFilter')),
+    ('  fused bias/activation', lambda r: _calls(r, '__cudnn$convBiasActivationForward')),
+    ('other library calls', lambda r: sum(
+        n for t, n in r['library_calls'].items() if not t.startswith('__cudnn$conv'))),
+    ('copies', lambda r: r['copies']),
+    ('  of fusion outputs', lambda r: r['copies_of_fusion_outputs']),
+    ('  GiB copied', lambda r: f'{r["copied_gib"]:.2f}'),
+    ('command buffers (CUDA graphs)', lambda r: r['command_buffers']),
+    ('  kernels inside', lambda r: _kernel_thunks(r['thunks_in_command_buffers'])),
+    ('  copies, memsets inside', lambda r: sum(r['thunks_in_command_buffers'].values())
+     - _kernel_thunks(r['thunks_in_command_buffers'])),
+    ('kernels outside command buffers', lambda r: _kernel_thunks(r['thunks_outside'])),
+    ('host launches per step', lambda r: r['launches']['total']),
+    ('  graphs', lambda r: r['launches']['graphs']),
+    ('  convolutions and library calls', lambda r: r['launches']['library_calls']),
+    ('  kernels', lambda r: r['launches']['kernels']),
+    ('  copies, memsets', lambda r: r['launches']['copies_and_other']),
+    ('temporary memory GiB', lambda r: f'{r["temp_gib"]:.2f}'),
+    ('argument memory GiB', lambda r: f'{r["argument_gib"]:.2f}'),
+    ('trace + lower s', lambda r: f'{r["lower_s"]:.1f}'),
+    ('compile s', lambda r: f'{r["compile_s"]:.1f}'),
+)
+
+
+def _calls(row: dict, target: str) -> int:
+  return row['library_calls'].get(target, 0)
+
+
+def format_table(rows: list[dict]) -> str:
+  """Markdown: one row per quantity, one column per compiled config."""
+  headers = [f'{os.path.basename(r["config"])} {r["dtype"]} b{r["batch"]}' for r in rows]
+  lines = ['| ' + ' | '.join(['', *headers]) + ' |', '|---|' + '---:|' * len(rows)]
+  for label, value in ROWS:
+    cells = [f'{v:,}' if isinstance(v, int) else str(v) for v in (value(r) for r in rows)]
+    lines.append(f'| {label.replace("  ", "&nbsp;&nbsp;")} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--config', action='append', default=[], required=True,
+                      help='config file, optionally with :arg (repeat for several columns)')
+  parser.add_argument('--batch', type=int, default=None,
+                      help='global batch (default: config.train.batch_size)')
+  parser.add_argument('--dtype', choices=DTYPES, default=None,
+                      help="compute dtype (default: the config's; 'auto' is bfloat16 on a GPU)")
+  parser.add_argument('--gpu', choices=sorted(gpu_targets.TARGETS), default='h100',
+                      help='the described GPU (okdhp_jax/tools/gpu_targets.py names sources)')
+  parser.add_argument('--dump-to', '--dump_to', default=None, metavar='DIR',
+                      help="keep XLA's dump of the compile in DIR (default: a removed folder)")
+  parser.add_argument('--json', default=None, metavar='FILE',
+                      help='also write the rows (every count) to FILE as JSON')
+  args = parser.parse_args(argv)
+  for spec in args.config:
+    if not os.path.exists(spec.partition(':')[0]):
+      parser.error(f'--config file {spec.partition(":")[0]} does not exist')
+  # Before JAX starts: the CUDA plugin then registers the GPU's topology without a driver.
+  os.environ['JAX_PLATFORMS'] = 'cpu'
+  os.environ['JAX_ENABLE_COMPILATION_CACHE'] = 'false'
+  problem = check_cuda_plugin()
+  if problem:
+    print(f'error: {problem}', file=sys.stderr)
+    raise SystemExit(1)
+  target = gpu_targets.TARGETS[args.gpu]
+  print(f'GPU: {target.name} (described: {target.source})', flush=True)
+  print(f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")}', flush=True)
+  mesh = described_mesh(args.gpu)
+  rows = []
+  for spec in args.config:
+    print(f'compiling {spec} ...', file=sys.stderr, flush=True)
+    rows.append(measure(spec, args.dtype, args.batch, mesh, keep_dump=args.dump_to))
+  print(format_table(rows), flush=True)
+  if args.json:
+    with open(args.json, 'w', encoding='utf-8') as f:
+      json.dump({'gpu': args.gpu, 'xla_flags': os.environ.get('XLA_FLAGS', ''), 'rows': rows},
+                f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
