@@ -169,6 +169,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # checked); 0 turns the check off.
   config.train.divergence_factor = 100.0
   config.train.divergence_window = 20
+  # Steps to trace with jax.profiler right after the first evaluation (0: none), on process 0;
+  # TensorBoard's profile plugin opens the trace from WORKDIR/plugins/profile/.
+  config.train.profile = 0
 
   # ---------------------------------------------------------------- evaluation
   config.eval = ml_collections.ConfigDict()

@@ -179,3 +179,16 @@ def test_progress_line_reports_rate_and_eta():
   people = progress.ProgressLine(total=50, images_per_unit=1, label='eval')
   people.start_time -= 5.0  # 10 people in 5 s: 2 img/s, 40 left.
   assert people(10) == 'eval 10/50 (20.0%) | 2.0 img/s | ETA 00:00:20'
+
+
+@pytest.mark.slow  # a real (tiny) run: compiles the step and the predict step.
+def test_profile_traces_the_steps_after_the_first_evaluation(tmp_path):
+  """Two epochs of two steps, evaluated after each: steps 3 and 4 are traced."""
+  config = toy_config(tmp_path)
+  config.train.update(num_epochs=2, profile=2)
+  workdir = str(tmp_path / 'run')
+  experiment = experiment_lib.Experiment(config, workdir)
+  assert experiment.total_steps == 4
+  experiment_lib.train_and_evaluate(experiment)
+  assert glob.glob(f'{workdir}/plugins/profile/*/*.xplane.pb')
+  assert sorted(logged_scalars(workdir, 'steps_per_sec')) == [2, 4]  # clu's, per evaluation.

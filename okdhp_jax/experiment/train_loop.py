@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 import ml_collections
-from clu import metric_writers, parameter_overview
+from clu import metric_writers, parameter_overview, periodic_actions
 
 from okdhp_jax import paths
 from okdhp_jax import progress as progress_line
@@ -58,6 +58,12 @@ def train_and_evaluate(experiment: Experiment) -> RunProgress:
   frozen = experiment.method.frozen_state(experiment.mesh)
   eval_every_steps = max(1, int(config.train.eval_every_epochs * experiment.steps_per_epoch))
   line = progress_line.ProgressLine(experiment.total_steps, config.train.batch_size, start_step)
+  # clu's steps_per_sec, uptime and eval/checkpoint shares, once per evaluation.
+  report = periodic_actions.ReportProgress(
+      num_train_steps=experiment.total_steps, writer=writer, every_steps=eval_every_steps,
+      every_secs=None)
+  trace = _Trace(config.train.profile if is_chief else 0, workdir, start_step,
+                 eval_every_steps, experiment.total_steps)
   last_good_step = start_step if start_step else None
   window = _Window(start_step)
   guard = guards.LossGuard(config.train.divergence_factor, config.train.divergence_window,
@@ -66,13 +72,15 @@ def train_and_evaluate(experiment: Experiment) -> RunProgress:
   checkpoint_dir = experiment.manager.directory
   try:
     for step in range(start_step + 1, experiment.total_steps + 1):
-      waiting_since = time.perf_counter()
-      batch = next(batches)
-      window.input_wait += time.perf_counter() - waiting_since
-      if step == start_step + 1:
-        logging.info('Compiling the train step (the first call traces and compiles it)...')
-        compile_start = time.time()
-      experiment.state, metrics = train_step(experiment.state, frozen, batch)
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        waiting_since = time.perf_counter()
+        with jax.profiler.TraceAnnotation('input'):
+          batch = next(batches)
+        window.input_wait += time.perf_counter() - waiting_since
+        if step == start_step + 1:
+          logging.info('Compiling the train step (the first call traces and compiles it)...')
+          compile_start = time.time()
+        experiment.state, metrics = train_step(experiment.state, frozen, batch)
       if step == start_step + 1:
         jax.block_until_ready(metrics)
         logging.info('Compiled and ran the first step in %.1f s.', time.time() - compile_start)
@@ -96,7 +104,9 @@ def train_and_evaluate(experiment: Experiment) -> RunProgress:
       scored = eval_now and not preempted
       metric = None
       if scored:
-        result = experiment.evaluate(num_images_to_draw=config.train.num_images_to_draw)
+        # The step's metrics were fetched (an evaluation step saves): nothing is in flight.
+        with report.timed('eval', wait_jax_async_dispatch=False):
+          result = experiment.evaluate(num_images_to_draw=config.train.num_images_to_draw)
         _log_eval(writer, step, result, workdir if is_chief else None)
         progress.record(Evaluation(step=step, metrics=result.metrics,
                                    scored_on=result.scored_on, subsets=result.subsets,
@@ -104,7 +114,8 @@ def train_and_evaluate(experiment: Experiment) -> RunProgress:
                         best_metric=result.best_metric, best_branch=result.best_branch)
         metric = result.best_metric
       if save_now:
-        experiment.save(step, progress, metric=metric)
+        with report.timed('checkpoint', wait_jax_async_dispatch=False):
+          experiment.save(step, progress, metric=metric)
         last_good_step = step
       if preempted:
         experiment.wait_for_saves()
@@ -114,7 +125,10 @@ def train_and_evaluate(experiment: Experiment) -> RunProgress:
             f'of step {step} in {checkpoint_dir}. Rerun the same command to resume from it.')
       if eval_now or save_now:
         window = _Window(step)  # training rates leave evaluation and checkpoint time out.
+      report(step)
+      trace(step, metrics)
   finally:
+    trace.close()
     preemption.close()
   experiment.wait_for_saves()
   writer.flush()
@@ -145,6 +159,38 @@ def _write_results(experiment: Experiment, progress: RunProgress) -> None:
                               os.path.join(workdir, 'training_curves.png'))
 
 
+class _Trace:
+  """clu's Profile over `num_steps` steps right after the run's first evaluation (compiling
+  and the evaluation are behind it), input included; the trace goes to
+  WORKDIR/plugins/profile/, where TensorBoard's profile plugin reads it. 0 steps: no trace."""
+
+  def __init__(self, num_steps: int, workdir: str, start_step: int, eval_every_steps: int,
+               total_steps: int):
+    first = (start_step // eval_every_steps + 1) * eval_every_steps
+    self.last = min(first + num_steps, total_steps)
+    self.action = None
+    if num_steps > 0 and first < total_steps:
+      self.action = periodic_actions.Profile(
+          logdir=workdir, num_profile_steps=self.last - first, profile_duration_ms=None,
+          first_profile=first, every_secs=None)
+    elif num_steps > 0:
+      logging.warning('No trace: no training step follows the first evaluation (step %d).',
+                      first)
+
+  def __call__(self, step: int, metrics) -> None:
+    if self.action is None:
+      return
+    if step == self.last:
+      jax.block_until_ready(metrics)  # the last traced step's device work ends in the trace.
+    self.action(step)
+
+  def close(self) -> None:
+    # clu's Profile has no public stop for a run that ends (raises) inside the trace.
+    action = self.action
+    if action is not None and action._session_running:  # pylint: disable=protected-access
+      jax.profiler.stop_trace()
+
+
 class _Window:
   """Training time since the last log, evaluation or checkpoint, and how much of it was spent
   waiting for the input pipeline (blocked in next(batches))."""
@@ -165,7 +211,9 @@ class _Window:
 def _log_train(writer, line: progress_line.ProgressLine, window: _Window, step: int,
                scalars: dict[str, float], batch_size: int) -> None:
   """The method's scalars and the speed to TensorBoard; the progress line to the console."""
-  perf, text = {'perf/img_per_sec': line.images_per_second(step)}, ''
+  # clu's ReportProgress counts steps/s over wall time: img/s of the global batch, training
+  # time without evaluation and checkpoints, and the input wait are this loop's own.
+  perf, text = {}, ''
   if step > window.step:  # not on the compiling step: nothing was timed yet.
     train_rate, input_wait, wait_ms = window.close(step, batch_size)
     perf.update({'perf/train_img_per_sec': train_rate,
