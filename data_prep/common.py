@@ -19,7 +19,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import glob
-import io
 import json
 import os
 import re
@@ -29,7 +28,6 @@ import time
 from typing import Callable, Iterable
 
 import numpy as np
-from PIL import Image
 
 from data_prep import jpeg_baseline
 from data_prep import records_folder
@@ -260,7 +258,7 @@ def load_image(path: str, scratch_dir: str | None = None,
     if header.is_plain_jpeg:  # stored as it is: TensorFlow decodes it for training.
       image_files.check_decodes(data, path)
     else:
-      data = encode_jpeg(image_files.decode_rgb(data, path))
+      data = image_files.reencode(data, path)
   except image_files.ImageError as e:
     raise BadInput(e.reason, str(e)) from None
   progressive = header.is_plain_jpeg and header.progressive
@@ -273,12 +271,6 @@ def load_image(path: str, scratch_dir: str | None = None,
   return LoadedImage(data, header.height, header.width,
                      baseline_rewrite=progressive and rewritten is not None,
                      restart_markers=jpeg_window.restart_index(data) is not None)
-
-
-def encode_jpeg(array: np.ndarray, quality: int = 95) -> bytes:
-  out = io.BytesIO()
-  Image.fromarray(np.asarray(array, np.uint8)).save(out, format='JPEG', quality=quality)
-  return out.getvalue()
 
 
 def check_finite(where: str, **arrays):

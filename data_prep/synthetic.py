@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw
 from scipy.io import savemat
 
 from data_prep import common
+from okdhp_jax.data import image_files
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import records
 
@@ -285,7 +286,7 @@ def figure_example(seed: int, index: int, size: int, clutter: bool = True,
   headbox = np.stack([head_centre - head_len / 2, head_centre + head_len / 2])
   half = 100.0 * scale[0]
   example = records.PersonExample(
-      image_bytes=common.encode_jpeg(image), image_filename=f'synthetic/{seed}/{index:07d}.jpg',
+      image_bytes=image_files.encode_jpeg(image), image_filename=f'synthetic/{seed}/{index:07d}.jpg',
       image_id=index, image_height=size, image_width=size, person_index=index,
       center=center, scale=scale, joints=joints, joints_vis=vis,
       box=np.array([center[0] - half, center[1] - half, 2 * half, 2 * half]),

@@ -249,7 +249,7 @@ def _finish_saves(experiment) -> None:
 
   def wait() -> None:
     try:
-      experiment.manager.wait_until_finished()
+      experiment.wait_for_saves()
     except Exception:  # pylint: disable=broad-except  (the training error is the one to report)
       pass
 

@@ -11,6 +11,7 @@ import pytest
 
 from configs import default
 from data_prep import common
+from okdhp_jax.data import image_files
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import pipeline, records, shard_check
 
@@ -22,7 +23,7 @@ def _person(index):
   image = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
   joints = rng.uniform(16, 48, (16, 2))
   return records.PersonExample(
-      image_bytes=common.encode_jpeg(image), image_filename=f'{index}.jpg', image_id=index,
+      image_bytes=image_files.encode_jpeg(image), image_filename=f'{index}.jpg', image_id=index,
       image_height=SIZE, image_width=SIZE, person_index=index, center=np.array([32.0, 32.0]),
       scale=np.array([0.3, 0.3]), joints=joints, joints_vis=np.ones(16, np.float32),
       box=np.array([0, 0, SIZE, SIZE], np.float64), score=1.0, area=float(SIZE * SIZE))

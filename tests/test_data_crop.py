@@ -13,10 +13,10 @@ import pytest
 import tensorflow as tf
 
 from data_prep import coco
-from data_prep import common
 from data_prep import mpii
 from okdhp_jax.data import augment
 from okdhp_jax.data import crop
+from okdhp_jax.data import image_files
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import pipeline
 from okdhp_jax.data import records
@@ -110,7 +110,7 @@ def _marker_image(span: float):
   image = np.zeros((SIDE, SIDE, 3), np.uint8)
   for x, y in joints.astype(int):
     image[y - half:y + half + 1, x - half:x + half + 1] = 255
-  return common.encode_jpeg(image, quality=98), joints
+  return image_files.encode_jpeg(image, quality=98), joints
 
 
 def _centroid(image, around, radius):

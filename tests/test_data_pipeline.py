@@ -17,6 +17,7 @@ from data_prep import mpii
 from okdhp_jax.data import augment
 from okdhp_jax.data import crop
 from okdhp_jax.data import geometry
+from okdhp_jax.data import image_files
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import pipeline
 from okdhp_jax.data import records
@@ -50,7 +51,7 @@ def write_marker_records(out_dir):
   center = np.array([200.0, 160.0])
   scale = np.array([1.3, 1.3])
   example = records.PersonExample(
-      image_bytes=common.encode_jpeg(image, quality=98), image_filename='markers.jpg',
+      image_bytes=image_files.encode_jpeg(image, quality=98), image_filename='markers.jpg',
       image_id=7, image_height=IMAGE_H, image_width=IMAGE_W, person_index=0, center=center,
       scale=scale, joints=joints, joints_vis=vis, box=np.array([70, 30, 260, 260.0]),
       score=1.0, area=260.0 ** 2)

@@ -45,7 +45,7 @@ class ToyMetric(metrics.Metric):
 @pytest.fixture
 def toy_dataset(monkeypatch):
   """TOY and its metric registered for one test, as a new dataset's modules would."""
-  monkeypatch.setattr(metrics, '_REGISTRY', dict(metrics._REGISTRY))
+  monkeypatch.setattr(metrics._METRICS, '_classes', dict(metrics._METRICS._classes))
   metrics.register('toy')(ToyMetric)
   monkeypatch.setitem(meta_lib._REGISTRY, TOY.name, TOY)
   ToyMetric.seen.clear()
@@ -125,5 +125,6 @@ def test_an_unregistered_metric_or_a_second_registration_is_refused(toy_dataset)
   unknown = dataclasses.replace(toy_dataset, metric='nowhere')
   with pytest.raises(ValueError, match="'nowhere', which is not registered"):
     metrics.headline_metric(unknown)
-  with pytest.raises(ValueError, match="metric 'toy' is registered twice"):
+  with pytest.raises(ValueError,
+                     match=r"a metric named 'toy' is already registered \(ToyMetric\)"):
     metrics.register('toy')(type('OtherToy', (metrics.Metric,), {}))

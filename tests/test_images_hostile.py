@@ -209,5 +209,5 @@ def test_converters_read_and_refuse_hostile_images_as_predict_does(tmp_path):
   assert all('\n' not in m for m in report.messages)
   # The 16-bit photo is stored as the predictor reads it: the 8-bit grey photo.
   record, = read_split(out, 'train', 16)
-  as_grey = common.encode_jpeg(np.repeat(grey_photo()[..., None], 3, axis=-1))
+  as_grey = image_files.encode_jpeg(np.repeat(grey_photo()[..., None], 3, axis=-1))
   assert record['image/encoded'] == images.open_image(grey16).read_jpeg() == as_grey

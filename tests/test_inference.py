@@ -18,7 +18,7 @@ from PIL import Image
 
 from okdhp_jax import sharding
 from okdhp_jax.codecs import heatmap as heatmap_codec
-from okdhp_jax.data import augment, geometry, meta as meta_lib
+from okdhp_jax.data import augment, geometry, image_files, meta as meta_lib
 from okdhp_jax.data.tf_host import tf
 from okdhp_jax.evaluation import coco_eval, predict_step as predict_step_lib
 from okdhp_jax.export import store
@@ -139,7 +139,7 @@ def test_pixels_bytes_and_png_are_cropped_as_the_records_would_hold_them(predict
   pixels = np.asarray(Image.open(IMAGE).convert('RGB'))
   png = tmp_path / 'image.png'
   Image.fromarray(pixels).save(png)
-  jpeg = images.encode_jpeg(pixels)
+  jpeg = image_files.encode_jpeg(pixels)
   from_array, from_png, from_bytes = predictor.predict_many([pixels, str(png), jpeg],
                                                             [BOXES[:1]] * 3)
   np.testing.assert_array_equal(from_array.scores, from_png.scores)

@@ -14,7 +14,7 @@ PROGRAM = PACKAGE / 'main.py'
 
 # Small modules with one job each, which any part of the library may use.
 UTILITIES = {'paths', 'precision', 'progress', 'console', 'cpu_compiler', 'compile_cache',
-             'sharding'}
+             'registry', 'sharding'}
 # What each part of okdhp_jax (a package, or a module at the top) may import from the rest,
 # bottom-up: a reader can start at data/ and never meet a name from further up.
 ALLOWED = {

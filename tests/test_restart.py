@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 
+import flax
 import numpy as np
 import pytest
 
@@ -91,16 +92,9 @@ def test_stopped_and_rerun_ends_as_the_uninterrupted_run(straight, tmp_path):
   for key in ('retained', 'best_step', 'best_branch', 'export_step', 'export_branch'):
     assert got[key] == reference[key], (key, got[key], reference[key])
   assert reference['best_step'] in reference['retained']
-  flat = lambda tree: {'/'.join(map(str, k)): v for k, v in _flatten(tree)}
-  want, have = flat(reference['variables']), flat(got['variables'])
+  want = flax.traverse_util.flatten_dict(reference['variables'], sep='/')
+  have = flax.traverse_util.flatten_dict(got['variables'], sep='/')
   assert want.keys() == have.keys()
   for key in want:
     np.testing.assert_allclose(have[key], want[key], rtol=1e-6, atol=1e-7, err_msg=key)
 
-
-def _flatten(tree, prefix=()):
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      yield from _flatten(value, prefix + (key,))
-    else:
-      yield prefix + (key,), np.asarray(value)

@@ -40,6 +40,8 @@ from okdhp_jax.data import jpeg_window
 MAX_PIXELS_VARIABLE = 'OKDHP_MAX_IMAGE_PIXELS'
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS (2**30 // 4 // 3).
 SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
+# What an image that is not a plain JPEG is stored or cropped from: a JPEG of this quality.
+JPEG_QUALITY = 95
 _EOI = b'\xff\xd9'
 _SOS = 0xDA
 # Held while Pillow's module-wide limit is off for one Image.open (_opened), so that threads
@@ -173,6 +175,19 @@ def decode_rgb(data: bytes, name: str) -> np.ndarray:
   with _opened(data, name) as image:
     _load(image, name)
     return to_rgb(image, name)
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+  """uint8 [height, width, 3] (or [height, width]) pixels as JPEG bytes."""
+  out = io.BytesIO()
+  Image.fromarray(np.asarray(pixels, np.uint8)).save(out, format='JPEG', quality=quality)
+  return out.getvalue()
+
+
+def reencode(data: bytes, name: str) -> bytes:
+  """Image-file bytes as the JPEG the converters store and the predictor crops from; raises
+  ImageError naming `name`."""
+  return encode_jpeg(decode_rgb(data, name))
 
 
 def _load(image: Image.Image, name: str) -> None:

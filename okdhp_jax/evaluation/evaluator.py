@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from okdhp_jax import paths, progress, sharding
+from okdhp_jax.codecs import heatmap as heatmap_codec
 from okdhp_jax.codecs.heatmap import HeatmapCodec
 from okdhp_jax.data import geometry
 from okdhp_jax.data import meta as meta_lib
@@ -117,8 +118,8 @@ def _prediction_pass(config: ml_collections.ConfigDict, variables: dict[str, Any
     images = pipeline.make_global_batch({'image': batch['image']}, mesh)['image']
     out = jax.tree.map(sharding.local_rows, predict_step(variables, images))
     for name, heatmaps in _named_heatmaps(out).items():
-      xy, conf = _image_joints(codec, heatmaps[valid], batch['center'][valid],
-                               batch['scale'][valid])
+      xy, conf = image_joints(heatmaps[valid], batch['center'][valid], batch['scale'][valid],
+                              codec.input_size)
       joints.setdefault(name, []).append(xy)
       scores.setdefault(name, []).append(conf)
     for key in rows:
@@ -166,12 +167,14 @@ def _named_heatmaps(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return heatmaps
 
 
-def _image_joints(codec: HeatmapCodec, heatmaps: np.ndarray, center: np.ndarray,
-                  scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def image_joints(heatmaps: np.ndarray, center: np.ndarray, scale: np.ndarray,
+                 input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
   """Joints float64 [n, J, 2] in image pixels and scores float32 [n, J] of heatmaps
-  [n, h, w, J] predicted on crops of boxes with centres [n, 2] and scales [n, 2]."""
-  xy, conf = codec.decode(heatmaps)
-  return geometry.input_to_image(xy, center, scale, codec.input_size), conf
+  [n, h, w, J] predicted on `input_size` crops of boxes with centres [n, 2] and scales [n, 2]:
+  the codec's decode, then back through each crop's inverse affine (the evaluation's rule,
+  which PosePredictor follows too)."""
+  xy, conf = heatmap_codec.heatmaps_to_input_coords(heatmaps, input_size)
+  return geometry.input_to_image(xy, center, scale, input_size), conf
 
 
 def write_eval_files(result: EvalResult, meta: meta_lib.DatasetMeta, out_dir: str) -> str:

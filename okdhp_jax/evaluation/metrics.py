@@ -24,6 +24,7 @@ import numpy as np
 from etils import epath
 
 from okdhp_jax.data.meta import DatasetMeta
+from okdhp_jax.registry import Registry
 
 if TYPE_CHECKING:
   from okdhp_jax.evaluation.evaluator import EvalResult
@@ -98,34 +99,19 @@ class Metric:
     del result, out_dir
 
 
-_REGISTRY: dict[str, type[Metric]] = {}
-
-
-def register(name: str):
-  """Class decorator: makes a Metric subclass the one `DatasetMeta.metric == name` selects."""
-
-  def add(cls: type[Metric]) -> type[Metric]:
-    if name in _REGISTRY and _REGISTRY[name] is not cls:
-      raise ValueError(f'metric {name!r} is registered twice: {_REGISTRY[name].__name__} and '
-                       f'{cls.__name__}')
-    cls.name = name
-    _REGISTRY[name] = cls
-    return cls
-
-  return add
-
-
-def registered_names() -> list[str]:
-  return sorted(_REGISTRY)
+_METRICS = Registry('metric', Metric)
+# Class decorator: makes a Metric subclass the one `DatasetMeta.metric == name` selects.
+register = _METRICS.register
+registered_names = _METRICS.names
 
 
 def metric_class(meta: DatasetMeta) -> type[Metric]:
   """The Metric subclass that scores `meta`'s dataset."""
-  try:
-    return _REGISTRY[meta.metric]
-  except KeyError:
+  metric = _METRICS.get(meta.metric)
+  if metric is None:
     raise ValueError(f'dataset {meta.name!r} is scored by metric {meta.metric!r}, which is not '
-                     f'registered; registered metrics are {registered_names()}') from None
+                     f'registered; registered metrics are {list(registered_names())}')
+  return metric
 
 
 def create(config: ml_collections.ConfigDict, meta: DatasetMeta) -> Metric:

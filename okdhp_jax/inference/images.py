@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import os
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image
 
 from okdhp_jax import paths
 from okdhp_jax.data import augment
@@ -32,7 +30,6 @@ from okdhp_jax.data import crop as crop_lib
 from okdhp_jax.data import image_files
 from okdhp_jax.data.tf_host import tf
 
-JPEG_QUALITY = 95  # data_prep/common.py's, for images that are not JPEG already.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,18 +57,7 @@ def _as_jpeg(data: bytes, name: str) -> tuple[Callable[[], bytes], int, int]:
   header = image_files.read_header(data, name)
   if header.is_plain_jpeg:
     return (lambda: data), header.height, header.width
-  return (lambda: reencode(data, name)), header.height, header.width
-
-
-def reencode(data: bytes, name: str) -> bytes:
-  """Any image file's bytes -> RGB JPEG bytes at JPEG_QUALITY."""
-  return encode_jpeg(image_files.decode_rgb(data, name))
-
-
-def encode_jpeg(pixels: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(pixels).save(buffer, format='JPEG', quality=JPEG_QUALITY)
-  return buffer.getvalue()
+  return (lambda: image_files.reencode(data, name)), header.height, header.width
 
 
 def read_file(path: str | os.PathLike) -> bytes:
@@ -108,7 +94,7 @@ def open_image(source, name: str | None = None) -> ImageSource:
     raise ValueError(f'{name}: pixel arrays must be uint8 [height, width, 3] RGB; got '
                      f'{pixels.dtype} {pixels.shape}')
   return ImageSource(name, pixels.shape[0], pixels.shape[1],
-                     functools.partial(encode_jpeg, np.ascontiguousarray(pixels)))
+                     functools.partial(image_files.encode_jpeg, np.ascontiguousarray(pixels)))
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:

@@ -27,10 +27,10 @@ import ml_collections
 import numpy as np
 
 from okdhp_jax import sharding
-from okdhp_jax.codecs import heatmap as heatmap_codec
 from okdhp_jax.data import crop as crop_lib
 from okdhp_jax.data import geometry
 from okdhp_jax.data import meta as meta_lib
+from okdhp_jax.evaluation import evaluator
 from okdhp_jax.evaluation import predict_step as predict_step_lib
 from okdhp_jax.inference import detections as detections_lib
 from okdhp_jax.inference import images as images_lib
@@ -240,10 +240,9 @@ class PosePredictor:
   def _decode(self, heatmaps, batch: _People, keypoints: list, scores: list) -> None:
     """Appends the batch's joints [n, J, 2] in image pixels and scores [n, J]."""
     count = len(batch.crops)
-    coords, joint_scores = heatmap_codec.heatmaps_to_input_coords(np.asarray(heatmaps)[:count],
-                                                                  self.input_size)
-    keypoints.append(geometry.input_to_image(coords, batch.centers, batch.scales,
-                                             self.input_size))
+    coords, joint_scores = evaluator.image_joints(np.asarray(heatmaps)[:count], batch.centers,
+                                                  batch.scales, self.input_size)
+    keypoints.append(coords)
     scores.append(joint_scores)
 
   def _batches(self, sources, boxes) -> Iterator[_People]:

@@ -27,6 +27,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from okdhp_jax.models.outputs import PoseOutputs
+from okdhp_jax.registry import Registry
 
 Metrics = dict[str, jax.Array]
 
@@ -102,33 +103,19 @@ class Method:
     raise NotImplementedError(f'{type(self).__name__} must define loss()')
 
 
-_REGISTRY: dict[str, type[Method]] = {}
-
-
-def register(name: str):
-  """Class decorator: makes a Method subclass selectable as `config.method=name`."""
-  def add(cls: type[Method]) -> type[Method]:
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-      raise TypeError(f'register({name!r}) decorates Method subclasses, got {cls!r}')
-    known = _REGISTRY.get(name)
-    if known is not None and known.__qualname__ != cls.__qualname__:
-      raise ValueError(f'a method named {name!r} is already registered ({known.__qualname__})')
-    cls.name = name
-    _REGISTRY[name] = cls
-    return cls
-  return add
-
-
-def registered_names() -> tuple[str, ...]:
-  return tuple(sorted(_REGISTRY))
+_METHODS = Registry('method', Method)
+# Class decorator: makes a Method subclass selectable as `config.method=name`.
+register = _METHODS.register
+registered_names = _METHODS.names
 
 
 def get_method(name: str) -> type[Method]:
   """The Method class registered as `name`."""
-  if name not in _REGISTRY:
+  method = _METHODS.get(name)
+  if method is None:
     raise ValueError(f'config.method={name!r} is not a registered training method; choose one '
                      f'of {registered_names()} (the plain baseline is okdhp with one branch)')
-  return _REGISTRY[name]
+  return method
 
 
 def create(config: ml_collections.ConfigDict, *, num_joints: int) -> Method:

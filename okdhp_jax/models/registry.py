@@ -29,6 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from okdhp_jax.registry import Registry
+
 # The fields of config.model every network reads; the rest are per-network sections.
 SHARED_FIELDS = ('name', 'fau', 'fau_hidden', 'dtype', 'param_dtype')
 COLLECTIONS = ('params', 'batch_stats')
@@ -101,33 +103,18 @@ class NetworkSpec:
     return self.name
 
 
-_REGISTRY: dict[str, NetworkSpec] = {}
-
-
-def register(name: str):
-  """Class decorator: makes a NetworkSpec subclass the network `config.model.name=name`."""
-  def add(cls: type[NetworkSpec]) -> type[NetworkSpec]:
-    if not (isinstance(cls, type) and issubclass(cls, NetworkSpec)):
-      raise TypeError(f'register({name!r}) decorates NetworkSpec subclasses, got {cls!r}')
-    known = _REGISTRY.get(name)
-    if known is not None and type(known).__qualname__ != cls.__qualname__:
-      raise ValueError(f'a network named {name!r} is already registered '
-                       f'({type(known).__qualname__})')
-    cls.name = name
-    _REGISTRY[name] = cls()
-    return cls
-  return add
-
-
-def network_names() -> tuple[str, ...]:
-  return tuple(sorted(_REGISTRY))
+_NETWORKS = Registry('network', NetworkSpec)
+# Class decorator: makes a NetworkSpec subclass the network `config.model.name=name`.
+register = _NETWORKS.register
+network_names = _NETWORKS.names
 
 
 def get_spec(name: str) -> NetworkSpec:
   """The spec registered as `name`; ValueError naming config.model.name and the choices."""
-  if name not in _REGISTRY:
+  spec = _NETWORKS.get(name)
+  if spec is None:
     raise ValueError(f'config.model.name must be one of {network_names()}, got {name!r}')
-  return _REGISTRY[name]
+  return spec()  # specs hold no state: an instance is only a way to call their methods.
 
 
 def network_config(name: str, *, fau: str = 'none', fau_hidden: int = 64, dtype: str = 'float32',
