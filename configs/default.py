@@ -157,6 +157,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------- training loop
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 16           # global batch, split over all devices.
+  # BatchNorm's training statistics: 'global' (over the global batch, so any device count
+  # trains as one device does; a collective per layer) or 'per_device' (over each device's
+  # share, as the released code's DataParallel replicas; okdhp_jax/training/step.py).
+  config.train.batch_norm_stats = 'global'
   config.train.num_epochs = 150
   config.train.log_every_steps = 50
   config.train.eval_every_epochs = 10
@@ -190,9 +194,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 'best': the checkpoint with the best validation score; 'latest': the newest checkpoint.
   config.export.checkpoint = 'best'
   # What --mode export writes, comma-separated: 'orbax' (the variables + model.json, always
-  # written), 'onnx' (model.onnx), 'tflite' (model.tflite); see okdhp_jax/export/deploy.py.
+  # written), 'onnx' (model.onnx), 'tflite' (model.tflite), and quantised after training:
+  # 'tflite_fp16' (model_fp16.tflite, float16 weights), 'tflite_int8' (model_int8.tflite, full
+  # integer), 'onnx_int8' (model_int8.onnx, onnxruntime QDQ); see okdhp_jax/export/deploy.py.
   # ONNX needs the `deploy` extra: pip install -e ".[deploy]".
   config.export.formats = 'orbax'
+  # Training-split people the int8 formats calibrate their ranges on: a fixed seeded sample,
+  # evaluation-style crops (okdhp_jax/export/deploy_calibration.py says why ~128).
+  config.export.calibration_crops = 128
+  # Measure each deployment file (bytes, batch-1 latency) and score it on config.data.eval_split
+  # beside the float32 student, into model.json (okdhp_jax/experiment/deploy_report.py).
+  config.export.score_files = True
 
   # ---------------------------------------------------------------- compilation cache
   # JAX's persistent cache (okdhp_jax/compile_cache.py): a repeated or resumed run of the same

@@ -35,6 +35,11 @@ Options:
                             v2-alpha-tpuv5-lite for v5e, v2-alpha-tpuv5 for v5p,
                             v2-alpha-tpuv6e for v6e).
   --spot                    Create a Spot VM (cheaper, can be preempted).
+  --slices N                N slices of --accelerator-type joined by the data-centre network
+                            (Multislice): created as one queued resource of N nodes NAME-0 ..
+                            NAME-(N-1); the step is data parallel within and across them
+                            (default: 1, one TPU VM named NAME).
+  --no-compile-check        Skip the compile check below.
   --source DIR              install: copy this local checkout to every worker (scp).
   --repo-url URL            install: git clone URL on every worker instead of --source.
   --ref REF                 install: branch or tag to clone with --repo-url.
@@ -51,6 +56,13 @@ Options:
   -h, --help                Show this help.
 
 Arguments after `--` go to okdhp_jax.main unchanged, e.g. -- --config.train.num_epochs=10
+
+Compile check: before create or run (with --dry-run too), the train step of --config (with the
+--config.* arguments after `--`) is compiled here for the slice --accelerator-type names
+(python -m okdhp_jax.tools.tpu_program --check; needs the tpu-aot extra, no TPU). A global
+batch that does not divide over the chips or does not fit their memory is refused in one line
+that names the batch that fits, before any VM exists. Without libtpu the check is skipped
+with a note. $OKDHP_PYTHON picks the Python (default: python3).
 EOF
 }
 
@@ -63,7 +75,7 @@ need() {  # need VALUE OPTION STEP
 }
 
 steps_arg='' name='' zone='' project='' accelerator_type='' version='tpu-ubuntu2204-base'
-spot=0 source_dir='' repo_url='' ref='' python_version='3.12' bucket='' config='' workdir=''
+spot=0 slices=1 compile_check=1 source_dir='' repo_url='' ref='' python_version='3.12' bucket='' config='' workdir=''
 data='' eval_annotations='' background=0
 main_args=()
 
@@ -73,8 +85,9 @@ while (( $# )); do
     --dry-run) dry_run=1 ;;
     --spot) spot=1 ;;
     --background) background=1 ;;
+    --no-compile-check) compile_check=0 ;;
     --step|--name|--zone|--project|--accelerator-type|--version|--source|--repo-url|--ref|\
-    --python-version|--bucket|--config|--workdir|--data|--eval-annotations)
+    --python-version|--bucket|--config|--workdir|--data|--eval-annotations|--slices)
       (( $# >= 2 )) || die_usage "$1 needs a value"
       case "$1" in
         --step) steps_arg="$2" ;;
@@ -92,6 +105,7 @@ while (( $# )); do
         --workdir) workdir="$2" ;;
         --data) data="$2" ;;
         --eval-annotations) eval_annotations="$2" ;;
+        --slices) slices="$2" ;;
       esac
       shift ;;
     --) shift; main_args=("$@"); break ;;
@@ -143,17 +157,59 @@ if has_step run; then
   fi
 fi
 
+[[ "$slices" =~ ^[1-9][0-9]*$ ]] || die_usage "--slices must be a positive whole number, got '$slices'"
+
 gcloud_scope=(--zone="$zone")
 [[ -n "$project" ]] && gcloud_scope+=(--project="$project")
 
+# The TPU VMs: NAME, or the queued resource's nodes NAME-0 .. NAME-(N-1) with --slices N.
+nodes() {
+  if (( slices == 1 )); then echo "$name"; else local i; for (( i = 0; i < slices; i++ )); do
+    echo "$name-$i"; done; fi
+}
+
 on_all_workers() {  # on_all_workers REMOTE_COMMAND_STRING
-  run gcloud compute tpus tpu-vm ssh "$name" "${gcloud_scope[@]}" --worker=all --command="$1"
+  local node
+  for node in $(nodes); do
+    run gcloud compute tpus tpu-vm ssh "$node" "${gcloud_scope[@]}" --worker=all --command="$1"
+  done
+}
+
+# Compiles the step for the slice here and refuses a batch that does not divide or fit.
+check_compiles() {
+  (( compile_check )) && [[ -n "$accelerator_type" && -n "$config" ]] || return 0
+  local python="${OKDHP_PYTHON:-python3}"
+  if ! "$python" -c 'import libtpu' 2>/dev/null; then
+    echo "$SCRIPT_NAME: note: compile check skipped: $python has no libtpu" \
+      "(pip install 'okdhp_jax[tpu-aot]'; --no-compile-check silences this)" >&2
+    return 0
+  fi
+  local overrides=() arg verdict errors
+  for arg in "${main_args[@]}"; do [[ "$arg" == --config.* ]] && overrides+=("$arg"); done
+  echo "$SCRIPT_NAME: compiling $config for $slices x $accelerator_type (tools/tpu_program)..." >&2
+  errors="$(mktemp)"
+  # The verdict is the tool's last line on stdout; libtpu's notices go to stderr.
+  if ! verdict="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && "$python" -m okdhp_jax.tools.tpu_program \
+      --check --accelerator-type "$accelerator_type" --slices "$slices" --config "$config" \
+      "${overrides[@]}" 2>"$errors")"; then
+    [[ -n "$verdict" ]] || verdict="$(grep -v -E '^(WARNING|[IWE][0-9]{4} )' "$errors")"
+    rm -f "$errors"
+    echo "$SCRIPT_NAME: error: $(tail -n 1 <<< "$verdict")" >&2
+    exit 1
+  fi
+  rm -f "$errors"
+  echo "$SCRIPT_NAME: $(tail -n 1 <<< "$verdict")" >&2
 }
 
 # ---------------------------------------------------------------- steps
 step_create() {
   local cmd=(gcloud compute tpus tpu-vm create "$name" "${gcloud_scope[@]}"
              --accelerator-type="$accelerator_type" --version="$version")
+  if (( slices > 1 )); then  # Multislice: one queued resource, its nodes named NAME-i.
+    cmd=(gcloud compute tpus queued-resources create "$name" "${gcloud_scope[@]}"
+         --accelerator-type="$accelerator_type" --runtime-version="$version"
+         --node-count="$slices" --node-prefix="$name")
+  fi
   (( spot )) && cmd+=(--spot)
   run "${cmd[@]}"
 }
@@ -167,8 +223,11 @@ step_install() {
     run tar -czf "$tarball" --exclude=.git --exclude=.venv --exclude=venv \
       --exclude=__pycache__ --exclude='*.egg-info' --exclude=.pytest_cache \
       -C "$source_abs" .
-    run gcloud compute tpus tpu-vm scp "$tarball" "$name:$REMOTE_TARBALL" \
-      "${gcloud_scope[@]}" --worker=all
+    local node
+    for node in $(nodes); do
+      run gcloud compute tpus tpu-vm scp "$tarball" "$node:$REMOTE_TARBALL" \
+        "${gcloud_scope[@]}" --worker=all
+    done
     on_all_workers "rm -rf $REMOTE_CODE && mkdir -p $REMOTE_CODE && tar -xzf $REMOTE_TARBALL -C $REMOTE_CODE && rm $REMOTE_TARBALL"
   else
     local clone=(git clone --depth 1)
@@ -208,12 +267,20 @@ step_run() {
 }
 
 step_delete() {
-  run gcloud compute tpus tpu-vm delete "$name" "${gcloud_scope[@]}" --quiet
+  if (( slices > 1 )); then
+    run gcloud compute tpus queued-resources delete "$name" "${gcloud_scope[@]}" --force --quiet
+  else
+    run gcloud compute tpus tpu-vm delete "$name" "${gcloud_scope[@]}" --quiet
+  fi
 }
 
 if has_step run && [[ "$workdir" != gs://* ]]; then
   echo "tpu_vm.sh: note: --workdir is not gs://; on a multi-host slice every host needs the" \
     "same workdir for checkpoints, so prefer gs://BUCKET/..." >&2
+fi
+
+if has_step create || has_step run; then
+  check_compiles
 fi
 
 for step in "${steps[@]}"; do

@@ -14,12 +14,15 @@ class ProgressLine:
     images_per_unit: images one unit holds (the global batch for steps, 1 for people).
     start: units already done when timing starts (a resumed run's step).
     label: the word before the count ('step', 'eval').
+    rate_unit: what the rate counts ('img/s'; 'frames/s' for a video).
   """
 
-  def __init__(self, total: int, images_per_unit: int, start: int = 0, label: str = 'step'):
+  def __init__(self, total: int, images_per_unit: int, start: int = 0, label: str = 'step',
+               rate_unit: str = 'img/s'):
     self.total = total
     self.images_per_unit = images_per_unit
     self.label = label
+    self.rate_unit = rate_unit
     self.restart(start)
 
   def restart(self, done: int) -> None:
@@ -37,4 +40,4 @@ class ProgressLine:
     eta_text = time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '?'
     percent = 100.0 * done / max(self.total, 1)
     return (f'{self.label} {done}/{self.total} ({percent:.1f}%) | '
-            f'{self.images_per_second(done):.1f} img/s | ETA {eta_text}')
+            f'{self.images_per_second(done):.1f} {self.rate_unit} | ETA {eta_text}')

@@ -1,16 +1,17 @@
 """Device mesh, shardings, and rows gathered across processes: data parallelism over `data`.
 
-The same code runs on 1 CPU, 8 fake CPU devices, one GPU or a TPU pod: the batch is split over
-the `data` axis, everything else (parameters, optimiser state, BatchNorm statistics) is
-replicated. Under `jax.jit` the compiler inserts the cross-device reductions itself, so a
-BatchNorm mean over the batch axis is a mean over the GLOBAL batch, as on one device.
+The same code runs on 1 CPU, 8 fake CPU devices, one GPU, a TPU pod or several pods joined by
+the data-centre network: the batch is split over the `data` axis, everything else (parameters,
+optimiser state, BatchNorm statistics) is replicated. The train step runs per device and names
+its cross-device reductions itself (okdhp_jax/training/step.py); the evaluation's predict step
+is partitioned by the compiler.
 """
 
 from __future__ import annotations
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
+from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = 'data'
@@ -26,8 +27,20 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
   num_devices = available if num_devices is None else num_devices
   if not 1 <= num_devices <= available:
     raise ValueError(f'asked for a mesh of {num_devices} devices; {available} are present')
-  return jax.make_mesh((num_devices,), (DATA_AXIS,), axis_types=(AxisType.Auto,),
-                       devices=jax.devices()[:num_devices])
+  return mesh_over(jax.devices()[:num_devices])
+
+
+def mesh_over(devices) -> Mesh:
+  """The `data` mesh over `devices`, ordered for their links: within a TPU slice by its
+  interconnect; over several slices (multi-slice, joined by the data-centre network) slice
+  after slice, through jax's hybrid mesh, since jax.make_mesh refuses multi-slice devices."""
+  slices = len({getattr(d, 'slice_index', 0) for d in devices})
+  if slices > 1:
+    grid = mesh_utils.create_hybrid_device_mesh((len(devices) // slices,), (slices,),
+                                                devices=devices)
+    return Mesh(np.asarray(grid).reshape(-1), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,),
+                       devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -13,8 +13,11 @@ import pathlib
 import shlex
 import stat
 import subprocess
+import sys
 
 import pytest
+
+from okdhp_jax.tools import tpu_program
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = REPO / 'launch'
@@ -91,7 +94,7 @@ TPU_ALL = ('--step', 'all', '--name', 'okdhp-v4', '--zone', 'us-central2-b',
            '--project', 'my-proj', '--accelerator-type', 'v4-32', '--version', 'tpu-ubuntu2204-base',
            '--source', str(REPO), '--bucket', 'gs://my-bucket/mpii_records/',
            '--config', 'configs/hg4.py', '--workdir', 'gs://my-bucket/runs/hg4', '--dry-run',
-           '--', '--config.train.num_epochs=10', '--config.seed=1 2 $x')
+           '--no-compile-check', '--', '--config.train.num_epochs=10', '--config.seed=1 2 $x')
 
 
 def test_tpu_all_steps_in_order(sandbox):
@@ -157,6 +160,53 @@ def test_tpu_remote_commands_expand_on_the_worker(sandbox):
       f'--config.data.records_dir={home}/okdhp_data',
       f'--config.data.eval_annotations={home}/okdhp_data/gt_valid.mat',
       '--config.train.num_epochs=10', '--config.seed=1 2 $x']
+
+
+def test_tpu_multislice_is_one_queued_resource_of_nodes(sandbox):
+  result = launch('tpu_vm.sh', '--step', 'create,install,run,delete', '--name', 'ms', '--zone',
+                  'z', '--accelerator-type', 'v5litepod-16', '--version', 'v2-alpha-tpuv5-lite',
+                  '--slices', '2', '--source', str(REPO), '--config', 'configs/hg4.py',
+                  '--workdir', 'gs://b/w', '--dry-run', '--no-compile-check',
+                  env=sandbox['env'])
+  assert result.returncode == 0, result.stderr
+  commands = plus_commands(result.stdout)
+  create = commands[0]
+  assert create[:5] == ['gcloud', 'compute', 'tpus', 'queued-resources', 'create']
+  assert flag_value(create, '--node-count') == '2' and flag_value(create, '--node-prefix') == 'ms'
+  assert flag_value(create, '--runtime-version') == 'v2-alpha-tpuv5-lite'
+  nodes = [c[5] for c in commands if c[:5] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh']]
+  assert nodes == ['ms-0', 'ms-1'] * 3  # unpack, install, run: on every worker of both.
+  assert commands[-1][:5] == ['gcloud', 'compute', 'tpus', 'queued-resources', 'delete']
+  assert_nothing_ran(sandbox)
+
+
+def test_tpu_bad_slice_count_is_a_usage_error(sandbox):
+  result = launch('tpu_vm.sh', *TPU_BASE, '--step', 'delete', '--slices', '0',
+                  env=sandbox['env'])
+  assert result.returncode == 2 and '--slices' in result.stderr
+
+
+def test_tpu_compile_check_needs_libtpu_else_says_so(sandbox):
+  if tpu_program.check_libtpu() is None:
+    pytest.skip('libtpu is installed here: the check would compile')
+  env = dict(sandbox['env'], OKDHP_PYTHON=sys.executable)
+  result = launch('tpu_vm.sh', *TPU_BASE, '--step', 'create', '--accelerator-type',
+                  'v5litepod-4', '--config', 'configs/hg4.py', '--dry-run', env=env)
+  assert result.returncode == 0, result.stderr
+  assert 'compile check skipped' in result.stderr and 'tpu-aot' in result.stderr
+
+
+@pytest.mark.skipif(tpu_program.check_libtpu() is not None, reason='needs the tpu-aot extra')
+def test_tpu_dry_run_refuses_a_batch_that_does_not_divide(sandbox):
+  env = dict(sandbox['env'], OKDHP_PYTHON=sys.executable)
+  result = launch('tpu_vm.sh', *TPU_BASE, '--step', 'create,run', '--accelerator-type',
+                  'v5litepod-4', '--config', 'configs/hg2_baseline.py:runlocal', '--workdir',
+                  'gs://b/w', '--dry-run', '--', '--config.train.batch_size=6', env=env)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      'tpu_vm.sh: error: configs/hg2_baseline.py:runlocal: v5e:2x2 (4 chips): global batch 6 '
+      'does not divide over 4 chips; use 4 or 8')
+  assert not plus_commands(result.stdout)  # nothing printed to create or run.
 
 
 def test_tpu_install_from_git_and_background_run(sandbox):

@@ -18,7 +18,9 @@ TOOLS = ('okdhp_jax.main', 'okdhp_jax.tools.model_stats', 'okdhp_jax.tools.bench
          'data_prep.coco', 'data_prep.synthetic', 'data_prep.bench', 'data_prep.bench_training',
          'okdhp_jax.tools.bench_loop', 'okdhp_jax.tools.bench_precision',
          'okdhp_jax.tools.bench_torch', 'okdhp_jax.tools.profile_summary',
-         'okdhp_jax.tools.gpu_program')
+         'okdhp_jax.tools.gpu_program', 'okdhp_jax.tools.browse_data',
+         'okdhp_jax.tools.gpu_report', 'okdhp_jax.tools.tpu_program',
+         'okdhp_jax.tools.bench_deploy')
 # Runs a tool's --help, then says which heavy frameworks it imported on the way.
 HELP_PROBE = '''
 import runpy, sys

@@ -53,8 +53,9 @@ def make_batch(seed: int, batch_size: int = 8, dtype=np.float32):
   }
 
 
-def run_steps(config, num_devices: int, num_steps: int):
-  """`num_steps` steps from the same init; returns [(state, metrics)] and the jitted step."""
+def run_steps(config, num_devices: int, num_steps: int, batches=None):
+  """`num_steps` steps from the same init (on `batches`, default make_batch(step)); returns
+  [(state, metrics)] and the jitted step."""
   mesh = sharding.make_mesh(num_devices)
   model = build_model(config.model, NUM_JOINTS, config.data.input_size)
   # An 'rbg' key: its initialisers compile in seconds where threefry takes ~30 s on CPU.
@@ -66,7 +67,7 @@ def run_steps(config, num_devices: int, num_steps: int):
                                         steps_per_epoch=STEPS_PER_EPOCH, num_joints=NUM_JOINTS)
   history = []
   for i in range(num_steps):
-    batch = make_batch(i, dtype=np.dtype(config.model.dtype))
+    batch = make_batch(i, dtype=np.dtype(config.model.dtype)) if batches is None else batches[i]
     state, metrics = train_step(state, None, batch)
     history.append((jax.device_get(state), jax.device_get(metrics)))
   return history, train_step

@@ -24,9 +24,12 @@ from okdhp_jax.data import crop
 from okdhp_jax.data import records, shard_check
 from okdhp_jax.data.tf_host import tf
 
-# The map functions are written in graph form (tf.cond, tf.where; Python `if` only on Python
-# values), so AutoGraph's source conversion, seconds at every pipeline build, buys nothing.
-_graph_only = tf.autograph.experimental.do_not_convert
+def _graph_only(fn):
+  """`fn` without AutoGraph: the map functions are written in graph form (tf.cond, tf.where;
+  Python `if` only on Python values), so its source conversion, seconds at every pipeline
+  build, buys nothing. A function rather than an alias, so that importing this module does not
+  start TensorFlow (a benchmark that reads no records never loads it)."""
+  return tf.autograph.experimental.do_not_convert(fn)
 
 
 def _autotune(value: int) -> int:

@@ -12,6 +12,15 @@
 from okdhp_jax.experiment.context import Experiment
 from okdhp_jax.experiment.export import export_trained
 from okdhp_jax.experiment.run_progress import Evaluation, RunProgress
-from okdhp_jax.experiment.train_loop import train_and_evaluate
 
 __all__ = ['Evaluation', 'Experiment', 'RunProgress', 'export_trained', 'train_and_evaluate']
+
+
+def __getattr__(name: str):
+  # The loop is imported on first use: clu's metric writers import TensorFlow, which a
+  # benchmark or a deviceless compile built on Experiment has no use for (and a GPU machine
+  # without TensorFlow lacks).
+  if name == 'train_and_evaluate':
+    from okdhp_jax.experiment.train_loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
+    return train_and_evaluate
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -6,7 +6,9 @@ that scored best on validation (config.export.checkpoint='best'), else the newes
 config.export.branch names one. model.json records the step, which checkpoint it was and what
 the exported branch scored there. The network's spec decides what one branch is (a plain
 hourglass, or MobilePose's shared encoder and one decoder). config.export.formats adds
-deployment files (ONNX, TFLite; export/deploy.py) beside the Orbax variables.
+deployment files (ONNX, TFLite, and their quantised forms; export/deploy.py) beside the Orbax
+variables, the int8 ones calibrated on training crops; deploy_report.py measures and scores
+them (config.export.score_files) and logs the table.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import pipeline
 from okdhp_jax.evaluation import metrics as metrics_lib
 from okdhp_jax.evaluation import report
+from okdhp_jax.experiment import deploy_report
 from okdhp_jax.experiment.context import Experiment
 from okdhp_jax.experiment.run_progress import RunProgress
-from okdhp_jax.export import deploy, store
+from okdhp_jax.export import deploy, deploy_calibration, store
 from okdhp_jax.models import deployed_model_config, export_student, num_branches
 
 CHECKPOINT_CHOICES = ('best', 'latest')
@@ -74,8 +77,12 @@ def export_trained(experiment: Experiment, *, export_dir: str,
   the workdir has no checkpoint, ValueError for a config.export the run cannot satisfy.
   """
   config = experiment.config
-  # Before the restore, so that a misspelt format fails fast.
+  # Before the restore, so that a misspelt format or missing training records fail fast.
   formats = deploy.parse_formats(config.export.formats)
+  calibration = None
+  if deploy.needs_calibration(formats) and jax.process_index() == 0:
+    calibration = deploy_calibration.calibration_crops(config.data, experiment.meta,
+                                                       config.export.calibration_crops)
   if progress is None:
     progress = experiment.restore_or_fail()
   latest = experiment.step
@@ -101,15 +108,24 @@ def export_trained(experiment: Experiment, *, export_dir: str,
       'metrics': {} if metrics is None else metrics.get(f'branch_{branch}', {}),
       'source': experiment.workdir,
   }
-  deployment = {}
+  deployment, reference, table = {}, {}, []
 
   def add_deployment_files(staging) -> None:  # process 0, before the new export is swapped in
-    deployment.update(deploy.write_deployment(str(staging), formats))
+    deployment.update(deploy.write_deployment(str(staging), formats, calibration=calibration))
+    if deployment and config.export.score_files:
+      measured, against, text = deploy_report.score_files(config, str(staging))
+      deployment.update(measured)
+      reference.update(against)
+      table.append(text)
 
-  # Collective: every process. ONNX/TFLite go into the same swap as the variables.
+  # Collective: every process. The deployment files go into the same swap as the variables.
   store.save_exported(export_dir, variables, description, finish=add_deployment_files)
   if deployment:
-    description['deployment'] = deployment
+    description[deploy.DEPLOYMENT_KEY] = deployment
+  if reference:
+    description[deploy.REPORT_KEY] = reference
+  if table:
+    logging.info('Deployment files in %s:\n%s', export_dir, table[0])
   scored = description['metrics'].get(metrics_lib.headline_metric(experiment.meta))
   logging.info('Exported branch %d of step %d (%s checkpoint%s) to %s', branch, step,
                config.export.checkpoint, '' if scored is None else f', scored {scored:.2f}',

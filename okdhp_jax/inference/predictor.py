@@ -34,6 +34,7 @@ from okdhp_jax.evaluation import evaluator
 from okdhp_jax.evaluation import predict_step as predict_step_lib
 from okdhp_jax.inference import detections as detections_lib
 from okdhp_jax.inference import images as images_lib
+from okdhp_jax.inference import video as video_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +221,11 @@ class PosePredictor:
     """COCO keypoint results for a COCO person-detections file; see detections.py."""
     return detections_lib.predict_detections(self, detections, image_dir,
                                              score_threshold=score_threshold, **kwargs)
+
+  def predict_video(self, video, out: str | None = None, **kwargs) -> video_lib.VideoSummary:
+    """Follows people given by boxes on the first frame (or detected per frame) through a
+    video, drawing their skeletons to `out`; see video.py."""
+    return video_lib.predict_video(self, video, out, **kwargs)
 
   def _run(self, sources, boxes) -> tuple[np.ndarray, np.ndarray]:
     """All people, in order: keypoints [N, J, 2] image pixels and scores [N, J]."""

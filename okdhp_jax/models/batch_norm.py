@@ -8,20 +8,31 @@ weights moved between the two frameworks would evaluate differently. Flax has no
 this, hence this module. Its variables are named as Flax's (params scale/bias, batch_stats
 mean/var), so checkpoints and the PyTorch import are unchanged.
 
-The batch statistics are reduced over every axis but the last. Under `jax.jit` with a
-batch-sharded input they are global over the devices (as SyncBatchNorm would be); no axis
-name is needed because the project has no `pmap`.
+The batch statistics are reduced over every axis but the last, of the rows the module sees.
+The train step runs per device (okdhp_jax/training/step.py, under `shard_map`) and sets, with
+`statistics_across(axis)`, the mesh axis over which those statistics are averaged: the data
+axis for statistics of the global batch (SyncBatchNorm's), none for statistics of each
+device's share (what the released code's DataParallel replicas compute). A context rather than
+a module attribute, as Flax's `logical_axis_rules`: the choice belongs to the step, and every
+network gets it without a field in each of its modules. Outside a step there is no axis.
 
 The training-mode gradient is written out (`normalize_batch`) rather than left to autodiff:
 the same values to float rounding, with 2 reductions per layer in the backward pass instead
 of 8. OKDHP-HG4 has hundreds of BatchNorm layers, and small reductions are a large share of
-its step on a GPU (docs/performance.md).
+its step on a GPU (docs/performance.md). For the same reason a GPU takes the statistics in
+one pass over the input (the sum and the sum of squares about a per-channel value of the batch
+itself, which keeps the variance exact to float32 rounding however large the mean), and each
+direction's two sums as one reduction: on a large layer two kernels each way, where the two
+passes took four and the backward's two sums three (`python -m okdhp_jax.tools.gpu_program`
+counts them). Other platforms compute as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import flax.linen as nn
 import jax
@@ -30,6 +41,36 @@ import jax.numpy as jnp
 # PyTorch BatchNorm momentum 0.1 is Flax-style momentum 0.9 (weight of the old value).
 MOMENTUM = 0.9
 EPSILON = 1e-5
+
+# The mesh axis training-mode statistics are averaged over (None: the rows of this device).
+_STATISTICS_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    'batch_norm_statistics_axis', default=None)
+
+
+@contextlib.contextmanager
+def statistics_across(axis_name: str | None) -> Iterator[None]:
+  """Within it, training-mode BatchNorm averages its batch statistics (and their gradients)
+  over the named mesh axis of the enclosing `shard_map`; None: over this device's rows only.
+
+  Read when the network is traced, so it must enclose the `model.apply` a step traces.
+  """
+  token = _STATISTICS_AXIS.set(axis_name)
+  try:
+    yield
+  finally:
+    _STATISTICS_AXIS.reset(token)
+
+
+def for_gpu(on_gpu: Callable[..., Any], elsewhere: Callable[..., Any], *args) -> Any:
+  """`on_gpu(*args)` while tracing a program for a GPU, else `elsewhere(*args)`.
+
+  The enclosing `shard_map`'s mesh says which (the train step's; `gpu_program` describes a GPU
+  on a CPU machine that way), else JAX's default backend. Only the chosen function is traced:
+  a CPU or TPU program is what it was before `on_gpu` existed.
+  """
+  device = jax.sharding.get_abstract_mesh().abstract_device
+  platform = device.platform if device is not None else jax.default_backend()
+  return (on_gpu if platform == 'gpu' else elsewhere)(*args)
 
 
 class BatchNorm(nn.Module):
@@ -60,9 +101,10 @@ class BatchNorm(nn.Module):
     if self.use_running_average:
       return _normalize(x, running_mean.value, running_var.value, scale, bias, self.epsilon,
                         self.dtype)
-    y, mean, var = normalize_batch(x, scale, bias, self.epsilon, self.dtype)
+    axis_name = _STATISTICS_AXIS.get()
+    y, mean, var = normalize_batch(x, scale, bias, self.epsilon, self.dtype, axis_name)
     if not self.is_initializing():
-      count = x.size // channels
+      count = _count(x, axis_name)
       unbiased = var * (count / max(count - 1, 1))
       running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
       running_var.value = self.momentum * running_var.value + (1 - self.momentum) * unbiased
@@ -81,55 +123,135 @@ def _normalize(x, mean, var, scale, bias, epsilon, dtype):
   return ((x - mean) * multiplier + bias.astype(stats_dtype)).astype(dtype)
 
 
-def _batch_stats(x, scale):
-  """Per-channel mean and biased variance over every axis but the last, in the stats dtype."""
+def _count(x, axis_name) -> int:
+  """Values per channel the statistics are taken over: this device's, times the axis size."""
+  devices = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+  return x.size // x.shape[-1] * devices
+
+
+def _batch_stats(x, scale, axis_name):
+  """Per-channel mean and biased variance over every axis but the last (and over the devices
+  of `axis_name`), in the stats dtype: one pass over `x` on a GPU, two elsewhere.
+
+  A GPU pays per kernel: XLA splits a reduction over many rows into two kernels, so the two
+  passes' two dependent reductions cost four, and one pass two (`_one_pass_stats`). XLA's CPU
+  backend writes out the shifted input the one pass reduces twice, which costs more there
+  than the second pass, so the CPU keeps the two passes (and so does a TPU, unmeasured).
+  """
+  return for_gpu(functools.partial(_one_pass_stats, axis_name=axis_name),
+                 functools.partial(_two_pass_stats, axis_name=axis_name), x, scale)
+
+
+def _two_pass_stats(x, scale, axis_name):
   wide = x.astype(_stats_dtype(x.dtype, scale.dtype))
   axes = tuple(range(x.ndim - 1))
-  mean = jnp.mean(wide, axis=axes)
+  mean = _mean_across(jnp.mean(wide, axis=axes), axis_name)
   # Two passes, mean((x - mean)^2), as PyTorch computes it: the one-pass E[x^2] - E[x]^2
   # cancels badly when the mean is large, which makes gradients depend on the reduction
   # order, and so on the number of devices.
-  return mean, jnp.mean(jnp.square(wide - mean), axis=axes)
+  return mean, _mean_across(jnp.mean(jnp.square(wide - mean), axis=axes), axis_name)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def normalize_batch(x, scale, bias, epsilon, dtype):
+def _mean_across(value, axis_name):
+  # Every device holds the same number of rows (the step checks the batch divides), so the
+  # mean of the devices' means is the mean over all their rows.
+  return value if axis_name is None else jax.lax.pmean(value, axis_name)
+
+
+def _one_pass_stats(x, scale, axis_name):
+  """`_batch_stats` from one reduction of two sums (`_two_sums`), of x - k and of its square,
+  k the first row's value of each channel.
+
+  The one-pass variance E[(x-k)^2] - E[x-k]^2 cancels only as far as k is from the mean, a
+  few standard deviations for a value of the batch itself, where E[x^2] - E[x]^2 loses
+  everything when the mean is large (at 1e3 standard deviations, over 10 % of the variance in
+  float32; tests/test_batch_norm_one_pass.py). Across devices each device's k, mean distance
+  from it and variance are gathered in one collective and combined exactly (the law of total
+  variance; every device holds as many rows).
+  """
+  wide = x.astype(_stats_dtype(x.dtype, scale.dtype))
+  axes = tuple(range(x.ndim - 1))
+  shift = jax.lax.stop_gradient(wide[(0,) * len(axes)])
+  centred = wide - shift
+  sum_centred, sum_squares = _two_sums(centred, jnp.square(centred), axes)
+  count = x.size // x.shape[-1]
+  offset = sum_centred / count  # the mean's distance from k
+  var = jnp.maximum(sum_squares / count - jnp.square(offset), 0)
+  if axis_name is None:
+    return shift + offset, var
+  shifts, offsets, variances = jax.lax.all_gather(jnp.stack([shift, offset, var]), axis_name,
+                                                  axis=1)
+  # The devices' means as distances from the first device's k: small numbers, which keep
+  # their precision where means near a large value would round to its float32 steps.
+  distances = shifts - shifts[0] + offsets
+  distance = jnp.mean(distances, axis=0)
+  return shifts[0] + distance, jnp.mean(variances + jnp.square(distances - distance), axis=0)
+
+
+def _two_sums(a, b, axes):
+  """(sum of a, sum of b) over `axes`, a and b of one shape: on a GPU one variadic reduction
+  (two kernels where two sums of many rows take three), elsewhere two sums. XLA's CPU backend
+  accumulates a variadic reduction in one sequential loop (1e-5 relative error over 16k rows
+  where `jnp.sum` has 1e-7)."""
+  return for_gpu(functools.partial(_variadic_sums, axes=axes),
+                 functools.partial(_separate_sums, axes=axes), a, b)
+
+
+def _variadic_sums(a, b, axes):
+  zero = jnp.zeros((), a.dtype)
+  return jax.lax.reduce((a, b), (zero, zero), lambda x, y: (x[0] + y[0], x[1] + y[1]), axes)
+
+
+def _separate_sums(a, b, axes):
+  return jnp.sum(a, axis=axes), jnp.sum(b, axis=axes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def normalize_batch(x, scale, bias, epsilon, dtype, axis_name=None):
   """Training-mode BatchNorm: `(y [..., C] in dtype, batch mean [C], biased variance [C])`.
+
+  `axis_name`: a mesh axis of the enclosing `shard_map` over which the statistics are
+  averaged (statistics of the global batch); None: of the rows given.
 
   Its gradient is written out (the textbook BatchNorm backward, as PyTorch's and cuDNN's):
   two reductions per layer, sum(dy) and sum(dy * x_hat), which also give the scale's and the
   bias's gradients. Differentiating the forward pass gives about 8 reductions per layer
   (through both passes of the variance).
   """
-  mean, var = _batch_stats(x, scale)
+  mean, var = _batch_stats(x, scale, axis_name)
   return _normalize(x, mean, var, scale, bias, epsilon, dtype), mean, var
 
 
-def _normalize_batch_fwd(x, scale, bias, epsilon, dtype):
-  mean, var = _batch_stats(x, scale)
+def _normalize_batch_fwd(x, scale, bias, epsilon, dtype, axis_name):
+  mean, var = _batch_stats(x, scale, axis_name)
   inv_std = jax.lax.rsqrt(var + epsilon)
   return (_normalize(x, mean, var, scale, bias, epsilon, dtype), mean, var), (
       x, scale, bias, mean, inv_std)
 
 
-def _normalize_batch_bwd(epsilon, dtype, residuals, cotangents):
+def _normalize_batch_bwd(epsilon, dtype, axis_name, residuals, cotangents):
   del epsilon, dtype
   x, scale, bias, mean, inv_std = residuals
   dy, dmean, dvar = cotangents
   stats_dtype = mean.dtype
   axes = tuple(range(x.ndim - 1))
-  count = x.size // x.shape[-1]
+  count = _count(x, axis_name)
   centred = x.astype(stats_dtype) - mean
   x_hat = centred * inv_std
   dy = dy.astype(stats_dtype)
-  sum_dy = jnp.sum(dy, axis=axes)
-  sum_dy_x_hat = jnp.sum(dy * x_hat, axis=axes)
+  sum_dy, sum_dy_x_hat = _two_sums(dy, dy * x_hat, axes)
+  # The scale's and bias's gradients are this device's sums (the step averages parameter
+  # gradients over the devices); dx needs the sums over every row the statistics came from,
+  # in one collective. The cotangents of the shared mean and variance add up over devices.
+  total_dy, total_dy_x_hat, dmean, dvar = (
+      (sum_dy, sum_dy_x_hat, dmean, dvar) if axis_name is None else
+      jax.lax.psum((sum_dy, sum_dy_x_hat, dmean, dvar), axis_name))
   # y = x_hat * scale + bias, x_hat = (x - mean(x)) / sqrt(var(x) + eps):
   # dx = scale / std * (dy - mean(dy) - x_hat * mean(dy * x_hat)). The batch mean and variance
   # are outputs too (for the running averages); their cotangents, zero in training, add
   # dmean / n and dvar * 2 (x - mean) / n.
   dx = (scale.astype(stats_dtype) * inv_std) * (
-      dy - sum_dy / count - x_hat * (sum_dy_x_hat / count))
+      dy - total_dy / count - x_hat * (total_dy_x_hat / count))
   dx = dx + dmean / count + dvar * (2.0 / count) * centred
   return (dx.astype(x.dtype), sum_dy_x_hat.astype(scale.dtype), sum_dy.astype(bias.dtype))
 

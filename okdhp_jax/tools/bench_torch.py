@@ -4,6 +4,9 @@ r"""The JAX train step against PyTorch eager on the same device, same network, s
   python -m okdhp_jax.tools.bench_torch --config configs/hg2_baseline.py --batch 8 --steps 5
   # On a GPU: JAX's times from a bench_step sweep's --results file, PyTorch's measured here.
   python -m okdhp_jax.tools.bench_torch --batch 32 --dtype bfloat16 --jax-results rows.jsonl
+  # PyTorch alone, in bfloat16 autocast with channels_last, each row kept as a JSON line.
+  python -m okdhp_jax.tools.bench_torch --device cuda --batch 64 --dtype bfloat16 \
+      --channels-last --torch-only --jax-results rows.jsonl --json torch.jsonl
 
 For each config, one row: PyTorch's ms per step, JAX's (bench_step's row in a fresh process,
 or its row in --jax-results) and JAX's speed relative to PyTorch (above 1: JAX is faster).
@@ -21,13 +24,18 @@ hourglass configs with the released FAU (or none) have a PyTorch twin here.
 PyTorch runs in this process, after the JAX row's process has finished: on a CPU with one
 thread per core this process may use; on a CUDA GPU as the released code trains (float32,
 NCHW, `cudnn.benchmark`). `--dtype bfloat16` computes JAX's step in bfloat16 and runs
-PyTorch's forward and loss under `torch.autocast` in bfloat16, PyTorch's mixed precision.
-Both are timed after warm-up steps.
+PyTorch's forward and loss under `torch.autocast` in bfloat16, PyTorch's mixed precision;
+`--channels-last` stores the network's weights and the images NHWC (torch.channels_last), the
+layout cuDNN's tensor-core convolutions prefer. Both are timed after warm-up steps, a GPU's
+from an idle device to an idle device. `--torch-only` never runs JAX: its column comes from
+--jax-results where that has the row, else it says 'not measured'. `--json FILE` appends each
+row, with its precision and device, to FILE as one JSON line as soon as it is measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -65,9 +73,10 @@ def torch_network(model_config, num_joints: int):
 
 
 def torch_train_step(config, batch_size: int, *, device: str = 'cpu',
-                     dtype: str = 'float32'):
+                     dtype: str = 'float32', channels_last: bool = False):
   """(network, step): `step()` runs one PyTorch eager train step of config's network on fixed
-  random inputs on `device` (see the module doc); dtype 'bfloat16' autocasts its forward."""
+  random inputs on `device` (see the module doc); dtype 'bfloat16' autocasts its forward, and
+  `channels_last` keeps the weights and images NHWC in memory."""
   import torch
   from torch.nn import functional as F
   from okdhp_jax.data.meta import get_meta
@@ -80,6 +89,9 @@ def torch_train_step(config, batch_size: int, *, device: str = 'cpu',
   height, width = config.data.input_size
   heat_h, heat_w = config.data.heatmap_size
   images = torch.randn(batch_size, 3, height, width, device=device)
+  if channels_last:
+    net.to(memory_format=torch.channels_last)
+    images = images.contiguous(memory_format=torch.channels_last)
   target = torch.rand(batch_size, num_joints, heat_h, heat_w, device=device)
   loss_config = config.loss
   temperature = loss_config.kd_temperature
@@ -109,10 +121,11 @@ def torch_train_step(config, batch_size: int, *, device: str = 'cpu',
 
 
 def torch_step_ms(config, batch_size: int, *, steps: int, warmup: int, device: str = 'cpu',
-                  dtype: str = 'float32') -> float:
+                  dtype: str = 'float32', channels_last: bool = False) -> float:
   """Milliseconds per PyTorch eager train step of config's network, after `warmup` steps."""
   import torch
-  _, step = torch_train_step(config, batch_size, device=device, dtype=dtype)
+  _, step = torch_train_step(config, batch_size, device=device, dtype=dtype,
+                             channels_last=channels_last)
   # A GPU runs the steps asynchronously: time from an idle device to an idle device.
   sync = torch.cuda.synchronize if torch.device(device).type == 'cuda' else lambda: None
   for _ in range(warmup):
@@ -141,9 +154,12 @@ def format_table(rows: list[dict]) -> str:
            'PyTorch |', '|---|---|---:|---:|---:|---:|']
   for row in rows:
     jax_ms = row.get('jax_ms')
+    if jax_ms:
+      jax_cell = f'{jax_ms:.0f}'
+    else:
+      jax_cell = f'failed: {row["jax_error"]}' if 'jax_error' in row else 'not measured'
     cells = [row['config'], row['input'], str(row['batch']), f'{row["torch_ms"]:.0f}',
-             f'{jax_ms:.0f}' if jax_ms else f'failed: {row.get("jax_error", "")}',
-             f'{row["torch_ms"] / jax_ms:.2f}x' if jax_ms else '']
+             jax_cell, f'{row["torch_ms"] / jax_ms:.2f}x' if jax_ms else '']
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
@@ -159,6 +175,13 @@ def main(argv: list[str] | None = None) -> None:
                       help="JAX's compute dtype; PyTorch autocasts to bfloat16 for bfloat16")
   parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
                       help="PyTorch's device (auto: CUDA when PyTorch sees a GPU)")
+  parser.add_argument('--channels-last', '--channels_last', action='store_true',
+                      help="PyTorch's weights and images in channels_last (NHWC) memory")
+  parser.add_argument('--torch-only', '--torch_only', action='store_true',
+                      help='never run JAX: take its time from --jax-results where that has the '
+                           "row, else leave it 'not measured'")
+  parser.add_argument('--json', default='', metavar='FILE',
+                      help='append each row to FILE as a JSON line as soon as it is measured')
   parser.add_argument('--jax-results', default='', metavar='FILE',
                       help="take JAX's step time from this bench_step --results file when it "
                            'has the row (same config, dtype, batch and XLA_FLAGS)')
@@ -168,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
       parser.error(f'--{name} must be >= 1, got {getattr(args, name)}')
   if args.jax_results and not os.path.isfile(args.jax_results):
     parser.error(f'--jax-results {args.jax_results} is not a file')
+  if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+    parser.error(f'--json {args.json}: its folder does not exist')
   try:
     import torch
   except ImportError:
@@ -195,29 +220,46 @@ def main(argv: list[str] | None = None) -> None:
       sys.exit(f'bench_torch: error: {spec}: {error}')
     jax_row = (jax_row_from_results(args.jax_results, spec, args.dtype, args.batch)
                if args.jax_results else None)
-    if jax_row is None:
+    if jax_row is None and not args.torch_only:
       print(f'{spec}: JAX ...', flush=True)
       options = argparse.Namespace(steps=args.steps, warmup=args.warmup, profile='')
       jax_row = bench_step.measure_in_child(options, spec, args.dtype, args.batch)
-    else:
+    elif jax_row is not None:
       print(f'{spec}: JAX from {args.jax_results}', flush=True)
     print(f'{spec}: PyTorch ({torch_device}) ...', flush=True)
     row = {'config': spec, 'batch': args.batch,
            'input': 'x'.join(str(s) for s in config.data.input_size),
            'torch_ms': torch_step_ms(config, args.batch, steps=args.steps,
-                                     warmup=args.warmup, device=device, dtype=args.dtype)}
-    if 'error' in jax_row:
+                                     warmup=args.warmup, device=device, dtype=args.dtype,
+                                     channels_last=args.channels_last)}
+    # No JAX row (--torch-only, none in --jax-results): the table says 'not measured'.
+    if jax_row is not None and 'error' in jax_row:
       row['jax_error'] = jax_row['error']
-    else:
+    elif jax_row is not None:
       row['jax_ms'] = jax_row['step_ms']
       jax_devices.add(jax_row['devices'])
     rows.append(row)
+    if args.json:
+      _append_json(args.json, dict(
+          row, dtype=args.dtype, channels_last=args.channels_last, steps=args.steps,
+          warmup=args.warmup, torch_device=torch_device, torch_version=torch.__version__,
+          jax_devices=None if jax_row is None else jax_row.get('devices')))
   precision = ('float32' if args.dtype == 'float32'
                else 'bfloat16 (PyTorch: torch.autocast)')
+  if args.channels_last:
+    precision += ', channels_last'
   print(f'\n{precision} train step: PyTorch {torch.__version__} eager on {torch_device}, '
         f'{args.steps} timed steps after {args.warmup} warm-up, against JAX (bench_step) on '
         f'{", ".join(sorted(jax_devices)) or "no device"}')
   print(format_table(rows))
+
+
+def _append_json(path: str, row: dict) -> None:
+  """One measured row as a JSON line, written and flushed at once (a later kill keeps it)."""
+  with open(path, 'a', encoding='utf-8') as f:
+    f.write(json.dumps(row) + '\n')
+    f.flush()
+    os.fsync(f.fileno())
 
 
 if __name__ == '__main__':

@@ -7,6 +7,9 @@ r"""The train step's GPU program, compiled for a described GPU on any CPU machin
       --batch 64 --dtype bfloat16 --gpu h100 --json counts.json
   XLA_FLAGS=--xla_gpu_graph_min_graph_size=1 python -m okdhp_jax.tools.gpu_program \
       --config configs/hg4.py --batch 64 --dtype bfloat16
+  # On a GPU machine: the program compiled for its own first GPU, counted the same way.
+  python -m okdhp_jax.tools.gpu_program --config configs/hg4.py --batch 64 --dtype bfloat16 \
+      --gpu local --json local.json
 
 XLA compiles the train step ahead of time for the GPU that okdhp_jax/tools/gpu_targets.py
 describes (`--gpu`): the process runs on the CPU (JAX_PLATFORMS=cpu, so the CUDA plugin skips
@@ -19,6 +22,11 @@ copies, the command buffers (CUDA graphs) and the kernels inside them, the launc
 makes per step, the temporary and argument memory, and the seconds to trace and to compile.
 XLA_FLAGS apply to the GPU compile as to any other and are printed above the table;
 `--xla_dump_to` there keeps XLA's dump in that folder, else `--dump-to DIR` does.
+
+`--gpu local` compiles for this machine's first GPU instead (on a GPU machine, with the CUDA
+jaxlib it has; no described target), counted the same way, so a lent GPU's own program can be
+set beside the described one (launch/gpu_benchmark.sh runs it). cuDNN's algorithms are then
+autotuned as in training, which the compile seconds include.
 """
 
 from __future__ import annotations
@@ -239,6 +247,19 @@ def described_mesh(gpu: str):
   return topologies.make_mesh(topology, (1,), (sharding.DATA_AXIS,))
 
 
+def local_mesh():
+  """(a one-GPU `data` mesh on this machine's first GPU, its device_kind); SystemExit naming
+  the backend when JAX sees no GPU here."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from okdhp_jax import sharding  # pylint: disable=g-import-not-at-top
+  try:
+    gpus = jax.devices('gpu')
+  except RuntimeError as error:
+    raise SystemExit(f'gpu_program: error: --gpu local needs a GPU that JAX sees; JAX has '
+                     f'{jax.default_backend()} only ({str(error).splitlines()[0]})') from None
+  return sharding.mesh_over(gpus[:1]), gpus[0].device_kind
+
+
 def _abstract(tree, named_sharding):
   import jax  # pylint: disable=g-import-not-at-top
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=named_sharding),
@@ -246,25 +267,28 @@ def _abstract(tree, named_sharding):
 
 
 def compile_step(config_spec: str, dtype: str | None, batch_size: int | None, mesh,
-                 dump_to: str) -> dict:
-  """Compiles one config's train step for `mesh`'s GPU.
+                 dump_to: str | None, backend: str = 'gpu', overrides=()) -> dict:
+  """Compiles one config's train step for `mesh`'s described devices (a GPU, a TPU slice).
 
   Returns {config, dtype, batch, lower_s, compile_s, compiled}: the compiled program and the
-  seconds to trace and lower it and to compile it. XLA dumps it into `dump_to`, which needs a
-  compile, not a cached program: main turns JAX's persistent cache off (its key ignores dump
-  options), and a compile option keeps the lowering's own cache out.
+  seconds to trace and lower it and to compile it. XLA dumps it into `dump_to` (None: no
+  dump), which needs a compile, not a cached program: main turns JAX's persistent cache off
+  (its key ignores dump options), and a compile option keeps the lowering's own cache out.
+  `backend` resolves the compute dtype 'auto' as it would on those devices; `overrides`
+  ('train.batch_norm_stats=per_device', ...) change the config before anything is built.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from okdhp_jax import sharding  # pylint: disable=g-import-not-at-top
   from okdhp_jax.experiment import Experiment  # pylint: disable=g-import-not-at-top
   from okdhp_jax.models import resolve_compute_dtype  # pylint: disable=g-import-not-at-top
   from okdhp_jax.tools.bench_step import synthetic_batch  # pylint: disable=g-import-not-at-top
-  from okdhp_jax.tools.config_file import load_config  # pylint: disable=g-import-not-at-top
+  from okdhp_jax.tools.config_file import apply_overrides, load_config  # pylint: disable=g-import-not-at-top
   from okdhp_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
   config = load_config(config_spec)
+  apply_overrides(config, overrides)
   # 'auto' resolves as on the GPU, not as on this CPU.
-  config.model.dtype = resolve_compute_dtype(dtype or config.model.dtype, backend='gpu')
+  config.model.dtype = resolve_compute_dtype(dtype or config.model.dtype, backend=backend)
   config.train.batch_size = batch_size or config.train.batch_size
   # The state's shapes and dtypes only: it is built on the CPU, then described on the GPU.
   experiment = Experiment(config, workdir=None, steps_per_epoch=1000,
@@ -280,7 +304,7 @@ def compile_step(config_spec: str, dtype: str | None, batch_size: int | None, me
   lowered = train_step.lower(state, frozen, batch)
   lower_s = time.perf_counter() - start
   start = time.perf_counter()
-  compiled = lowered.compile({'xla_dump_to': dump_to})
+  compiled = lowered.compile({'xla_dump_to': dump_to} if dump_to else {})
   compile_s = time.perf_counter() - start
   return {'config': config_spec, 'dtype': config.model.dtype, 'batch': config.train.batch_size,
           'lower_s': lower_s, 'compile_s': compile_s, 'compiled': compiled}
@@ -301,10 +325,12 @@ def new_thunks(dump_dir: str, before: dict[str, float]) -> str:
     return f.read()
 
 
-def program_row(compiled, thunks_text: str) -> dict:
-  """The counts of one compiled GPU program and its thunk sequence."""
+def program_row(compiled, thunks_text: str | None) -> dict:
+  """The counts of one compiled GPU program and its thunk sequence (None: no thunk counts)."""
   memory = compiled.memory_analysis()
-  row = dict(hlo_counts(compiled.as_text()), **thunk_counts(thunks_text))
+  row = hlo_counts(compiled.as_text())
+  row.update(thunk_counts(thunks_text) if thunks_text is not None else dict.fromkeys(
+      ('command_buffers', 'thunks_in_command_buffers', 'thunks_outside', 'launches')))
   row.update(temp_gib=memory.temp_size_in_bytes / GIB,
              argument_gib=memory.argument_size_in_bytes / GIB,
              output_gib=memory.output_size_in_bytes / GIB)
@@ -312,14 +338,24 @@ def program_row(compiled, thunks_text: str) -> dict:
 
 
 def measure(config_spec: str, dtype: str | None, batch_size: int | None, mesh, *,
-            keep_dump: str | None) -> dict:
-  """compile_step, then its counts; the dump goes to `keep_dump` or a folder removed after."""
+            keep_dump: str | None, need_thunks: bool = True) -> dict:
+  """compile_step, then its counts; the dump goes to `keep_dump` or a folder removed after.
+  Without `need_thunks` (a real GPU, whose XLA may name its dump differently) a missing thunk
+  sequence leaves the launch counts out with a warning instead of losing the compile."""
   user_dump = _xla_dump_to()
   with tempfile.TemporaryDirectory(prefix='okdhp_gpu_program_') as scratch:
     dump_dir = user_dump or keep_dump or scratch
     before = thunk_files(dump_dir)
     row = compile_step(config_spec, dtype, batch_size, mesh, dump_to=dump_dir)
-    row.update(program_row(row.pop('compiled'), new_thunks(dump_dir, before)))
+    try:
+      thunks = new_thunks(dump_dir, before)
+    except FileNotFoundError as error:
+      if need_thunks:
+        raise
+      print(f'warning: {error}; command buffers and launches are not counted',
+            file=sys.stderr, flush=True)
+      thunks = None
+    row.update(program_row(row.pop('compiled'), thunks))
   return row
 
 
@@ -376,9 +412,21 @@ def format_table(rows: list[dict]) -> str:
   headers = [f'{os.path.basename(r["config"])} {r["dtype"]} b{r["batch"]}' for r in rows]
   lines = ['| ' + ' | '.join(['', *headers]) + ' |', '|---|' + '---:|' * len(rows)]
   for label, value in ROWS:
-    cells = [f'{v:,}' if isinstance(v, int) else str(v) for v in (value(r) for r in rows)]
+    cells = [format_count(value, r) for r in rows]
     lines.append(f'| {label.replace("  ", "&nbsp;&nbsp;")} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
+
+
+def format_count(value, row: dict) -> str:
+  """One ROWS entry of a row: '1,234', '0.36', or 'n/a' where the row lacks it (no thunk
+  sequence, a row from an older --json)."""
+  try:
+    count = value(row)
+  except (KeyError, TypeError, AttributeError):
+    return 'n/a'
+  if count is None:
+    return 'n/a'
+  return f'{count:,}' if isinstance(count, int) else str(count)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -389,8 +437,9 @@ def main(argv: list[str] | None = None) -> None:
                       help='global batch (default: config.train.batch_size)')
   parser.add_argument('--dtype', choices=DTYPES, default=None,
                       help="compute dtype (default: the config's; 'auto' is bfloat16 on a GPU)")
-  parser.add_argument('--gpu', choices=sorted(gpu_targets.TARGETS), default='h100',
-                      help='the described GPU (okdhp_jax/tools/gpu_targets.py names sources)')
+  parser.add_argument('--gpu', choices=[*sorted(gpu_targets.TARGETS), 'local'], default='h100',
+                      help='the described GPU (okdhp_jax/tools/gpu_targets.py names sources), '
+                           "or 'local': this machine's first GPU")
   parser.add_argument('--dump-to', '--dump_to', default=None, metavar='DIR',
                       help="keep XLA's dump of the compile in DIR (default: a removed folder)")
   parser.add_argument('--json', default=None, metavar='FILE',
@@ -399,26 +448,35 @@ def main(argv: list[str] | None = None) -> None:
   for spec in args.config:
     if not os.path.exists(spec.partition(':')[0]):
       parser.error(f'--config file {spec.partition(":")[0]} does not exist')
-  # Before JAX starts: the CUDA plugin then registers the GPU's topology without a driver.
-  os.environ['JAX_PLATFORMS'] = 'cpu'
+  # A dump needs a compile, not a program from JAX's persistent cache (its key ignores dumps).
   os.environ['JAX_ENABLE_COMPILATION_CACHE'] = 'false'
-  problem = check_cuda_plugin()
-  if problem:
-    print(f'error: {problem}', file=sys.stderr)
-    raise SystemExit(1)
-  target = gpu_targets.TARGETS[args.gpu]
-  print(f'GPU: {target.name} (described: {target.source})', flush=True)
+  local = args.gpu == 'local'
+  if local:
+    mesh, device = local_mesh()
+    import jax  # pylint: disable=g-import-not-at-top
+    print(f"GPU: {device} (this machine's first GPU; jax {jax.__version__})", flush=True)
+  else:
+    # Before JAX starts: the CUDA plugin then registers the GPU's topology without a driver.
+    os.environ['JAX_PLATFORMS'] = 'cpu'
+    problem = check_cuda_plugin()
+    if problem:
+      print(f'error: {problem}', file=sys.stderr)
+      raise SystemExit(1)
+    target = gpu_targets.TARGETS[args.gpu]
+    device = target.name
+    print(f'GPU: {target.name} (described: {target.source})', flush=True)
+    mesh = described_mesh(args.gpu)
   print(f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")}', flush=True)
-  mesh = described_mesh(args.gpu)
   rows = []
   for spec in args.config:
     print(f'compiling {spec} ...', file=sys.stderr, flush=True)
-    rows.append(measure(spec, args.dtype, args.batch, mesh, keep_dump=args.dump_to))
+    rows.append(measure(spec, args.dtype, args.batch, mesh, keep_dump=args.dump_to,
+                        need_thunks=not local))
   print(format_table(rows), flush=True)
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:
-      json.dump({'gpu': args.gpu, 'xla_flags': os.environ.get('XLA_FLAGS', ''), 'rows': rows},
-                f, indent=1)
+      json.dump({'gpu': args.gpu, 'device': device,
+                 'xla_flags': os.environ.get('XLA_FLAGS', ''), 'rows': rows}, f, indent=1)
 
 
 if __name__ == '__main__':

@@ -4,11 +4,29 @@ r"""Runs an exported pose network on people in images: prints joints and scores,
       [--box x,y,w,h --box x,y,w,h ...] --out pose.png
   python -m okdhp_jax.tools.predict --checkpoint runs/coco_hg4/export \
       --detections person_detections.json --image-dir val2017 --results keypoints.json
+  python -m okdhp_jax.tools.predict --checkpoint runs/hg4/export --video in.mp4 \
+      [--box x,y,w,h --box x,y,w,h ... | --detections boxes.json] --out out.mp4 \
+      [--results poses.json]
 
 One image: one person per --box (default: the whole image), their skeletons drawn in the
 meta's left/right colours on the full-resolution image. A COCO detections file: every person
 box scoring at least --det-score-threshold, written as COCO keypoint results (HRNet's rescoring
-and OKS-NMS) that tools/eval_coco scores. The crop, flip test and decoding are the evaluation's
+and OKS-NMS) that tools/eval_coco scores.
+
+A video: each --box (on the first frame; default: the whole frame) is a person followed from
+frame to frame, their next box the bounding box of the joints scoring at least 0.3, grown 1.25x
+and cut to the frame, or kept where it was when fewer than half the joints score that
+(okdhp_jax/inference/video.py). With --detections, a json of boxes per frame replaces
+following: {"frames": [[[x, y, w, h, score], ...], ...]}, one list per frame in frame order
+(score optional; frames past the end of the list have no people; boxes scoring below
+--det-score-threshold skipped). Every frame is drawn to --out (mp4, 'mp4v', the input's frame
+rate); --results writes {"frames": [{"frame", "boxes" [N, 4], "keypoints" [N, J, 3] (x, y,
+score)}, ...]} plus the video's size, rate and joint names. A progress line shows frames done,
+rate and ETA; the frames/s at the end exclude compiling and the first frame. A video that
+OpenCV cannot open (a missing file, an image, no frames), a box outside the first frame and a
+malformed detections entry are refused with one line naming them (exit status 1).
+
+The crop, flip test and decoding are the evaluation's
 (okdhp_jax/inference: the tf.data crop op, the flip-test predict step, the heatmap codec).
 Compiled steps are kept in JAX's persistent cache (okdhp_jax/compile_cache.py), so a second
 run of the same export and batch size starts without compiling.
@@ -23,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -58,21 +77,8 @@ def print_people(result, meta) -> None:
 
 def draw(pixels: np.ndarray, result, meta, score_threshold: float) -> np.ndarray:
   """Every person's box (thin, grey) and skeleton on the full-resolution image."""
-  from PIL import Image, ImageDraw
-
-  from okdhp_jax.evaluation import visualize
-  # Lines grow with the image, so that a skeleton on a 4000 px photo is still visible.
-  size = max(1, round(min(pixels.shape[:2]) / 250))
-  canvas = Image.fromarray(pixels)
-  outline = ImageDraw.Draw(canvas)
-  for x, y, w, h in result.boxes:
-    outline.rectangle([x, y, x + w, y + h], outline=(200, 200, 200), width=max(1, size // 2))
-  drawn = np.asarray(canvas)
-  for keypoints, scores in zip(result.keypoints, result.scores):
-    drawn = visualize.draw_pose(drawn, keypoints, meta, scores=scores,
-                                score_threshold=score_threshold, radius=2 + 2 * size,
-                                width=1 + 2 * size)
-  return drawn
+  from okdhp_jax.inference import video
+  return video.draw_people(pixels, result, meta, score_threshold)
 
 
 def run_image(predictor, args, boxes) -> None:
@@ -101,22 +107,67 @@ def run_detections(predictor, args) -> None:
         'results)')
 
 
+def open_video(args, boxes):
+  """The video, its checked --box list (None: the whole frame) and its detections (None:
+  following), checked before the network loads."""
+  from okdhp_jax.inference import images, video
+  reader = video.VideoReader(args.video)
+  if args.out and os.path.abspath(args.out) == os.path.abspath(args.video):
+    raise ValueError(f'--out {args.out} is the video being read: write the drawn one elsewhere')
+  if args.detections:
+    return reader, None, video.read_detections(args.detections, reader, args.det_score_threshold)
+  if not boxes:
+    return reader, None, None
+  labels = ['--box'] if len(boxes) == 1 else [f'--box #{i + 1}' for i in range(len(boxes))]
+  return reader, images.check_boxes(boxes, reader.first_frame(), labels), None
+
+
+def run_video(predictor, args, reader, boxes, detections) -> None:
+  from okdhp_jax.inference import video
+  summary = video.predict_video(
+      predictor, reader, args.out, boxes=boxes, detections=detections, results=args.results,
+      score_threshold=args.score_threshold, report=lambda line: print(line, flush=True))
+  print(f'{summary.frames} frames, {summary.people} people: {summary.frames_per_second:.1f} '
+        f'frames/s ({summary.seconds:.1f} s; compiling {summary.compile_seconds:.1f} s '
+        'before)')
+  if detections is not None and len(detections) != summary.frames:
+    print(f'note: {args.detections} lists {len(detections)} frames, the video has '
+          f'{summary.frames}')
+  for flag, path in (('Skeletons drawn', args.out), ('Joints written', args.results)):
+    if path:
+      print(f'{flag} to {path}')
+
+
+def video_batch_size(boxes, detections) -> int:
+  """People per device call: the most any frame holds (at most 32), so that one compile
+  serves the video and a lone person is not padded to 32."""
+  if detections is None:
+    return 1 if boxes is None else len(boxes)
+  return min(32, max([1, *(len(frame) for frame in detections)]))
+
+
 def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--checkpoint', required=True, help='export folder (model.json + variables)')
   parser.add_argument('--image', default=None, help='one image (jpg, png, ...)')
+  parser.add_argument('--video', default=None,
+                      help='a video (mp4, avi, ...): people followed from their --box on the '
+                           'first frame, or boxed per frame by --detections')
   parser.add_argument('--box', action='append', default=None,
                       help='person box x,y,w,h in pixels; repeat for several people '
-                           '(default: the whole image)')
-  parser.add_argument('--out', default=None, help='PNG with the predicted skeletons drawn')
+                           '(default: the whole image); with --video, on its first frame')
+  parser.add_argument('--out', default=None, help='PNG (or with --video, mp4) with the '
+                      'predicted skeletons drawn')
   parser.add_argument('--score-threshold', '--score_threshold', type=float, default=0.2,
                       help='joints scoring below this are not drawn')
   parser.add_argument('--detections', default=None,
-                      help='COCO person detections json (image_id, bbox, score per box)')
+                      help='COCO person detections json (image_id, bbox, score per box); with '
+                           '--video, {"frames": [[[x, y, w, h, score], ...], ...]}')
   parser.add_argument('--image-dir', '--image_dir', default=None,
                       help='with --detections: the images, named by id (000000000785.jpg)')
   parser.add_argument('--results', default=None,
-                      help='with --detections: COCO keypoint results json to write')
+                      help='with --detections: COCO keypoint results json to write; with '
+                           '--video: per-frame boxes and joints')
   parser.add_argument('--det-score-threshold', '--det_score_threshold', type=float,
                       default=0.0, help='with --detections: skip boxes scoring below this')
   parser.add_argument('--batch-size', '--batch_size', type=int, default=None,
@@ -127,9 +178,13 @@ def parse_args(argv):
   parser.add_argument('--no-compile-cache', '--no_compile_cache', dest='compile_cache',
                       action='store_false', help="do not use JAX's persistent compile cache")
   args = parser.parse_args(argv)
+  if args.video:
+    check_video_args(parser, args)
+    return args
   if (args.image is None) == (args.detections is None):
-    parser.error('give either --image (with --box and --out) or --detections (with '
-                 '--image-dir and --results)')
+    parser.error('give either --image (with --box and --out), --detections (with '
+                 '--image-dir and --results) or --video (with --box or --detections, and '
+                 '--out or --results)')
   if args.detections and not (args.image_dir and args.results):
     parser.error('--detections needs --image-dir (the images) and --results (the json to '
                  'write)')
@@ -140,20 +195,36 @@ def parse_args(argv):
   return args
 
 
+def check_video_args(parser, args) -> None:
+  if args.image or args.image_dir:
+    parser.error('--video goes without --image and --image-dir')
+  if args.box and args.detections:
+    parser.error('with --video, give --box (people to follow) or --detections (boxes per '
+                 'frame), not both')
+  if not (args.out or args.results):
+    parser.error('--video needs --out (the drawn mp4) or --results (the joints json)')
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
   try:
     boxes = [parse_box(text) for text in args.box or []]  # before seconds of loading.
+    if args.video:
+      reader, boxes, detections = open_video(args, boxes)
     import ml_collections
 
     from okdhp_jax import compile_cache
     from okdhp_jax.inference import PosePredictor
     compile_cache.enable(ml_collections.ConfigDict({'enabled': args.compile_cache, 'dir': ''}))
     # One image: as many as its boxes, so that one person is not padded to 32.
-    batch_size = args.batch_size or (32 if args.detections else max(1, len(boxes)))
+    batch_size = args.batch_size or (
+        video_batch_size(boxes, detections) if args.video
+        else 32 if args.detections else max(1, len(boxes)))
     predictor = PosePredictor.from_export(args.checkpoint, flip_test=args.flip_test,
                                           batch_size=batch_size)
-    if args.detections:
+    if args.video:
+      run_video(predictor, args, reader, boxes, detections)
+    elif args.detections:
       run_detections(predictor, args)
     else:
       run_image(predictor, args, boxes)

@@ -4,10 +4,17 @@ One step for every method: targets are rendered on the device by the heatmap cod
 runs in training mode, and the method (okdhp_jax/methods/) turns its outputs into the loss and
 the metrics to log; `frozen` is the method's frozen state (FPD's teacher, None for OKDHP).
 
-The batch is sharded over the mesh's `data` axis and the state is replicated; the compiler
-turns every mean over the batch (losses, BatchNorm statistics) into a mean over the global
-batch, so N devices compute what one device would on the same global batch. The input state
-is donated: its buffers are reused for the new one.
+The batch is sharded over the mesh's `data` axis and the state is replicated. The step body
+runs per device (`shard_map`) and says itself what crosses the devices, rather than leaving
+it to the compiler's partitioner, which reduces each weight's gradient in the dtype of the
+convolution that makes it (bfloat16 in a bfloat16 network):
+  - the parameter gradients, averaged in float32 (the parameters' dtype), once per step;
+  - BatchNorm's batch statistics, per `config.train.batch_norm_stats`: 'global' averages them
+    over the devices in every layer (forward and backward), so N devices compute what one
+    device computes on the same global batch; 'per_device' keeps each device's own (the
+    released code's DataParallel replicas), and only the running averages are averaged, once;
+  - the losses and metrics, averaged (every device holds as many rows).
+The input state is donated: its buffers are reused for the new one.
 """
 
 from __future__ import annotations
@@ -19,18 +26,32 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec
 
 from okdhp_jax import cpu_compiler
 from okdhp_jax import sharding as sharding_lib
 from okdhp_jax.codecs.heatmap import HeatmapCodec
 from okdhp_jax.data import normalization
 from okdhp_jax.methods.base import Method, Metrics, Targets
+from okdhp_jax.models import batch_norm
 from okdhp_jax.training import optimizer
 from okdhp_jax.training.state import TrainState
 
 Batch = dict[str, jax.Array]
 TrainStep = Callable[[TrainState, Any, Batch], tuple[TrainState, Metrics]]
+
+# config.train.batch_norm_stats: BatchNorm's training statistics over the global batch, or
+# over each device's share of it.
+BATCH_NORM_STATS = ('global', 'per_device')
+
+
+def statistics_axis(train_config: ml_collections.ConfigDict) -> str | None:
+  """The mesh axis BatchNorm statistics are averaged over (None: each device's own)."""
+  choice = train_config.get('batch_norm_stats', 'global')
+  if choice not in BATCH_NORM_STATS:
+    raise ValueError(f'config.train.batch_norm_stats={choice!r}; choose from '
+                     f'{BATCH_NORM_STATS}')
+  return sharding_lib.DATA_AXIS if choice == 'global' else None
 
 
 def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, method: Method, *,
@@ -57,27 +78,47 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, method:
   tx, schedule = optimizer.make_optimizer(config.optim, steps_per_epoch=steps_per_epoch,
                                           global_batch_size=config.train.batch_size)
 
-  def train_step(state: TrainState, frozen: Any, batch: Batch) -> tuple[TrainState, Metrics]:
+  axis = sharding_lib.DATA_AXIS
+  stats_axis = statistics_axis(config.train)
+
+  def device_step(state: TrainState, frozen: Any, batch: Batch) -> tuple[TrainState, Metrics]:
+    """One device's share: `batch` holds its rows; collectives named below."""
     check_batch(batch, num_joints)
     targets = Targets(*codec.encode(batch['joints'], batch['joints_vis']))
     images = normalization.normalize(batch['image'])
     epoch = state.step.astype(jnp.float32) / steps_per_epoch
 
     def compute_loss(params):
-      outputs, new_variables = model.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
-          mutable=['batch_stats'])
+      with batch_norm.statistics_across(stats_axis):
+        outputs, new_variables = model.apply(
+            {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+            mutable=['batch_stats'])
       total, metrics = method.loss(outputs, targets, images=images, epoch=epoch,
                                    frozen=frozen)
       return total, (metrics, new_variables.get('batch_stats', state.batch_stats))
 
+    # This device's gradients of its rows' loss, float32 like the parameters; their mean is
+    # the global batch's gradient, reduced in float32 whatever the compute dtype.
     grads, (metrics, batch_stats) = jax.grad(compute_loss, has_aux=True)(state.params)
+    grads = jax.lax.pmean(grads, axis)
+    if stats_axis is None:  # each device updated the running averages with its own.
+      batch_stats = jax.lax.pmean(batch_stats, axis)
+    metrics = jax.lax.pmean(metrics, axis)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                            batch_stats=batch_stats, opt_state=opt_state)
-    metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+    metrics = dict(metrics, grad_norm=optimizer.global_norm(grads),
                    learning_rate=schedule(state.step), epoch=epoch)
     return new_state, metrics
+
+  # Unchecked replication (check_vma=False): the gradients of the replicated parameters are
+  # each device's own until the pmean above, as in a data-parallel step written by hand.
+  per_device = jax.shard_map(device_step, mesh=mesh,
+                             in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(axis)),
+                             out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False)
+
+  def train_step(state: TrainState, frozen: Any, batch: Batch) -> tuple[TrainState, Metrics]:
+    return per_device(state, frozen, batch)  # named so: profiles and XLA dumps say train_step.
 
   replicated = sharding_lib.replicated(mesh)
   return jax.jit(train_step,

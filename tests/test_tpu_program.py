@@ -1,0 +1,134 @@
+"""The TPU program tool: collectives and replica groups read from HLO text, the accelerator
+types, the batch checks that need no compile, and, where the tpu-aot extra (libtpu) is
+installed, one compile of a tiny step for a 4-chip slice and for two slices."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from main_runs import ROOT, clean_env
+from okdhp_jax.tools import tpu_program
+
+NEEDS_EXTRA = tpu_program.check_libtpu()
+
+# Trimmed from a v5e compile: an asynchronous all-reduce pair over named mesh axes, a
+# synchronous one with an iota group list, an all-gather with explicit groups.
+HLO = '''\
+HloModule jit_train_step, is_scheduled=true
+
+%add (a: f32[], b: f32[]) -> f32[] {
+  %a = f32[] parameter(0)
+  %b = f32[] parameter(1)
+  ROOT %sum = f32[] add(%a, %b)
+}
+
+ENTRY %main (p0: f32[3,3,256,256], p1: bf16[64], p2: f32[16]) -> f32[3,3,256,256] {
+  %p0 = f32[3,3,256,256]{3,2,1,0} parameter(0)
+  %p1 = bf16[64]{0} parameter(1)
+  %p2 = f32[16]{0} parameter(2)
+  %all-reduce-start = (f32[3,3,256,256]{3,2,1,0}, f32[3,3,256,256]{3,2,1,0}) all-reduce-start(%p0), channel_id=1, replica_groups=mesh['axis_0'=4,'axis_1'=2]{'axis_0','axis_1'}, use_global_device_ids=true, to_apply=%add
+  %all-reduce-done = f32[3,3,256,256]{3,2,1,0} all-reduce-done(%all-reduce-start)
+  %all-reduce.1 = bf16[64]{0} all-reduce(%p1), channel_id=2, replica_groups=[2,4]<=[8], use_global_device_ids=true, to_apply=%add
+  %all-reduce.2 = f32[16]{0} all-reduce(%p2), channel_id=3, replica_groups=[2,4]<=[8], use_global_device_ids=true, to_apply=%add
+  %all-gather = f32[32]{0} all-gather(%p2), channel_id=4, replica_groups={{0,4},{1,5},{2,6},{3,7}}, dimensions={0}
+  %after-all = token[] after-all(), frontend_attributes={MegascaleRendezvousKeyName="psum.1_0"}
+  %send = (f32[16]{0}, u32[], token[]) send(%all-reduce.2, %after-all), channel_id=6, is_host_transfer=true, frontend_attributes={_xla_host_transfer_handler_name="xla_megascale_runtime",_xla_megascale_reduce_operation="SUM",_xla_megascale_transfer_type="ALL_REDUCE"}
+  %recv = (f32[16]{0}, u32[], token[]) recv(%after-all), channel_id=5, is_host_transfer=true, frontend_attributes={_xla_host_transfer_handler_name="xla_megascale_runtime",_xla_megascale_reduce_operation="SUM",_xla_megascale_transfer_type="ALL_REDUCE"}
+  ROOT %out = f32[3,3,256,256]{3,2,1,0} copy(%all-reduce-done)
+}
+'''
+
+
+def test_collectives_by_kind_dtype_and_group():
+  rows = tpu_program.collective_counts(HLO, num_devices=8)
+  table = {(r['kind'], r['dtype'], r['group'], r['size']): (r['count'], r['mib'])
+           for r in rows}
+  assert table == {
+      ('all-reduce', 'f32', 8, 'large'): (1, 3 * 3 * 256 * 256 * 4 / 2**20),  # async, once.
+      ('all-reduce', 'bf16', 4, 'small'): (1, 64 * 2 / 2**20),
+      ('all-reduce', 'f32', 4, 'small'): (1, 16 * 4 / 2**20),
+      ('all-gather', 'f32', 2, 'small'): (1, 32 * 4 / 2**20),
+      # Between slices: the Multislice runtime's send (its recv moves the same data back).
+      ('DCN all-reduce', 'f32', tpu_program.ACROSS_SLICES, 'small'): (1, 16 * 4 / 2**20),
+  }
+
+
+def test_accelerator_types_and_chips():
+  assert tpu_program.topology_of('v5litepod-16') == 'v5e:4x4'
+  assert tpu_program.topology_of('v5p-16') == 'v5p:2x2x2'
+  assert tpu_program.chip_of('v5e:4x4').hbm_gib == 16
+  with pytest.raises(ValueError, match='v5litepod-3'):
+    tpu_program.topology_of('v5litepod-3')
+  with pytest.raises(ValueError, match='v9x:2x2'):
+    tpu_program.chip_of('v9x:2x2')
+
+
+class _Mesh:  # what check_batch reads of a mesh before it compiles anything.
+
+  class devices:  # pylint: disable=invalid-name
+    size = 16
+
+
+def test_a_batch_that_does_not_divide_is_refused_before_compiling():
+  problem = tpu_program.check_batch('configs/hg4.py', 'bfloat16', 100, _Mesh, None, 1, [],
+                                    'v5e:4x4')
+  assert problem == ('v5e:4x4 (16 chips): global batch 100 does not divide over 16 chips; '
+                     'use 96 or 112')
+
+
+def test_table_has_memory_collectives_and_flops():
+  row = {'config': 'configs/hg4.py', 'dtype': 'bfloat16', 'batch': 128, 'chips': 16,
+         'slices': 1, 'hbm_gib': 16, 'argument_gib': 0.35, 'output_gib': 0.35, 'alias_gib': 0.35,
+         'temp_gib': 1.93, 'flops_per_chip': 2.5e12, 'compute_ms_at_peak': 12.7,
+         'collectives': tpu_program.collective_counts(HLO, 8), 'lower_s': 9.0,
+         'compile_s': 183.0}
+  text = tpu_program.format_table([row])
+  assert '| peak GiB per chip / HBM | 2.28 / 16 |' in text
+  assert '| all-reduce bf16, each < 1 MiB, groups of 4 chips | 1 (0.00 MiB) |' in text
+  assert '| GFLOPs per chip per step | 2,500.0 |' in text
+
+
+@pytest.mark.skipif(NEEDS_EXTRA is not None, reason=f'needs the tpu-aot extra: {NEEDS_EXTRA}')
+@pytest.mark.parametrize('slices', [1, 2])
+def test_a_tiny_step_compiles_for_a_described_slice(tmp_path, slices):
+  """A 4-chip v5e slice, and two of them joined by DCN (a hybrid mesh): the gradients and
+  BatchNorm statistics cross the chips in float32, over all of them."""
+  counts = tmp_path / 'counts.json'
+  result = subprocess.run(
+      [sys.executable, '-m', 'okdhp_jax.tools.tpu_program', '--config',
+       'configs/hg2_baseline.py:runlocal', '--batch', str(8 * slices), '--dtype', 'bfloat16',
+       '--tpu', 'v5e:2x2', '--slices', str(slices), '--json', str(counts)],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, env=clean_env())
+  assert result.returncode == 0, result.stderr[-3000:]
+  row = json.loads(counts.read_text())['rows'][0]
+  assert row['chips'] == 4 * slices and row['slices'] == slices
+  assert 0 < row['temp_gib'] < row['hbm_gib'] and row['flops_per_chip'] > 0
+  reduces = [c for c in row['collectives'] if c['kind'].endswith('all-reduce')]
+  assert reduces and {c['dtype'] for c in reduces} == {'f32'}
+  across = [c for c in row['collectives'] if c['group'] == tpu_program.ACROSS_SLICES]
+  assert bool(across) == (slices > 1)  # the gradients cross the data-centre network too.
+  assert '| peak GiB per chip / HBM |' in result.stdout
+
+
+def test_a_batch_that_does_not_fit_names_the_one_that_does(monkeypatch):
+  """The decision on compiled memory, with the compiles replaced by a linear memory model
+  (0.5 GiB + 0.5 GiB per row on each chip): 32 rows per chip miss the 16 GiB; 31 fit."""
+  chip = tpu_program.chip_of('v5e:4x4')
+
+  def compiled(spec, dtype, batch, mesh, chip, slices, overrides):
+    del spec, dtype, mesh, chip, slices, overrides
+    rows = batch // 16
+    return {'batch': batch, 'argument_gib': 0.25, 'output_gib': 0.25, 'alias_gib': 0.25,
+            'temp_gib': 0.25 + 0.5 * rows}
+
+  monkeypatch.setattr(tpu_program, 'try_batch', compiled)
+  problem = tpu_program.check_batch('configs/hg4.py', 'bfloat16', 512, _Mesh, chip, 1, [],
+                                    'v5e:4x4')
+  assert problem == ('v5e:4x4 (16 chips): global batch 512 needs 16.5 GiB per chip, 0.5 GiB '
+                     'over the TPU v5e HBM of 16 GiB; 496 fits')
+  assert tpu_program.check_batch('configs/hg4.py', 'bfloat16', 480, _Mesh, chip, 1, [],
+                                 'v5e:4x4') is None
