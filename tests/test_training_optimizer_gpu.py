@@ -20,14 +20,25 @@ def _tree(dtype, seed=0):
   return {name: jnp.asarray(rng.normal(size=shape), dtype) for name, shape in SHAPES.items()}
 
 
+def _gpu_mesh():
+  """A one-GPU abstract mesh: what the train step's shard_map traces under on a GPU."""
+  return jax.sharding.AbstractMesh((1,), ('data',), abstract_device=jax.sharding.AbstractDevice(
+      device_kind='NVIDIA H100 80GB HBM3', num_cores=132, platform='gpu'))
+
+
 @pytest.mark.parametrize('dtype, rtol', [('float64', 1e-14), ('float32', 1e-6)])
-def test_global_norm_is_optax_tree_norm(dtype, rtol):
+def test_gpu_gradient_norm_is_optax_tree_norm(dtype, rtol):
+  """A GPU's norm (one dot of the concatenated leaves) is optax.tree.norm's value, in the
+  leaves' dtype; traced for a GPU the step takes it, elsewhere optax.tree.norm itself."""
   jax.config.update('jax_enable_x64', dtype == 'float64')
   try:
     tree = _tree(dtype)
-    got = jax.jit(optimizer.global_norm)(tree)
+    got = jax.jit(optimizer._norm_of_concatenation)(tree)  # pylint: disable=protected-access
     assert got.dtype == jnp.dtype(dtype)
     np.testing.assert_allclose(got, optax.tree.norm(tree), rtol=rtol)
+    with jax.sharding.use_abstract_mesh(_gpu_mesh()):
+      assert 'dot_general' in str(jax.make_jaxpr(optimizer.global_norm)(tree))
+    assert 'dot_general' not in str(jax.make_jaxpr(optimizer.global_norm)(tree))
   finally:
     jax.config.update('jax_enable_x64', False)
 
@@ -56,9 +67,7 @@ def test_gradients_keep_the_parameters_layout_on_a_gpu_only():
     with jax.sharding.use_abstract_mesh(mesh):
       return str(jax.make_jaxpr(update)(params, state, params)).count('layout_constraint')
 
-  gpu_mesh = jax.sharding.AbstractMesh((1,), ('data',), abstract_device=jax.sharding.AbstractDevice(
-      device_kind='NVIDIA H100 80GB HBM3', num_cores=132, platform='gpu'))
-  assert constraints(gpu_mesh) == 2  # 'conv' and 'fc'
+  assert constraints(_gpu_mesh()) == 2  # 'conv' and 'fc'
   assert constraints(jax.sharding.get_abstract_mesh()) == 0  # no mesh: this CPU backend
   got, _ = jax.jit(update)(_tree('float32', seed=1), state, params)
   want, _ = jax.jit(plain.update)(_tree('float32', seed=1), state, params)
