@@ -34,6 +34,17 @@ def _gradients(state):
   return jax.tree.map(lambda m: np.asarray(m, np.float64) / 0.1, state.opt_state[0].mu)
 
 
+def state_and_step(config, mesh):
+  """The initial train state and the jitted step of `config` on `mesh`."""
+  model = build_model(config.model, NUM_JOINTS, config.data.input_size)
+  state = state_lib.create_train_state(config, model, jax.random.key(0, impl='unsafe_rbg'),
+                                       mesh=mesh, steps_per_epoch=STEPS_PER_EPOCH)
+  train_step = step_lib.make_train_step(config, model, methods.create(config, num_joints=16),
+                                        mesh=mesh, steps_per_epoch=STEPS_PER_EPOCH,
+                                        num_joints=NUM_JOINTS)
+  return state, train_step
+
+
 def per_device_run_and_reference(dtype: str):
   """One step with per-device statistics on 8 devices, and its reference: the same step on
   one device, once per device's rows, averaged (gradients, losses, running statistics)."""
@@ -45,13 +56,7 @@ def per_device_run_and_reference(dtype: str):
 
   alone = tiny_config(plain=True, dtype=dtype)
   alone.train.batch_size = ROWS_PER_DEVICE
-  mesh = sharding.make_mesh(1)
-  model = build_model(alone.model, NUM_JOINTS, alone.data.input_size)
-  initial = state_lib.create_train_state(alone, model, jax.random.key(0, impl='unsafe_rbg'),
-                                         mesh=mesh, steps_per_epoch=STEPS_PER_EPOCH)
-  train_step = step_lib.make_train_step(alone, model, methods.create(alone, num_joints=16),
-                                        mesh=mesh, steps_per_epoch=STEPS_PER_EPOCH,
-                                        num_joints=NUM_JOINTS)
+  initial, train_step = state_and_step(alone, sharding.make_mesh(1))
   singles = []
   for d in range(DEVICES):
     rows = jax.tree.map(lambda a, d=d: a[d * ROWS_PER_DEVICE:(d + 1) * ROWS_PER_DEVICE], batch)
@@ -104,13 +109,7 @@ def test_every_collective_of_a_bfloat16_step_is_float32(stats):
   config = tiny_config(dtype='bfloat16')
   config.model.param_dtype = 'float32'
   config.train.batch_norm_stats = stats
-  mesh = sharding.make_mesh(DEVICES)
-  model = build_model(config.model, NUM_JOINTS, config.data.input_size)
-  state = state_lib.create_train_state(config, model, jax.random.key(0, impl='unsafe_rbg'),
-                                       mesh=mesh, steps_per_epoch=STEPS_PER_EPOCH)
-  train_step = step_lib.make_train_step(config, model, methods.create(config, num_joints=16),
-                                        mesh=mesh, steps_per_epoch=STEPS_PER_EPOCH,
-                                        num_joints=NUM_JOINTS)
+  state, train_step = state_and_step(config, sharding.make_mesh(DEVICES))
   text = train_step.lower(state, None, make_batch(0)).as_text()
   # Each all_reduce's region names the element type it adds up; its result line, the shapes.
   reduced = re.findall(r'"stablehlo\.all_reduce".*\n\s*\^bb0\(([^)]*)\)(?:.*\n)*?\s*\}\) : '
