@@ -9,12 +9,26 @@ is partitioned by the compiler.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import jax
 import numpy as np
 from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = 'data'
+
+
+def for_gpu(on_gpu: Callable[..., Any], elsewhere: Callable[..., Any], *args) -> Any:
+  """`on_gpu(*args)` while tracing a program for a GPU, else `elsewhere(*args)`.
+
+  The enclosing `shard_map`'s mesh says which (the train step's; `gpu_program` describes a GPU
+  on a CPU machine that way), else JAX's default backend. Only the chosen function is traced:
+  a CPU or TPU program is what it was before `on_gpu` existed.
+  """
+  device = jax.sharding.get_abstract_mesh().abstract_device
+  platform = device.platform if device is not None else jax.default_backend()
+  return (on_gpu if platform == 'gpu' else elsewhere)(*args)
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

@@ -15,14 +15,19 @@ import tempfile
 # The longest modules (docs/performance.md has their durations) start first, so no worker is
 # left alone with one of them at the end.
 LONGEST_FIRST = (
-    'test_main.py',              # the program end to end, interrupted, broken and starved
     'test_learning.py',          # the README's quickstart, trained to its promise
-    'test_export_deploy.py',
-    'test_training_step.py',
+    'test_main.py',              # the program end to end, interrupted, broken and starved
+    'test_error_exits.py',       # every error path as the program, a damaged shard five times
+    'test_restart.py',           # five runs stopped and resumed
     'test_multihost.py',
+    'test_training_step.py',
+    'test_export_deploy.py',
     'test_study.py',             # the study tool end to end (one tiny run)
     'test_torch_import_okdhp.py',
     'test_bench_step.py',
+    'test_training_loop.py',
+    'test_export_quantize.py',
+    'test_training_batch_norm_stats.py',
 )
 
 # XLA's CPU compiler without its expensive LLVM passes, for the tests' own processes (the runs

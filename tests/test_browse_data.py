@@ -3,9 +3,7 @@ target blobs under the joints, and bad input refused in one line."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 
 import ml_collections
 import numpy as np
@@ -16,9 +14,8 @@ from data_prep import mpii, synthetic
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.evaluation import visualize
 from okdhp_jax.tools import browse_data
+from sample_data import MPII_SAMPLES, mpii_annotations
 
-MPII_SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            'data_prep', 'samples', 'mpii')
 PAD = 4  # visualize.grid's spacing around tiles
 
 
@@ -26,15 +23,8 @@ PAD = 4  # visualize.grid's spacing around tiles
 def folders(tmp_path_factory):
   """Real MPII people (the 5 samples in both splits) and generated figures (sides by colour)."""
   root = tmp_path_factory.mktemp('browse')
-  annotations = root / 'annotations'
-  annotations.mkdir()
-  with open(os.path.join(MPII_SAMPLES, 'test_mpii.json')) as f:
-    people = json.load(f)
-  for name in ('train.json', 'valid.json'):
-    (annotations / name).write_text(json.dumps(people))
-  shutil.copy(os.path.join(MPII_SAMPLES, 'gt_valid_first5.mat'), annotations / 'gt_valid.mat')
   real = str(root / 'mpii')
-  mpii.convert(str(annotations), MPII_SAMPLES, real, show_progress=False)
+  mpii.convert(mpii_annotations(root / 'annotations'), MPII_SAMPLES, real, show_progress=False)
   figures = str(root / 'figures')
   synthetic.generate(figures, 4, 3, size=64, seed=1, show_progress=False)
   return {'mpii': real, 'figures': figures}

@@ -18,6 +18,7 @@ from data_prep import coco
 from data_prep import common
 from data_prep import mpii
 from okdhp_jax.data import records
+import sample_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, 'data_prep', 'samples')
@@ -33,16 +34,7 @@ def read_split(out_dir, split, num_joints):
 
 def mpii_annotations(tmp_path, people=None):
   """An HRNet-style annotations folder made from the sample json (train = valid)."""
-  folder = tmp_path / 'annotations'
-  folder.mkdir()
-  if people is None:
-    with open(os.path.join(MPII_SAMPLES, 'test_mpii.json')) as f:
-      people = json.load(f)
-  for name in ('train.json', 'valid.json'):
-    with open(folder / name, 'w') as f:
-      json.dump(people, f)
-  shutil.copy(os.path.join(MPII_SAMPLES, 'gt_valid_first5.mat'), folder / 'gt_valid.mat')
-  return str(folder)
+  return sample_data.mpii_annotations(tmp_path / 'annotations', train=people, valid=people)
 
 
 def test_mpii_samples_convert_with_the_paper_rules(tmp_path):

@@ -25,6 +25,7 @@ from data_prep import mpii
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import pipeline
 from okdhp_jax.data import records
+from sample_data import mpii_annotations, mpii_people
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, 'data_prep', 'samples')
@@ -43,20 +44,6 @@ def dump(data, path) -> str:
   with open(path, 'w') as f:
     json.dump(data, f)
   return str(path)
-
-
-def mpii_people():
-  return load(os.path.join(MPII_SAMPLES, 'test_mpii.json'))
-
-
-def mpii_annotations(folder, train=None, valid=None) -> str:
-  """An HRNet annotations folder: train.json, valid.json (the samples unless given), gt."""
-  os.makedirs(folder, exist_ok=True)
-  dump(mpii_people() if train is None else train, os.path.join(folder, 'train.json'))
-  dump(mpii_people() if valid is None else valid, os.path.join(folder, 'valid.json'))
-  shutil.copy(os.path.join(MPII_SAMPLES, 'gt_valid_first5.mat'),
-              os.path.join(folder, 'gt_valid.mat'))
-  return str(folder)
 
 
 def refusal(capsys, main, argv) -> str:

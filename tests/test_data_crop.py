@@ -3,7 +3,6 @@ markers stay where the joints say, and real photos stay close to the full-size d
 
 from __future__ import annotations
 
-import json
 import os
 
 import cv2
@@ -20,6 +19,7 @@ from okdhp_jax.data import image_files
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import pipeline
 from okdhp_jax.data import records
+from sample_data import MPII_SAMPLES, mpii_annotations
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(REPO, 'data_prep', 'samples')
@@ -31,14 +31,7 @@ def real_people(tmp_path_factory):
   """[(meta, augmentation kwargs, parsed record)] for the bundled full-size MPII and COCO
   photos (5 and 12 people), through the real converters."""
   tmp = tmp_path_factory.mktemp('real')
-  annotations = tmp / 'mpii'
-  annotations.mkdir()
-  people = json.load(open(os.path.join(SAMPLES, 'mpii', 'test_mpii.json')))
-  for name in ('train.json', 'valid.json'):
-    (annotations / name).write_text(json.dumps(people))
-  (annotations / 'gt_valid.mat').write_bytes(
-      open(os.path.join(SAMPLES, 'mpii', 'gt_valid_first5.mat'), 'rb').read())
-  mpii.convert(str(annotations), os.path.join(SAMPLES, 'mpii'), str(tmp / 'mpii_records'),
+  mpii.convert(mpii_annotations(tmp / 'mpii'), MPII_SAMPLES, str(tmp / 'mpii_records'),
                show_progress=False)
   coco.convert([os.path.join(SAMPLES, 'coco', 'test_coco.json')], os.path.join(SAMPLES, 'coco'),
                str(tmp / 'coco_records'), split='train', show_progress=False)

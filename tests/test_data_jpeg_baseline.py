@@ -18,7 +18,7 @@ from data_prep import common
 from data_prep import jpeg_baseline
 from data_prep import mpii
 from okdhp_jax.data.tf_host import tf
-from test_data_converters_bad_input import mpii_annotations
+from sample_data import mpii_annotations
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPII_PHOTOS = sorted(glob.glob(os.path.join(REPO, 'data_prep', 'samples', 'mpii', '*.jpg')))

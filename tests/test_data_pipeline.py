@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import colorsys
-import json
 import os
 
 import jax
@@ -21,10 +20,10 @@ from okdhp_jax.data import image_files
 from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.data import pipeline
 from okdhp_jax.data import records
+from sample_data import MPII_SAMPLES, mpii_annotations
 
 MPII = meta_lib.MPII
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MPII_SAMPLES = os.path.join(REPO, 'data_prep', 'samples', 'mpii')
 
 # 16 saturated colours on distinct hues, so blends with the black background never look like
 # another marker.
@@ -82,16 +81,9 @@ def marker_dir(tmp_path_factory):
 def mpii_dir(tmp_path_factory):
   """The 5 real MPII people in 3 shards (2, 2, 1)."""
   tmp = tmp_path_factory.mktemp('mpii')
-  annotations = tmp / 'annotations'
-  annotations.mkdir()
-  with open(os.path.join(MPII_SAMPLES, 'test_mpii.json')) as f:
-    people = json.load(f)
-  for name in ('train.json', 'valid.json'):
-    (annotations / name).write_text(json.dumps(people))
-  (annotations / 'gt_valid.mat').write_bytes(
-      open(os.path.join(MPII_SAMPLES, 'gt_valid_first5.mat'), 'rb').read())
   out = str(tmp / 'records')
-  mpii.convert(str(annotations), MPII_SAMPLES, out, examples_per_shard=2, show_progress=False)
+  mpii.convert(mpii_annotations(tmp / 'annotations'), MPII_SAMPLES, out, examples_per_shard=2,
+               show_progress=False)
   return out
 
 

@@ -23,7 +23,8 @@ from okdhp_jax.data import crop as crop_lib
 from okdhp_jax.data import image_files
 from okdhp_jax.data.tf_host import tf
 from okdhp_jax.inference import images
-from test_data_converters_bad_input import MPII_SAMPLES, mpii_annotations, mpii_people, read_split
+from sample_data import MPII_SAMPLES, mpii_annotations, mpii_people
+from test_data_converters_bad_input import read_split
 
 PHOTO = os.path.join(MPII_SAMPLES, '005808361.jpg')  # the first sample person's image
 BASELINE = os.path.join(os.path.dirname(MPII_SAMPLES), 'coco', '000000000785.jpg')

@@ -32,11 +32,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from okdhp_jax import sharding
 
 # PyTorch BatchNorm momentum 0.1 is Flax-style momentum 0.9 (weight of the old value).
 MOMENTUM = 0.9
@@ -59,18 +61,6 @@ def statistics_across(axis_name: str | None) -> Iterator[None]:
     yield
   finally:
     _STATISTICS_AXIS.reset(token)
-
-
-def for_gpu(on_gpu: Callable[..., Any], elsewhere: Callable[..., Any], *args) -> Any:
-  """`on_gpu(*args)` while tracing a program for a GPU, else `elsewhere(*args)`.
-
-  The enclosing `shard_map`'s mesh says which (the train step's; `gpu_program` describes a GPU
-  on a CPU machine that way), else JAX's default backend. Only the chosen function is traced:
-  a CPU or TPU program is what it was before `on_gpu` existed.
-  """
-  device = jax.sharding.get_abstract_mesh().abstract_device
-  platform = device.platform if device is not None else jax.default_backend()
-  return (on_gpu if platform == 'gpu' else elsewhere)(*args)
 
 
 class BatchNorm(nn.Module):
@@ -138,8 +128,8 @@ def _batch_stats(x, scale, axis_name):
   backend writes out the shifted input the one pass reduces twice, which costs more there
   than the second pass, so the CPU keeps the two passes (and so does a TPU, unmeasured).
   """
-  return for_gpu(functools.partial(_one_pass_stats, axis_name=axis_name),
-                 functools.partial(_two_pass_stats, axis_name=axis_name), x, scale)
+  return sharding.for_gpu(functools.partial(_one_pass_stats, axis_name=axis_name),
+                          functools.partial(_two_pass_stats, axis_name=axis_name), x, scale)
 
 
 def _two_pass_stats(x, scale, axis_name):
@@ -193,8 +183,8 @@ def _two_sums(a, b, axes):
   (two kernels where two sums of many rows take three), elsewhere two sums. XLA's CPU backend
   accumulates a variadic reduction in one sequential loop (1e-5 relative error over 16k rows
   where `jnp.sum` has 1e-7)."""
-  return for_gpu(functools.partial(_variadic_sums, axes=axes),
-                 functools.partial(_separate_sums, axes=axes), a, b)
+  return sharding.for_gpu(functools.partial(_variadic_sums, axes=axes),
+                          functools.partial(_separate_sums, axes=axes), a, b)
 
 
 def _variadic_sums(a, b, axes):

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import glob
 import json
 import os
@@ -42,7 +41,7 @@ import sys
 import tempfile
 import time
 
-from okdhp_jax.tools import gpu_targets
+from okdhp_jax.tools import gpu_targets, hlo_text
 
 EXTRA = 'okdhp_jax[gpu-aot]'
 DTYPES = ('auto', 'float32', 'bfloat16')
@@ -55,70 +54,11 @@ GIB = 2**30
 
 # ----------------------------------------------------------------- the optimised HLO text
 
-@dataclasses.dataclass
-class Instruction:
-  name: str
-  opcode: str
-  shape: str        # 'bf16[64,64,64,128]{3,2,1,0}' or a tuple '(f32[..], u8[0]{0})'
-  text: str         # the whole line
-
-
-_INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%(?P<name>[^\s=]+)\s*=\s*(?P<rest>.*)$')
-_COMPUTATION = re.compile(r'^(?:ENTRY\s+)?%(?P<name>[^\s(]+)\s*\(')
-
-
-def _split_shape(rest: str) -> tuple[str, str]:
-  """'bf16[2]{0} add(%a, %b), ...' -> ('bf16[2]{0}', 'add(%a, %b), ...'); tuples kept whole."""
-  if not rest.startswith('('):
-    shape, _, tail = rest.partition(' ')
-    return shape, tail
-  depth = 0
-  for index, char in enumerate(rest):
-    depth += {'(': 1, ')': -1}.get(char, 0)
-    if depth == 0:
-      return rest[:index + 1], rest[index + 1:].lstrip()
-  return rest, ''
-
-
-def parse_hlo(text: str) -> dict[str, list[Instruction]]:
-  """Optimised HLO module text -> {computation name: its instructions, in order}."""
-  computations, current = {}, None
-  for line in text.splitlines():
-    start = _COMPUTATION.match(line)
-    if start and line.rstrip().endswith('{'):
-      current = computations.setdefault(start.group('name'), [])
-      continue
-    match = _INSTRUCTION.match(line) if current is not None else None
-    if match:
-      shape, tail = _split_shape(match.group('rest'))
-      opcode = tail.partition('(')[0].strip()
-      current.append(Instruction(match.group('name'), opcode, shape, line))
-  return computations
-
-
-def _attribute(text: str, key: str) -> str | None:
-  match = re.search(rf'\b{key}=("[^"]*"|%?[^\s,]+)', text)
-  return match.group(1).strip('"').lstrip('%') if match else None
-
-
-def _shape_bytes(shape: str) -> int:
-  """Bytes of an array shape 'bf16[3,3,128,128]{...}' (tuples: the sum of their arrays)."""
-  sizes = {'pred': 1, 's8': 1, 'u8': 1, 's16': 2, 'u16': 2, 'f16': 2, 'bf16': 2, 's32': 4,
-           'u32': 4, 'f32': 4, 's64': 8, 'u64': 8, 'f64': 8}
-  total = 0
-  for dtype, dims in re.findall(r'\b([a-z]+\d*)\[([\d,]*)\]', shape):
-    count = 1
-    for dim in filter(None, dims.split(',')):
-      count *= int(dim)
-    total += count * sizes.get(dtype, 0)
-  return total
-
-
-def fusion_kind(fusion: Instruction, body: list[Instruction]) -> str:
+def fusion_kind(fusion: hlo_text.Instruction, body: list[hlo_text.Instruction]) -> str:
   """'reduction', 'transpose', 'scatter', 'loop' (elementwise, broadcasts, slices,
   concatenations) or 'custom' (Triton, cuDNN fusions), by what the fused computation holds: a
   fusion that reduces is a reduction, else one that transposes is a transpose."""
-  if _attribute(fusion.text, 'kind') == 'kCustom':
+  if hlo_text.attribute(fusion.text, 'kind') == 'kCustom':
     return 'custom'
   opcodes = {instruction.opcode for instruction in body}
   if 'reduce' in opcodes:
@@ -136,8 +76,8 @@ def hlo_counts(text: str) -> dict:
   Kernels are the fusions of the computations the host steps through (the entry and what it
   calls by control flow), not of fused computations.
   """
-  computations = parse_hlo(text)
-  fused = {_attribute(i.text, 'calls') for body in computations.values() for i in body
+  computations = hlo_text.parse_hlo(text)
+  fused = {hlo_text.attribute(i.text, 'calls') for body in computations.values() for i in body
            if i.opcode == 'fusion'}
   kernels, calls = collections.Counter(), collections.Counter()
   copies, copies_of_fusions, copied_bytes = 0, 0, 0
@@ -148,12 +88,12 @@ def hlo_counts(text: str) -> dict:
     for instruction in body:
       if instruction.opcode == 'fusion':
         kernels[fusion_kind(instruction, computations.get(
-            _attribute(instruction.text, 'calls'), []))] += 1
+            hlo_text.attribute(instruction.text, 'calls'), []))] += 1
       elif instruction.opcode == 'custom-call':
-        calls[_attribute(instruction.text, 'custom_call_target')] += 1
+        calls[hlo_text.attribute(instruction.text, 'custom_call_target')] += 1
       elif instruction.opcode in ('copy', 'copy-start'):
         copies += 1
-        copied_bytes += _shape_bytes(instruction.shape)
+        copied_bytes += hlo_text.shape_bytes(instruction.shape)
         if _copied_from(instruction, producers) == 'fusion':
           copies_of_fusions += 1
   return {'kernels': sum(kernels.values()), 'kernels_by_kind': dict(kernels),
@@ -161,7 +101,8 @@ def hlo_counts(text: str) -> dict:
           'copies_of_fusion_outputs': copies_of_fusions, 'copied_gib': copied_bytes / GIB}
 
 
-def _copied_from(copy: Instruction, producers: dict[str, Instruction]) -> str | None:
+def _copied_from(copy: hlo_text.Instruction,
+                 producers: dict[str, hlo_text.Instruction]) -> str | None:
   """The opcode of what a copy reads, looking through get-tuple-element."""
   source = _first_operand(copy, producers)
   while source is not None and source.opcode == 'get-tuple-element':
@@ -169,8 +110,8 @@ def _copied_from(copy: Instruction, producers: dict[str, Instruction]) -> str | 
   return source.opcode if source is not None else None
 
 
-def _first_operand(instruction: Instruction,
-                   producers: dict[str, Instruction]) -> Instruction | None:
+def _first_operand(instruction: hlo_text.Instruction,
+                   producers: dict[str, hlo_text.Instruction]) -> hlo_text.Instruction | None:
   match = re.search(r'\(%([^\s,)]+)', instruction.text.partition('=')[2])
   return producers.get(match.group(1)) if match else None
 

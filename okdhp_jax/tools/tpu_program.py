@@ -30,7 +30,7 @@ import os
 import re
 import sys
 
-from okdhp_jax.tools import gpu_program
+from okdhp_jax.tools import gpu_program, hlo_text
 
 EXTRA = 'okdhp_jax[tpu-aot]'
 GIB, MIB = 2**30, 2**20
@@ -97,7 +97,7 @@ def group_size(instruction_text: str, num_devices: int) -> int:
   the last dimension) or, on TPU, over named mesh axes (mesh['axis_0'=4,'axis_1'=2]{'axis_0'}:
   the braces name the axes a group spans); no groups means all devices.
   """
-  groups = gpu_program._attribute(instruction_text, 'replica_groups')  # pylint: disable=protected-access
+  groups = hlo_text.attribute(instruction_text, 'replica_groups')
   text = instruction_text.partition('replica_groups=')[2]
   if not groups or not text:
     return num_devices
@@ -120,15 +120,15 @@ LARGE_BYTES = MIB
 ACROSS_SLICES = 0
 
 
-def collective_counts(hlo_text: str, num_devices: int) -> list[dict]:
-  """[{kind, dtype, group, size, count, mib}] of the program's collectives, per step; size is
-  'small' (each under LARGE_BYTES) or 'large'.
+def collective_counts(program: str, num_devices: int) -> list[dict]:
+  """[{kind, dtype, group, size, count, mib}] of the collectives in `program` (optimised HLO
+  text), per step; size is 'small' (each under LARGE_BYTES) or 'large'.
 
   Asynchronous pairs count once (the -start; the -done moves nothing). The bytes are those of
   the result: the array each device ends with (for an all-reduce, the array reduced).
   """
   rows = collections.defaultdict(lambda: [0, 0])
-  for body in gpu_program.parse_hlo(hlo_text).values():
+  for body in hlo_text.parse_hlo(program).values():
     for instruction in body:
       kind = instruction.opcode.removesuffix('-start')
       shape = instruction.shape
@@ -146,7 +146,7 @@ def collective_counts(hlo_text: str, num_devices: int) -> list[dict]:
         arrays = re.findall(r'[a-z]+\d*\[[\d,]*\]', shape)
         shape = ' '.join(arrays[len(arrays) // 2:])
       dtypes = '+'.join(sorted(set(re.findall(r'\b([a-z]+\d*)\[', shape))))
-      size = gpu_program._shape_bytes(shape)  # pylint: disable=protected-access
+      size = hlo_text.shape_bytes(shape)
       if group is None:
         group = group_size(instruction.text, num_devices)
       row = rows[(kind, dtypes, group, 'large' if size >= LARGE_BYTES else 'small')]

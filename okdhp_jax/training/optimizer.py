@@ -22,7 +22,7 @@ import ml_collections
 import optax
 from jax.experimental import layout as layout_lib
 
-from okdhp_jax.models import batch_norm
+from okdhp_jax import sharding
 
 
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
@@ -82,7 +82,7 @@ def global_norm(tree) -> jax.Array:
   and XLA's simplifier splits a sum of a concatenation back into those sums, though not a dot.
   Elsewhere optax.tree.norm, as before.
   """
-  return batch_norm.for_gpu(_norm_of_concatenation, optax.tree.norm, tree)
+  return sharding.for_gpu(_norm_of_concatenation, optax.tree.norm, tree)
 
 
 def _norm_of_concatenation(tree) -> jax.Array:
@@ -103,7 +103,7 @@ def _in_parameter_layout(
   layouts, unconstrained.
   """
   def update(updates, state, params=None, **extra_args):
-    updates = batch_norm.for_gpu(_in_row_major_layout, lambda tree: tree, updates)
+    updates = sharding.for_gpu(_in_row_major_layout, lambda tree: tree, updates)
     return tx.update(updates, state, params, **extra_args)
 
   return optax.GradientTransformationExtraArgs(tx.init, update)
