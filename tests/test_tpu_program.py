@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from main_runs import ROOT, clean_env
@@ -132,3 +133,49 @@ def test_a_batch_that_does_not_fit_names_the_one_that_does(monkeypatch):
                      'over the TPU v5e HBM of 16 GiB; 496 fits')
   assert tpu_program.check_batch('configs/hg4.py', 'bfloat16', 480, _Mesh, chip, 1, [],
                                  'v5e:4x4') is None
+
+
+def _memory_model(monkeypatch, gib_per_chip, chips=4):
+  """Compiles replaced by `gib_per_chip(rows)` of temporaries; returns the batches compiled."""
+  compiled = []
+
+  def fake(spec, dtype, batch, mesh, chip, slices, overrides):
+    del spec, dtype, mesh, chip, slices, overrides
+    compiled.append(batch)
+    return {'batch': batch, 'argument_gib': 0.0, 'output_gib': 0.0, 'alias_gib': 0.0,
+            'temp_gib': gib_per_chip(batch // chips)}
+
+  monkeypatch.setattr(tpu_program, 'try_batch', fake)
+  return compiled
+
+
+class _FourChips:
+  devices = np.zeros(4)
+
+
+def test_fit_climbs_past_a_linear_guess_when_memory_grows_slower(monkeypatch):
+  """Memory per chip as measured for MobilePose on v5e, growing slower at many rows (0.73 GiB
+  at 8, 1.64 at 32, 8.65 at 411): the search keeps climbing from each program that fits to the
+  true limit, found exactly (the next multiple does not fit) in a few compiles."""
+  def gib(rows):
+    return 0.7 + 0.04 * rows ** 0.86
+
+  limit = max(r for r in range(1, 5000) if gib(r) <= 16)
+  compiled = _memory_model(monkeypatch, gib)
+  chip = tpu_program.chip_of('v5e:2x2')
+  found = tpu_program.largest_fitting_batch('configs/hg4.py', 'bfloat16', 32, _FourChips, chip,
+                                            1, [])
+  assert found['exact'] and found['fits'] == 4 * limit, (found['fits'], limit, compiled)
+  assert tpu_program.peak_gib(found['fitted']) <= 16 < gib(limit + 1)
+  assert len(compiled) <= 1 + tpu_program.MAX_SEARCH_COMPILES
+
+
+def test_fit_says_when_its_compiles_ran_out(monkeypatch):
+  """A limit far beyond what the compile budget can climb to is reported as a batch that fits,
+  not as the largest."""
+  compiled = _memory_model(monkeypatch, lambda rows: 1.0 + 1e-6 * rows)
+  monkeypatch.setattr(tpu_program, 'MAX_SEARCH_COMPILES', 2)
+  found = tpu_program.largest_fitting_batch('configs/hg4.py', 'bfloat16', 4, _FourChips,
+                                            tpu_program.chip_of('v5e:2x2'), 1, [])
+  assert not found['exact'] and found['fits'] == max(compiled) and len(compiled) == 3
+
