@@ -109,6 +109,12 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  workdir = str(paths.resolve(FLAGS.workdir))
+  try:
+    # Before JAX and TensorFlow load (seconds): a folder that cannot be written is said at once.
+    console.check_writable(*_output_folder(workdir))
+  except console.UnwritableFolderError as error:
+    _fail(error, workdir, note='')
   import jax  # after flag parsing, so --help stays fast.
   logging.get_absl_handler().addFilter(console.console_filter)
   if FLAGS.distributed == 'on' or (FLAGS.distributed == 'auto' and _is_multi_host_launch()):
@@ -117,12 +123,10 @@ def main(argv):
   tf_host.hide_accelerators()  # TensorFlow only feeds data: no GPU or TPU memory for it.
   config = FLAGS.config
   compile_cache.enable(config.compile_cache)
-  workdir = str(paths.resolve(FLAGS.workdir))
   background = console.BackgroundErrors(workdir).install(pylogging.getLogger())
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
   try:
-    console.check_writable(*_output_folder(workdir))
     if config.data.bundled:
       # The offline converters build the bundled records before the experiment reads them.
       from data_prep import bundled
@@ -132,15 +136,20 @@ def main(argv):
     _say(f'{stop}')  # not a fault: a checkpoint was saved.
     _exit(stop.exit_code, stop)
   except Exception as error:  # pylint: disable=broad-except
-    # One line for the user; the traceback goes to a file for whoever debugs it.
-    where = _save_traceback(workdir)
-    # Errors whose message says what happened and what to do print as they are; others (a bug,
-    # a library's error) keep their type name.
-    explained = isinstance(error, (FileNotFoundError, ValueError)) or getattr(
-        error, 'explained', False)
-    kind = '' if explained else f'{type(error).__name__}: '
-    _say(f'error: {kind}{error}\n(full traceback: {where}){background.note()}')
-    _exit(1, error, dump_to=where)
+    _fail(error, workdir, note=background.note())
+
+
+def _fail(error: Exception, workdir: str, *, note: str) -> NoReturn:
+  """Ends the run on `error`: one line for the user (and `note`, where background errors
+  went); the traceback goes to a file for whoever debugs it."""
+  where = _save_traceback(workdir)
+  # Errors whose message says what happened and what to do print as they are; others (a bug,
+  # a library's error) keep their type name.
+  explained = isinstance(error, (FileNotFoundError, ValueError)) or getattr(
+      error, 'explained', False)
+  kind = '' if explained else f'{type(error).__name__}: '
+  _say(f'error: {kind}{error}\n(full traceback: {where}){note}')
+  _exit(1, error, dump_to=where)
 
 
 def _output_folder(workdir: str) -> tuple[str, str]:

@@ -15,8 +15,8 @@ import tempfile
 # The longest modules (docs/performance.md has their durations) start first, so no worker is
 # left alone with one of them at the end.
 LONGEST_FIRST = (
-    'test_learning.py',          # the README's quickstart, trained to its promise
     'test_main.py',              # the program end to end, interrupted, broken and starved
+    'test_learning.py',          # the README's quickstart, trained to its promise
     'test_error_exits.py',       # every error path as the program, a damaged shard five times
     'test_restart.py',           # five runs stopped and resumed
     'test_multihost.py',
