@@ -179,11 +179,6 @@ def _exit(code: int, error: BaseException, *, dump_to: str | None = None) -> NoR
   for the GIL: a worker inside the crop's numpy_function ends without finishing its call, and
   the pipeline's destructor waits for that call forever.)
   """
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    traceback.clear_frames(error.__traceback__)
-    error = error.__cause__ or error.__context__
   try:
     dump = open(dump_to, 'a') if dump_to else sys.stderr  # pylint: disable=consider-using-with
   except OSError:
@@ -191,7 +186,13 @@ def _exit(code: int, error: BaseException, *, dump_to: str | None = None) -> NoR
   # Last resort: after a failed save, Orbax's threads wait minutes for signals that never come,
   # and the interpreter's shutdown joins them. faulthandler's watchdog needs no GIL: past
   # EXIT_GRACE_S it writes every thread's stack to `dump` and ends the process (status 1).
+  # Armed before the frames are cleared: what they release may itself wait on those threads.
   faulthandler.dump_traceback_later(EXIT_GRACE_S, exit=True, file=dump)
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    traceback.clear_frames(error.__traceback__)
+    error = error.__cause__ or error.__context__
   sys.exit(code)
 
 
