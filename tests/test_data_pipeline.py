@@ -198,6 +198,25 @@ def test_train_is_deterministic_given_the_seed(mpii_dir):
   assert a[0]['image'].max() > 100  # pixels, not normalised values.
 
 
+def test_a_dropped_stream_stops_at_once(mpii_dir):
+  """tf.data's autotuning thread, which a dropped iterator waits for (seconds, growing with the
+  iterator's age), is off in both pipelines; a train stream dropped after a few seconds of
+  batches is gone in well under one."""
+  import time  # pylint: disable=g-import-not-at-top
+  config = data_config(mpii_dir, input_size=(64, 64))
+  train = pipeline.build_train_dataset(config, MPII, local_batch_size=4, seed=0)
+  evaluation = pipeline.build_eval_dataset(config, MPII, split='valid', local_batch_size=4)
+  assert train.options().autotune.enabled is False
+  assert evaluation.options().autotune.enabled is False
+  iterator = iter(train)
+  started = time.monotonic()
+  while time.monotonic() - started < 3:
+    next(iterator)
+  started = time.monotonic()
+  del iterator
+  assert time.monotonic() - started < 0.5
+
+
 def test_eval_crops_are_the_crop_ops_normalised_on_the_device(mpii_dir):
   """The host sends crop.crop_image's uint8 crop; the device normalises it with ImageNet's
   statistics (float32 rounding only)."""
