@@ -69,7 +69,7 @@ class ReleasedFAU(_FAUFields):
     fused = 0.
     for b in range(self.num_branches):
       kernel = 3 + 2 * b
-      y = conv(self.features, kernel, name=f'conv_{b}', **kw)(x)
+      y = conv(self.features, kernel, into_batch_norm=train, name=f'conv_{b}', **kw)(x)
       fused = fused + nn.relu(batch_norm(train, name=f'bn_{b}', **kw)(y))
     pooled = jnp.mean(fused, axis=(1, 2))
     return _BranchLogits(self.num_branches, self.num_joints, self.hidden, hidden_relu=False,
@@ -84,7 +84,7 @@ class PaperFAU(_FAUFields):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     fused = 0.
     for kernel in PAPER_KERNELS:
-      y = conv(self.features, kernel, name=f'conv{kernel}', **kw)(x)
+      y = conv(self.features, kernel, into_batch_norm=train, name=f'conv{kernel}', **kw)(x)
       y = nn.relu(batch_norm(train, name=f'bn{kernel}', **kw)(y))
       fused = fused + conv(self.features, 1, name=f'proj{kernel}', **kw)(y)
     pooled_path = nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))

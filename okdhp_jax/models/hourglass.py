@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,13 +31,40 @@ torch_default_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'
 
 
 def conv(features: int, kernel: int, *, stride: int = 1, use_bias: bool = True,
-         groups: int = 1, dtype: Any, param_dtype: Any, name: str | None = None) -> nn.Conv:
-  """A PyTorch-style conv: symmetric padding (kernel - 1) / 2, so odd kernels keep the size."""
+         groups: int = 1, into_batch_norm: bool = False, dtype: Any, param_dtype: Any,
+         name: str | None = None) -> nn.Module:
+  """A PyTorch-style conv: symmetric padding (kernel - 1) / 2, so odd kernels keep the size.
+
+  `into_batch_norm`: the output goes straight into a training-mode BatchNorm, which subtracts
+  the batch mean and so any per-channel constant: the bias's gradient is exactly zero, and is
+  not computed (see `_BiasUntrainedConv`). Same variables either way.
+  """
   pad = (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=use_bias,
-                 feature_group_count=groups, kernel_init=torch_default_init, dtype=dtype,
-                 param_dtype=param_dtype, name=name)
+  module = _BiasUntrainedConv if into_batch_norm and use_bias else nn.Conv
+  return module(features, (kernel, kernel), strides=(stride, stride),
+                padding=((pad, pad), (pad, pad)), use_bias=use_bias,
+                feature_group_count=groups, kernel_init=torch_default_init, dtype=dtype,
+                param_dtype=param_dtype, name=name)
+
+
+def _without_bias_gradient(variables):
+  variables = flax.core.unfreeze(variables)
+  params = variables.get('params', {})
+  if 'bias' in params:
+    params['bias'] = jax.lax.stop_gradient(params['bias'])
+  return variables
+
+
+# A conv whose bias gets no gradient. Autodiff would reduce the cotangent over every row and
+# pixel to get the exact zero (rounding noise in float): one reduction per conv, a fifth of a
+# multi-branch hourglass's reductions on a GPU (`python -m okdhp_jax.tools.gpu_program`).
+# The released code keeps these biases and Adam moves them on that noise; a constant per
+# channel before a batch-statistics BatchNorm changes no output in training, and evaluation
+# subtracts a running mean that holds it, so the trained network computes the same.
+# (mutable=True: Flax's map_variables hands a view it cannot write to the wrapped module, which
+# then cannot create its parameters at init.)
+_BiasUntrainedConv = nn.map_variables(nn.Conv, 'params', trans_in_fn=_without_bias_gradient,
+                                      mutable=True)
 
 
 def batch_norm(train: bool, *, dtype: Any, param_dtype: Any, name: str | None = None):
@@ -65,8 +93,11 @@ class Bottleneck(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     width = self.features // 2
-    y = conv(width, 1, name='conv1', **kw)(nn.relu(batch_norm(train, name='bn1', **kw)(x)))
-    y = conv(width, 3, name='conv2', **kw)(nn.relu(batch_norm(train, name='bn2', **kw)(y)))
+    # conv1 and conv2 feed BatchNorms: in training their biases get no gradient (`conv`).
+    y = conv(width, 1, into_batch_norm=train, name='conv1', **kw)(
+        nn.relu(batch_norm(train, name='bn1', **kw)(x)))
+    y = conv(width, 3, into_batch_norm=train, name='conv2', **kw)(
+        nn.relu(batch_norm(train, name='bn2', **kw)(y)))
     y = conv(self.features, 1, name='conv3', **kw)(
         nn.relu(batch_norm(train, name='bn3', **kw)(y)))
     residual = x
@@ -85,7 +116,8 @@ class Stem(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = conv(self.features // 4, 7, stride=2, name='conv1', **kw)(images.astype(self.dtype))
+    x = conv(self.features // 4, 7, stride=2, into_batch_norm=train, name='conv1', **kw)(
+        images.astype(self.dtype))
     x = nn.relu(batch_norm(train, name='bn1', **kw)(x))
     x = Bottleneck(self.features // 2, name='layer1', **kw)(x, train=train)
     x = max_pool2(x)
@@ -139,7 +171,7 @@ class HourglassStack(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     y = Hourglass(self.features, self.depth, name='hg', **kw)(x, train=train)
     y = Bottleneck(self.features, name='res', **kw)(y, train=train)
-    y = conv(self.features, 1, name='fc', **kw)(y)
+    y = conv(self.features, 1, into_batch_norm=train, name='fc', **kw)(y)
     y = nn.relu(batch_norm(train, name='fc_bn', **kw)(y))
     score = conv(self.num_joints, 1, name='score', **kw)(y)
     if not self.has_next:
