@@ -17,8 +17,8 @@ import tempfile
 LONGEST_FIRST = (
     'test_main.py',              # the program end to end, interrupted, broken and starved
     'test_learning.py',          # the README's quickstart, trained to its promise
-    'test_error_exits.py',       # every error path as the program, a damaged shard five times
-    'test_restart.py',           # five runs stopped and resumed
+    'test_error_exits.py',       # every error path as the program, a damaged shard three times
+    'test_restart.py',           # four runs stopped and resumed
     'test_multihost.py',
     'test_training_step.py',
     'test_export_deploy.py',

@@ -1,9 +1,9 @@
 """A run stopped any number of times and rerun ends as the uninterrupted run does.
 
-Stops at different points (SIGTERM before the first evaluation, SIGKILL right after an
-evaluation and in the middle of a save), then a newest checkpoint made unreadable: the
-rerun each time resumes, and the last one ends with the uninterrupted run's retained
-checkpoints, best step, exported branch and weights.
+Stops at different points (SIGTERM before the first evaluation, SIGKILL in the middle of a
+save after three evaluations), then a newest checkpoint made unreadable: the rerun each time
+resumes, and the last one ends with the uninterrupted run's retained checkpoints, best step,
+exported branch and weights.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def straight(tmp_path_factory):
   return str(folder / 'run'), str(folder / 'records'), outcome(str(folder / 'run'))
 
 
-@pytest.mark.slow  # five short runs of the real program.
+@pytest.mark.slow  # four short runs of the real program.
 def test_stopped_and_rerun_ends_as_the_uninterrupted_run(straight, tmp_path):
   reference_dir, records, reference = straight
   scored = [e['step'] for e in json.load(open(f'{reference_dir}/eval_results.json'))['history']]
@@ -76,9 +76,9 @@ def test_stopped_and_rerun_ends_as_the_uninterrupted_run(straight, tmp_path):
 
   log = stop(workdir, records, 'step 5/24', signal.SIGTERM)  # before any evaluation
   assert 'stopped by SIGTERM' in log
-  log = stop(workdir, records, 'Evaluation at step 12', signal.SIGKILL)
+  # Mid-write, after the evaluations of steps 6, 12 and 18.
+  log = stop(workdir, records, 'Saving checkpoint at step 20', signal.SIGKILL)
   assert 'Restored checkpoint of step' in log
-  stop(workdir, records, 'Saving checkpoint at step 20', signal.SIGKILL)  # mid-write
   # What a crash mid-write leaves in the newest whole checkpoint: a truncated JSON item.
   newest = restored_steps(workdir)[-1]
   path = os.path.join(workdir, 'checkpoints', str(newest), 'progress', 'metadata')
