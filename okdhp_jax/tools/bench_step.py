@@ -146,6 +146,8 @@ def _cell(key: str, value) -> str:
     return 'n/a'
   if isinstance(value, str):
     return value
+  if key == 'tflops' and 0 < value < 0.001:
+    return f'{value:.1g}'  # a tiny network on a loaded CPU, not 0.000
   formats = {'img_per_s': '{:.1f}', 'step_ms': '{:.1f}', 'tflops': '{:.3f}', 'mfu': '{:.1%}',
              'first_call_s': '{:.1f}', 'peak_gib': '{:.2f}', 'batch': '{:d}'}
   return formats.get(key, '{}').format(value)
