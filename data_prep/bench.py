@@ -10,8 +10,9 @@ boxes, through the real converters, and measures MPII at 256x256 and COCO at 256
 augmentation of configs/hg4.py and configs/coco_hg4.py (PAPER.md 5).
 
 Every measurement runs in its own process: '1 core' is pinned to one CPU (sched_setaffinity,
-as `taskset -c 0` does) and runs the pipeline on one thread; 'all cores' uses every CPU with
-tf.data's autotuning. The time split is measured on one core with four pipelines that each do
+as `taskset -c 0` does) and runs the pipeline on one thread; 'all cores' uses every CPU, at
+the training pipeline's parallelism (tf.data's default for the host: its tuning thread is off,
+okdhp_jax/data/pipeline.py). The time split is measured on one core with four pipelines that each do
 one stage more, from the same records:
   read    TFRecord reading and parsing
   decode  + the augmentation's crop matrix, the region join and the JPEG window decode
