@@ -28,18 +28,18 @@ def _weighted_sum(tree):
 
 
 def _train_gradients(module, variables, inputs, monkeypatch, *, plain: bool):
-  """(flat gradients, (outputs, new batch_stats)) of one training-mode call, in float64."""
-  if plain:
-    monkeypatch.setattr(hourglass, '_BiasUntrainedConv', nn.Conv)
-
+  """(flat gradients, (outputs, new batch_stats)) of one training-mode call, in float64;
+  `plain`: with plain convs everywhere, for this call only."""
   def loss(params):
     outputs, updated = module.apply({'params': params, 'batch_stats': variables['batch_stats']},
                                     inputs, train=True, mutable=['batch_stats'])
     return _weighted_sum(outputs), (outputs, updated)
 
-  # A new function each call, so the plain convs are traced rather than taken from a cache.
-  grads, aux = jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
-  monkeypatch.undo()
+  with monkeypatch.context() as patch:
+    if plain:
+      patch.setattr(hourglass, '_BiasUntrainedConv', nn.Conv)
+    # A new function each call, so the plain convs are traced rather than taken from a cache.
+    grads, aux = jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
   return flax.traverse_util.flatten_dict(grads, sep='/'), aux
 
 

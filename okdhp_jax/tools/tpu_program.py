@@ -444,9 +444,13 @@ def _run(args, topology: str, chip: Chip, mesh, overrides: list[str]) -> None:
                                     args.slices, overrides, compiled=rows[-1])
       fits[spec] = found
   print(format_table(rows), flush=True)
+  # What --json keeps of each search, and what the lines below say.
+  fits = {spec: {'fits': found['fits'], 'exact': found['exact'],
+                 'peak_gib': peak_gib(found['fitted']) if found['fitted'] else None}
+          for spec, found in fits.items()}
   for spec, found in fits.items():
     batch, chips = found['fits'], mesh.devices.size
-    peak = f', {peak_gib(found["fitted"]):.2f} GiB per chip' if found['fitted'] else ''
+    peak = '' if found['peak_gib'] is None else f', {found["peak_gib"]:.2f} GiB per chip'
     if found['exact']:
       print(f'{spec}: largest global batch that fits {topology}: {batch} '
             f'({batch // chips} per chip{peak}; {batch + chips} does not fit)')
@@ -455,10 +459,8 @@ def _run(args, topology: str, chip: Chip, mesh, overrides: list[str]) -> None:
             f'the search stopped after {MAX_SEARCH_COMPILES} more compiles, so more may fit')
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:
-      json.dump({'tpu': topology, 'slices': args.slices, 'rows': rows,
-                 'fits': {spec: {'fits': found['fits'], 'exact': found['exact'],
-                                 'peak_gib': peak_gib(found['fitted']) if found['fitted'] else None}
-                          for spec, found in fits.items()}}, f, indent=1)
+      json.dump({'tpu': topology, 'slices': args.slices, 'rows': rows, 'fits': fits}, f,
+                indent=1)
 
 
 if __name__ == '__main__':
