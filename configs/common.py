@@ -5,17 +5,20 @@ import ml_collections
 from configs import default
 
 
-def okdhp_hourglass(num_stacks: int, *, unbalanced: bool = False,
-                    fau: str = 'released') -> ml_collections.ConfigDict:
+def okdhp_hourglass(num_stacks: int, *, unbalanced: bool = False, fau: str = 'released',
+                    fuse_branches: str = 'gpu') -> ml_collections.ConfigDict:
   """OKDHP on an N-stack hourglass: N/2 shared stacks, three branches.
 
   Balanced: every branch has N/2 private stacks. Unbalanced: the target branch has N/2, the
   auxiliary branches N and 3N/2 (HG4: 2/4/6, i.e. 4-, 6- and 8-stack networks).
+  `fuse_branches`: config.model.hourglass.fuse_branches (a config argument of the HG configs,
+  e.g. `configs/hg4.py:fuse_branches=never`, so a GPU benchmark can time both programs).
   """
   config = default.get_config()
   half = num_stacks // 2
   config.model.hourglass.num_shared_stacks = half
   config.model.hourglass.branch_stacks = (half, 2 * half, 3 * half) if unbalanced else (half,) * 3
+  config.model.hourglass.fuse_branches = fuse_branches
   config.model.fau = fau
   return config
 

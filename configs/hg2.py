@@ -2,7 +2,9 @@ r"""OKDHP-HG2, balanced (1 shared stack + 3 branches x 1 private stack), MPII (8
 
   python -m okdhp_jax.main --config configs/hg2.py --workdir /tmp/okdhp_hg2
 
-Add `:runlocal` to the config path for a CPU-sized run on the bundled samples.
+Add `:runlocal` to the config path for a CPU-sized run on the bundled samples, and
+`:fuse_branches=never` (or `always`) to choose how the branches compile
+(config.model.hourglass.fuse_branches).
 """
 
 from configs import common
@@ -10,6 +12,6 @@ from configs import default
 
 
 def get_config(arg=None):
-  arg = default.parse_arg(arg, runlocal=False)
-  config = common.okdhp_hourglass(2)
+  arg = default.parse_arg(arg, runlocal=False, fuse_branches='gpu')
+  config = common.okdhp_hourglass(2, fuse_branches=arg.fuse_branches)
   return default.runlocal(config) if arg.runlocal else config

@@ -7,6 +7,9 @@ The paper's main setting (90.0 PCKh@0.5 on MPII val). Train:
 The full layout at toy size on the bundled data (a check that it trains, evaluates and exports):
 
   python -m okdhp_jax.main --config configs/hg4.py:runlocal --workdir /tmp/okdhp
+
+`:fuse_branches=never` (or `always`) chooses how the branches compile
+(config.model.hourglass.fuse_branches); arguments combine: `:runlocal,fuse_branches=never`.
 """
 
 from configs import common
@@ -14,6 +17,6 @@ from configs import default
 
 
 def get_config(arg=None):
-  arg = default.parse_arg(arg, runlocal=False)
-  config = common.okdhp_hourglass(4)
+  arg = default.parse_arg(arg, runlocal=False, fuse_branches='gpu')
+  config = common.okdhp_hourglass(4, fuse_branches=arg.fuse_branches)
   return default.runlocal(config) if arg.runlocal else config

@@ -4,7 +4,9 @@ The released code shares 6 of 8 stacks by mistake; this shares N/2 = 4 as the pa
 
   python -m okdhp_jax.main --config configs/hg8.py --workdir /tmp/okdhp_hg8
 
-Add `:runlocal` to the config path for a CPU-sized run on the bundled samples.
+Add `:runlocal` to the config path for a CPU-sized run on the bundled samples, and
+`:fuse_branches=never` (or `always`) to choose how the branches compile
+(config.model.hourglass.fuse_branches).
 """
 
 from configs import common
@@ -12,6 +14,6 @@ from configs import default
 
 
 def get_config(arg=None):
-  arg = default.parse_arg(arg, runlocal=False)
-  config = common.okdhp_hourglass(8)
+  arg = default.parse_arg(arg, runlocal=False, fuse_branches='gpu')
+  config = common.okdhp_hourglass(8, fuse_branches=arg.fuse_branches)
   return default.runlocal(config) if arg.runlocal else config

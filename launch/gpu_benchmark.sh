@@ -10,8 +10,8 @@ set -uo pipefail
 readonly REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # The best XLA flag set from counting the GPU program on a CPU (README, "The GPU program,
-# counted on a CPU"; issue 35): every kernel goes into a CUDA graph, 2,241 host launches per
-# OKDHP-HG4 step instead of 2,803 on the H100 description. Change it when a better set is found.
+# counted on a CPU"; issue 35): every kernel goes into a CUDA graph, 1,068 host launches per
+# OKDHP-HG4 step instead of 1,478 on the H100 description. Change it when a better set is found.
 BEST_XLA_FLAGS='--xla_gpu_graph_min_graph_size=1'
 # Keeps CUDA graphs on while the profiler traces: XLA otherwise runs them op by op then, and a
 # profile overstates an unprofiled step's launches.
@@ -25,9 +25,11 @@ WHEELS='ml_collections==1.1.0 clu==0.0.12 pycocotools==2.0.11'
 # the state, the first call (trace, compile, cuDNN autotuning; H200, 2026-11-27: 158 s for
 # OKDHP-HG4 and 69 s for HG4 at batch 64), then the timed steps. Once the first row has run,
 # later estimates are scaled by how long it took against its estimate.
-declare -A ESTIMATE=([okdhp_b64]=200 [okdhp_b64_flags]=200 [hg4_b64]=110 [okdhp_b128]=240
-                     [profile]=220 [torch_bf16]=90 [torch_f32]=90 [program]=200)
-STEPS=(okdhp_b64 okdhp_b64_flags hg4_b64 okdhp_b128 profile torch_bf16 torch_f32 program)
+declare -A ESTIMATE=([okdhp_b64]=200 [okdhp_b64_unfused]=200 [okdhp_b64_flags]=200
+                     [hg4_b64]=110 [okdhp_b128]=240 [profile]=220 [torch_bf16]=90
+                     [torch_f32]=90 [program]=200)
+STEPS=(okdhp_b64 okdhp_b64_unfused okdhp_b64_flags hg4_b64 okdhp_b128 profile torch_bf16
+       torch_f32 program)
 # Seconds kept back at the end for the report and the trace's archive, and expected for the
 # first look at the machine (importing JAX, PyTorch and the library).
 RESERVE=20 ENV_ESTIMATE=20
@@ -41,6 +43,8 @@ Measures, each step in its own process and in this order while the budget lasts 
 estimate does not fit in the time left is skipped with a line saying so; a running step is
 stopped when the budget ends):
   okdhp_b64        bench_step: OKDHP-HG4 (configs/hg4.py) bfloat16, global batch 64
+  okdhp_b64_unfused  the same with the branches compiled one by one
+                   (config.model.hourglass.fuse_branches=never): which default is faster
   okdhp_b64_flags  the same with XLA_FLAGS=$BEST_XLA_FLAGS
   hg4_b64          bench_step: HG4 (configs/hg4_baseline.py) bfloat16, global batch 64
   okdhp_b128       bench_step: OKDHP-HG4 bfloat16, global batch 128
@@ -118,6 +122,7 @@ out="${out:-gpu_results}"
 # What the steps measure: full size on a GPU, tiny on this CPU for --cpu-smoke.
 if (( cpu_smoke )); then
   okdhp='configs/hg2.py:runlocal' hg4='configs/hg2_baseline.py:runlocal'
+  okdhp_unfused='configs/hg2.py:runlocal,fuse_branches=never'
   batch=8 big_batch=16 steps=2 warmup=1 torch_steps=1 torch_warmup=1
   torch_device=cpu program_gpu=h100
   for name in "${!ESTIMATE[@]}"; do ESTIMATE[$name]=60; done
@@ -125,6 +130,7 @@ if (( cpu_smoke )); then
   export JAX_PLATFORMS=cpu
 else
   okdhp='configs/hg4.py' hg4='configs/hg4_baseline.py'
+  okdhp_unfused='configs/hg4.py:fuse_branches=never'
   batch=64 big_batch=128 steps=20 warmup=3 torch_steps=20 torch_warmup=5
   torch_device=cuda program_gpu=local
 fi
@@ -195,6 +201,7 @@ bench() {  # bench XLA_FLAGS CONFIG BATCH [bench_step args...]
 }
 
 step_okdhp_b64() { bench '' "$okdhp" "$batch"; }
+step_okdhp_b64_unfused() { bench '' "$okdhp_unfused" "$batch"; }
 step_okdhp_b64_flags() { bench "$BEST_XLA_FLAGS" "$okdhp" "$batch"; }
 step_hg4_b64() { bench '' "$hg4" "$batch"; }
 step_okdhp_b128() { bench '' "$okdhp" "$big_batch"; }

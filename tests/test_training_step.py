@@ -1,4 +1,10 @@
-"""The train step: 8 fake devices give what 1 device gives; no retracing; the baseline path."""
+"""The train step: 8 fake devices give what 1 device gives; no retracing; the baseline path.
+
+The 8-device runs fuse the branches (`config.model.hourglass.fuse_branches='always'`, one
+vmapped computation, what a GPU compiles) and the 1-device runs do not: the comparisons hold
+the fused step under `shard_map`, with BatchNorm statistics across the devices, to the
+per-branch network on one device (tests/test_models_fused_branches.py holds the network alone,
+with stacks of several levels)."""
 
 from __future__ import annotations
 
@@ -29,9 +35,10 @@ RTOL_64 = 1e-12
 GRAD_RTOL_64 = 1e-11
 
 
-def tiny_config(plain: bool = False, dtype: str = 'float32'):
+def tiny_config(plain: bool = False, dtype: str = 'float32', fuse_branches: str = 'never'):
   config = default.get_config('runlocal')  # 64x64 input, 16x16 heatmaps, sigma 1, batch 8.
   hourglass = config.model.hourglass
+  hourglass.fuse_branches = fuse_branches
   hourglass.features = 16
   hourglass.depth = 1  # 64x64 input -> 16x16 maps -> one 8x8 level: compiles fast.
   config.model.fau_hidden = 8
@@ -82,9 +89,8 @@ def _check_devices():
 @pytest.fixture(scope='module')
 def okdhp_runs():
   _check_devices()
-  config = tiny_config()
-  eight, step8 = run_steps(config, 8, 3)
-  one, _ = run_steps(config, 1, 1)
+  eight, step8 = run_steps(tiny_config(fuse_branches='always'), 8, 3)
+  one, _ = run_steps(tiny_config(), 1, 1)
   return eight, one, step8
 
 
@@ -94,9 +100,8 @@ def float64_runs():
   _check_devices()
   jax.config.update('jax_enable_x64', True)
   try:
-    config = tiny_config(dtype='float64')
-    eight, _ = run_steps(config, 8, 1)
-    one, _ = run_steps(config, 1, 1)
+    eight, _ = run_steps(tiny_config(dtype='float64', fuse_branches='always'), 8, 1)
+    one, _ = run_steps(tiny_config(dtype='float64'), 1, 1)
   finally:
     jax.config.update('jax_enable_x64', False)
   return eight[0], one[0]

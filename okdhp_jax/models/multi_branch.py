@@ -12,7 +12,8 @@ share one variable layout. With several branches the names are `shared_k` and
 branch_b_stack_k -> stack_{S+k} (`HourglassSpec.export_branch`).
 
 `HourglassSpec` registers it as `config.model.name='hourglass'`, with its fields in
-`config.model.hourglass`: num_shared_stacks, branch_stacks, features, depth.
+`config.model.hourglass`: num_shared_stacks, branch_stacks, features, depth, fuse_branches
+(whether the branches' stacks run as one vmapped computation: models/fused_branches.py).
 """
 
 from __future__ import annotations
@@ -23,12 +24,26 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from okdhp_jax import sharding
 from okdhp_jax.models.fau import ensemble_heatmaps, make_fau
+from okdhp_jax.models.fused_branches import apply_stacked, groups_by
 from okdhp_jax.models.hourglass import HourglassStack, Stem
 from okdhp_jax.models.outputs import PoseOutputs
 from okdhp_jax.models.registry import (NetworkSpec, compute_dtypes, network_config, register,
                                        rename_variables)
 from okdhp_jax.precision import at_least_float32
+
+
+FUSE_BRANCHES = ('gpu', 'always', 'never')
+
+
+def _fuse(fuse_branches: str) -> bool:
+  """Whether the branches run as one vmapped computation (`config.model.hourglass
+  .fuse_branches`): 'gpu' while tracing for a GPU, where launches cost (XLA's CPU backend
+  computes a grouped convolution slower than its groups one by one), 'always', 'never'."""
+  if fuse_branches == 'gpu':
+    return sharding.for_gpu(lambda: True, lambda: False)
+  return fuse_branches == 'always'
 
 
 def shared_name(k: int, num_branches: int) -> str:
@@ -52,6 +67,7 @@ class MultiBranchHourglass(nn.Module):
   depth: int = 4
   fau: str = 'released'
   fau_hidden: int = 64
+  fuse_branches: str = 'gpu'
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -69,6 +85,22 @@ class MultiBranchHourglass(nn.Module):
       x, score = HourglassStack(self.num_joints, has_next=True, name=name, **kw)(x, train=train)
       shared.append(at_least_float32(score))
 
+    if num_branches > 1 and not self.is_initializing() and _fuse(self.fuse_branches):
+      branches = self._fused_private_stacks(x, kw, train)
+    else:
+      branches = self._private_stacks(x, kw, train)
+
+    fau = make_fau(self.fau, num_branches=num_branches, num_joints=self.num_joints,
+                   features=self.features, hidden=self.fau_hidden, dtype=self.dtype,
+                   param_dtype=self.param_dtype)
+    weights = None if fau is None else fau(stem, train=train)
+    last = tuple(h[-1] for h in branches)
+    return PoseOutputs(shared=tuple(shared), branches=tuple(branches), fau_weights=weights,
+                       ensemble=ensemble_heatmaps(last, weights))
+
+  def _private_stacks(self, x, kw, train) -> tuple[tuple[jax.Array, ...], ...]:
+    """Each branch's heatmaps (one per private stack), one branch after another."""
+    num_branches = len(self.branch_stacks)
     branches = []
     for b, num_private in enumerate(self.branch_stacks):
       y = x
@@ -79,15 +111,43 @@ class MultiBranchHourglass(nn.Module):
                                   **kw)(y, train=train)
         heatmaps.append(at_least_float32(score))
       branches.append(tuple(heatmaps))
+    return tuple(branches)
 
-    fau = make_fau(self.fau, num_branches=num_branches, num_joints=self.num_joints,
-                   features=self.features, hidden=self.fau_hidden, dtype=self.dtype,
-                   param_dtype=self.param_dtype)
-    weights = None if fau is None else fau(stem, train=train)
-    last = tuple(h[-1] for h in branches)
-    return PoseOutputs(shared=tuple(shared), branches=tuple(branches), fau_weights=weights,
-                       ensemble=ensemble_heatmaps(last, weights))
+  def _fused_private_stacks(self, x, kw, train) -> tuple[tuple[jax.Array, ...], ...]:
+    """`_private_stacks`, each level's stacks of one shape as one vmapped computation
+    (models/fused_branches.py), reading and writing the same per-branch variables.
 
+    At level k the branches with more than k private stacks run; those with a next stack and
+    those ending there (no `fc_`/`score_` convs) are two groups. Between levels the inputs stay
+    stacked along a leading [branches] axis.
+    """
+    num_branches = len(self.branch_stacks)
+    heatmaps = [[] for _ in range(num_branches)]
+    members, stacked = list(range(num_branches)), None  # None: every member reads x
+    for k in range(max(self.branch_stacks)):
+      has_next = [k < self.branch_stacks[b] - 1 for b in members]
+      next_members, next_stacked = [], None
+      for flag, rows in groups_by(has_next).items():
+        group = [members[i] for i in rows]
+        names = [branch_stack_name(b, k, self.num_shared_stacks, num_branches) for b in group]
+        variables = [{col: self.variables[col][name] for col in self.variables
+                      if name in self.variables[col]} for name in names]
+        if stacked is None:
+          inputs = x
+        else:
+          inputs = stacked if len(rows) == len(members) else stacked[jnp.asarray(rows)]
+        stack = HourglassStack(self.num_joints, has_next=flag, parent=None, **kw)
+        (y, score), statistics = apply_stacked(stack, variables, inputs,
+                                               shared_input=stacked is None, train=train)
+        if train:
+          for name, values in zip(names, statistics):
+            self.put_variable('batch_stats', name, values)
+        for i, b in enumerate(group):
+          heatmaps[b].append(at_least_float32(score[i]))
+        if flag:
+          next_members, next_stacked = group, y
+      members, stacked = next_members, next_stacked
+    return tuple(tuple(h) for h in heatmaps)
 
 STEM_STRIDE = 4
 
@@ -100,6 +160,11 @@ def plain_hourglass_config(num_stacks: int, *, features: int = 256, depth: int =
                         depth=int(depth))
 
 
+def _fuse_branches(fields: Mapping[str, Any]) -> str:
+  # An export's model.json from before the field existed has none: the default.
+  return fields.get('fuse_branches', 'gpu')
+
+
 def _branch_stacks(fields: Mapping[str, Any]) -> tuple[int, ...]:
   return tuple(int(n) for n in fields['branch_stacks'])
 
@@ -110,7 +175,9 @@ class HourglassSpec(NetworkSpec):
 
   def default_config(self) -> dict[str, Any]:
     # OKDHP-HG4 as the paper trains it: half of the 4 stacks shared, three branches.
-    return {'num_shared_stacks': 2, 'branch_stacks': (2, 2, 2), 'features': 256, 'depth': 4}
+    # fuse_branches: see `_fuse`; it changes the program, never the variables or the outputs.
+    return {'num_shared_stacks': 2, 'branch_stacks': (2, 2, 2), 'features': 256, 'depth': 4,
+            'fuse_branches': 'gpu'}
 
   def check(self, model_config, num_joints, input_size) -> None:
     del num_joints, input_size
@@ -134,6 +201,9 @@ class HourglassSpec(NetworkSpec):
                        f'got {features}')
     if int(fields['depth']) < 1:
       raise ValueError(f'config.model.hourglass.depth must be >= 1, got {fields["depth"]}')
+    if _fuse_branches(fields) not in FUSE_BRANCHES:
+      raise ValueError(f'config.model.hourglass.fuse_branches must be one of {FUSE_BRANCHES}, '
+                       f'got {fields["fuse_branches"]!r}')
 
   def input_divisor(self, model_config) -> int:
     return STEM_STRIDE * 2 ** int(self.fields(model_config)['depth'])
@@ -151,8 +221,9 @@ class HourglassSpec(NetworkSpec):
     return MultiBranchHourglass(
         num_joints=num_joints, num_shared_stacks=int(fields['num_shared_stacks']),
         branch_stacks=_branch_stacks(fields), features=int(fields['features']),
-        depth=int(fields['depth']), fau=model_config['fau'],
-        fau_hidden=int(model_config['fau_hidden']), **compute_dtypes(model_config))
+        depth=int(fields['depth']), fuse_branches=_fuse_branches(fields),
+        fau=model_config['fau'], fau_hidden=int(model_config['fau_hidden']),
+        **compute_dtypes(model_config))
 
   def export_branch(self, variables, branch: int, model_config) -> dict[str, Any]:
     """'stem', 'stack_0' .. 'stack_{S+n_b-1}': the shared stacks, then branch b's (no FAU)."""
