@@ -40,20 +40,20 @@ def _weighted_sum(tree):
              for i, leaf in enumerate(jax.tree.leaves(tree)))
 
 
-def _train_and_eval(model, variables, images):
-  """(gradients, training outputs, new batch_stats, evaluation outputs), as numpy, from one
-  program (one compile)."""
-  def loss(params):
-    outputs, updated = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
-                                   images, train=True, mutable=['batch_stats'])
-    return _weighted_sum(outputs), (outputs, updated['batch_stats'])
+def _train_and_eval(models, variables, images):
+  """For each model: (gradients, training outputs, new batch_stats, evaluation outputs), as
+  numpy, all from one program (one compile)."""
+  def results(model):
+    def loss(params):
+      outputs, updated = model.apply(
+          {'params': params, 'batch_stats': variables['batch_stats']}, images, train=True,
+          mutable=['batch_stats'])
+      return _weighted_sum(outputs), (outputs, updated['batch_stats'])
 
-  @jax.jit
-  def run(variables, images):
     grads, (outputs, batch_stats) = jax.grad(loss, has_aux=True)(variables['params'])
     return grads, outputs, batch_stats, model.apply(variables, images, train=False)
 
-  return jax.device_get(run(variables, images))
+  return jax.device_get(jax.jit(lambda: [results(model) for model in models])())
 
 
 @pytest.fixture(scope='module')
@@ -70,8 +70,7 @@ def fused_and_per_branch():
     variables['batch_stats'] = jax.tree.map(
         lambda leaf: jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape)), variables['batch_stats'])
     images = jax.random.normal(jax.random.key(1), (3, SIZE, SIZE, 3), jnp.float64)
-    return (fused_init, variables, _train_and_eval(fused, variables, images),
-            _train_and_eval(per_branch, variables, images))
+    return (fused_init, variables, *_train_and_eval((fused, per_branch), variables, images))
   finally:
     jax.config.update('jax_enable_x64', False)
 

@@ -88,7 +88,18 @@ class MultiBranchHourglass(nn.Module):
     if num_branches > 1 and not self.is_initializing() and _fuse(self.fuse_branches):
       branches = self._fused_private_stacks(x, kw, train)
     else:
-      branches = self._private_stacks(x, kw, train)
+      # Inline rather than a method: Flax names a method's operations after it, and the
+      # per-branch program (every CPU's, every export's) keeps the names it had.
+      branches = []
+      for b, num_private in enumerate(self.branch_stacks):
+        y = x
+        heatmaps = []
+        for k in range(num_private):
+          name = branch_stack_name(b, k, self.num_shared_stacks, num_branches)
+          y, score = HourglassStack(self.num_joints, has_next=k < num_private - 1, name=name,
+                                    **kw)(y, train=train)
+          heatmaps.append(at_least_float32(score))
+        branches.append(tuple(heatmaps))
 
     fau = make_fau(self.fau, num_branches=num_branches, num_joints=self.num_joints,
                    features=self.features, hidden=self.fau_hidden, dtype=self.dtype,
@@ -98,24 +109,10 @@ class MultiBranchHourglass(nn.Module):
     return PoseOutputs(shared=tuple(shared), branches=tuple(branches), fau_weights=weights,
                        ensemble=ensemble_heatmaps(last, weights))
 
-  def _private_stacks(self, x, kw, train) -> tuple[tuple[jax.Array, ...], ...]:
-    """Each branch's heatmaps (one per private stack), one branch after another."""
-    num_branches = len(self.branch_stacks)
-    branches = []
-    for b, num_private in enumerate(self.branch_stacks):
-      y = x
-      heatmaps = []
-      for k in range(num_private):
-        name = branch_stack_name(b, k, self.num_shared_stacks, num_branches)
-        y, score = HourglassStack(self.num_joints, has_next=k < num_private - 1, name=name,
-                                  **kw)(y, train=train)
-        heatmaps.append(at_least_float32(score))
-      branches.append(tuple(heatmaps))
-    return tuple(branches)
-
   def _fused_private_stacks(self, x, kw, train) -> tuple[tuple[jax.Array, ...], ...]:
-    """`_private_stacks`, each level's stacks of one shape as one vmapped computation
-    (models/fused_branches.py), reading and writing the same per-branch variables.
+    """The branches' heatmaps (one per private stack), as the per-branch loop in `__call__`
+    computes them, each level's stacks of one shape as one vmapped computation
+    (models/fused_branches.py) that reads and writes the same per-branch variables.
 
     At level k the branches with more than k private stacks run; those with a next stack and
     those ending there (no `fc_`/`score_` convs) are two groups. Between levels the inputs stay
@@ -148,6 +145,7 @@ class MultiBranchHourglass(nn.Module):
           next_members, next_stacked = group, y
       members, stacked = next_members, next_stacked
     return tuple(tuple(h) for h in heatmaps)
+
 
 STEM_STRIDE = 4
 
