@@ -10,8 +10,8 @@ set -uo pipefail
 readonly REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # The best XLA flag set from counting the GPU program on a CPU (README, "The GPU program,
-# counted on a CPU"; issue 35): every kernel goes into a CUDA graph, 1,068 host launches per
-# OKDHP-HG4 step instead of 1,478 on the H100 description. Change it when a better set is found.
+# counted on a CPU"; issue 35): every kernel goes into a CUDA graph, 1,067 host launches per
+# OKDHP-HG4 step instead of 1,542 on the H100 description. Change it when a better set is found.
 BEST_XLA_FLAGS='--xla_gpu_graph_min_graph_size=1'
 # Keeps CUDA graphs on while the profiler traces: XLA otherwise runs them op by op then, and a
 # profile overstates an unprofiled step's launches.
