@@ -19,16 +19,23 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = 'data'
 
 
-def for_gpu(on_gpu: Callable[..., Any], elsewhere: Callable[..., Any], *args) -> Any:
-  """`on_gpu(*args)` while tracing a program for a GPU, else `elsewhere(*args)`.
+def tracing_for_gpu() -> bool:
+  """Whether the program being traced is a GPU's.
 
-  The enclosing `shard_map`'s mesh says which (the train step's; `gpu_program` describes a GPU
-  on a CPU machine that way), else JAX's default backend. Only the chosen function is traced:
-  a CPU or TPU program is what it was before `on_gpu` existed.
+  The enclosing `shard_map`'s mesh says (the train step's; `gpu_program` describes a GPU on a
+  CPU machine that way), else JAX's default backend.
   """
   device = jax.sharding.get_abstract_mesh().abstract_device
   platform = device.platform if device is not None else jax.default_backend()
-  return (on_gpu if platform == 'gpu' else elsewhere)(*args)
+  return platform == 'gpu'
+
+
+def for_gpu(on_gpu: Callable[..., Any], elsewhere: Callable[..., Any], *args) -> Any:
+  """`on_gpu(*args)` while tracing a program for a GPU (`tracing_for_gpu`), else
+  `elsewhere(*args)`. Only the chosen function is traced: a CPU or TPU program is what it was
+  before `on_gpu` existed.
+  """
+  return (on_gpu if tracing_for_gpu() else elsewhere)(*args)
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import flax
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def weighted_sum(tree):
+  """A scalar loss that reaches every leaf of `tree` (a network's outputs), each element with
+  its own weight, so every gradient path is exercised."""
+  return sum(jnp.sum(leaf * jnp.sin(3.0 * i + jnp.arange(leaf.size).reshape(leaf.shape)))
+             for i, leaf in enumerate(jax.tree.leaves(tree)))
 
 
 def random_batch_stats(batch_stats, seed=0):

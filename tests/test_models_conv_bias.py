@@ -15,16 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs.default import get_config
+from model_helpers import weighted_sum
 from okdhp_jax.models import build_model, hourglass, init_variables
 from okdhp_jax.models.fau import PaperFAU
 
 J = 16
-
-
-def _weighted_sum(tree):
-  """A loss that reaches every output leaf, each with its own weighting."""
-  return sum(jnp.sum(leaf * jnp.sin(3.0 * i + jnp.arange(leaf.size).reshape(leaf.shape)))
-             for i, leaf in enumerate(jax.tree.leaves(tree)))
 
 
 def _train_gradients(module, variables, inputs, monkeypatch, *, plain: bool):
@@ -33,7 +28,7 @@ def _train_gradients(module, variables, inputs, monkeypatch, *, plain: bool):
   def loss(params):
     outputs, updated = module.apply({'params': params, 'batch_stats': variables['batch_stats']},
                                     inputs, train=True, mutable=['batch_stats'])
-    return _weighted_sum(outputs), (outputs, updated)
+    return weighted_sum(outputs), (outputs, updated)
 
   with monkeypatch.context() as patch:
     if plain:

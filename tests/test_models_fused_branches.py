@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from configs.default import get_config
+from model_helpers import weighted_sum
 from okdhp_jax.models import build_model, init_variables
 
 J = 5
@@ -34,12 +35,6 @@ def _network(branch_stacks, fuse_branches, dtype='float64'):
   return build_model(config, J, (SIZE, SIZE))
 
 
-def _weighted_sum(tree):
-  """A loss that reaches every output leaf, each with its own weighting."""
-  return sum(jnp.sum(leaf * jnp.sin(3.0 * i + jnp.arange(leaf.size).reshape(leaf.shape)))
-             for i, leaf in enumerate(jax.tree.leaves(tree)))
-
-
 def _train_and_eval(models, variables, images):
   """For each model: (gradients, training outputs, new batch_stats, evaluation outputs), as
   numpy, all from one program (one compile)."""
@@ -48,7 +43,7 @@ def _train_and_eval(models, variables, images):
       outputs, updated = model.apply(
           {'params': params, 'batch_stats': variables['batch_stats']}, images, train=True,
           mutable=['batch_stats'])
-      return _weighted_sum(outputs), (outputs, updated['batch_stats'])
+      return weighted_sum(outputs), (outputs, updated['batch_stats'])
 
     grads, (outputs, batch_stats) = jax.grad(loss, has_aux=True)(variables['params'])
     return grads, outputs, batch_stats, model.apply(variables, images, train=False)

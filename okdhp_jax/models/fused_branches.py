@@ -71,7 +71,7 @@ def apply_stacked(module, variables: Sequence[Mapping[str, Any]], x: jax.Array, 
 
   Returns:
     (outputs with a leading [members] axis on every leaf, each member's updated
-    'batch_stats' (its given ones when not training)).
+    'batch_stats' in training, else none).
   """
   count = len(variables)
   stacked = {col: stack_trees([v[col] for v in variables]) for col in COLLECTIONS
@@ -83,8 +83,8 @@ def apply_stacked(module, variables: Sequence[Mapping[str, Any]], x: jax.Array, 
     return module.apply(member_variables, member_x, train=True, mutable=['batch_stats'])
 
   outputs, updates = jax.vmap(one, in_axes=(0, None if shared_input else 0))(stacked, x)
-  if not train or 'batch_stats' not in updates:
-    return outputs, [dict(v.get('batch_stats', {})) for v in variables]
+  if 'batch_stats' not in updates:
+    return outputs, []
   return outputs, unstack_tree(updates['batch_stats'], count)
 
 

@@ -42,7 +42,7 @@ def _fuse(fuse_branches: str) -> bool:
   .fuse_branches`): 'gpu' while tracing for a GPU, where launches cost (XLA's CPU backend
   computes a grouped convolution slower than its groups one by one), 'always', 'never'."""
   if fuse_branches == 'gpu':
-    return sharding.for_gpu(lambda: True, lambda: False)
+    return sharding.tracing_for_gpu()
   return fuse_branches == 'always'
 
 
@@ -127,8 +127,8 @@ class MultiBranchHourglass(nn.Module):
       for flag, rows in groups_by(has_next).items():
         group = [members[i] for i in rows]
         names = [branch_stack_name(b, k, self.num_shared_stacks, num_branches) for b in group]
-        variables = [{col: self.variables[col][name] for col in self.variables
-                      if name in self.variables[col]} for name in names]
+        variables = [{col: tree[name] for col, tree in self.variables.items() if name in tree}
+                     for name in names]
         if stacked is None:
           inputs = x
         else:
@@ -136,9 +136,8 @@ class MultiBranchHourglass(nn.Module):
         stack = HourglassStack(self.num_joints, has_next=flag, parent=None, **kw)
         (y, score), statistics = apply_stacked(stack, variables, inputs,
                                                shared_input=stacked is None, train=train)
-        if train:
-          for name, values in zip(names, statistics):
-            self.put_variable('batch_stats', name, values)
+        for name, values in zip(names, statistics):  # none unless training
+          self.put_variable('batch_stats', name, values)
         for i, b in enumerate(group):
           heatmaps[b].append(at_least_float32(score[i]))
         if flag:
