@@ -6,19 +6,23 @@ from configs import default
 
 
 def okdhp_hourglass(num_stacks: int, *, unbalanced: bool = False, fau: str = 'released',
-                    fuse_branches: str = 'gpu') -> ml_collections.ConfigDict:
+                    fuse_branches: str = 'gpu', pointwise_matmul: str = 'gpu',
+                    remat: bool = False) -> ml_collections.ConfigDict:
   """OKDHP on an N-stack hourglass: N/2 shared stacks, three branches.
 
   Balanced: every branch has N/2 private stacks. Unbalanced: the target branch has N/2, the
   auxiliary branches N and 3N/2 (HG4: 2/4/6, i.e. 4-, 6- and 8-stack networks).
-  `fuse_branches`: config.model.hourglass.fuse_branches (a config argument of the HG configs,
-  e.g. `configs/hg4.py:fuse_branches=never`, so a GPU benchmark can time both programs).
+  `fuse_branches`, `pointwise_matmul`, `remat`: config.model.hourglass's (config arguments of
+  the HG configs, e.g. `configs/hg4.py:fuse_branches=never` or `configs/hg4.py:remat`, so a GPU
+  benchmark can time each program).
   """
   config = default.get_config()
   half = num_stacks // 2
   config.model.hourglass.num_shared_stacks = half
   config.model.hourglass.branch_stacks = (half, 2 * half, 3 * half) if unbalanced else (half,) * 3
   config.model.hourglass.fuse_branches = fuse_branches
+  config.model.hourglass.pointwise_matmul = pointwise_matmul
+  config.model.hourglass.remat = remat
   config.model.fau = fau
   return config
 

@@ -90,7 +90,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # okdhp_jax/models/: 'hourglass', with config.model.hourglass = num_shared_stacks (OKDHP shares
   # the first N/2 stacks), branch_stacks (private stacks per branch; (N,) with 0 shared is the
   # plain network), features, depth, fuse_branches ('gpu': on a GPU the branches' stacks run as
-  # one vmapped computation, grouped convolutions; 'always', 'never'); or 'mobilepose', with
+  # one vmapped computation, grouped convolutions; 'always', 'never'), pointwise_matmul ('gpu':
+  # on a GPU 1x1 convs are matrix products, GEMMs inside CUDA graphs), remat (True: bottlenecks
+  # recompute their convolutions' inputs in the backward pass, less memory, more kernels); or
+  # 'mobilepose', with
   # config.model.mobilepose = backbone (a key of ENCODERS in okdhp_jax/models/mobilepose.py),
   # num_branches.
   set_network(config, 'hourglass')

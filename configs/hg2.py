@@ -4,7 +4,9 @@ r"""OKDHP-HG2, balanced (1 shared stack + 3 branches x 1 private stack), MPII (8
 
 Add `:runlocal` to the config path for a CPU-sized run on the bundled samples, and
 `:fuse_branches=never` (or `always`) to choose how the branches compile
-(config.model.hourglass.fuse_branches).
+(config.model.hourglass.fuse_branches), `:pointwise_matmul=never` whether 1x1 convs stay
+convolutions on a GPU (config.model.hourglass.pointwise_matmul), and `:remat` that bottlenecks
+recompute their convolutions' inputs, for memory (config.model.hourglass.remat).
 """
 
 from configs import common
@@ -12,6 +14,8 @@ from configs import default
 
 
 def get_config(arg=None):
-  arg = default.parse_arg(arg, runlocal=False, fuse_branches='gpu')
-  config = common.okdhp_hourglass(2, fuse_branches=arg.fuse_branches)
+  arg = default.parse_arg(arg, runlocal=False, fuse_branches='gpu',
+                           pointwise_matmul='gpu', remat=False)
+  config = common.okdhp_hourglass(2, fuse_branches=arg.fuse_branches,
+                                  pointwise_matmul=arg.pointwise_matmul, remat=arg.remat)
   return default.runlocal(config) if arg.runlocal else config

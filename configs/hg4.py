@@ -9,7 +9,10 @@ The full layout at toy size on the bundled data (a check that it trains, evaluat
   python -m okdhp_jax.main --config configs/hg4.py:runlocal --workdir /tmp/okdhp
 
 `:fuse_branches=never` (or `always`) chooses how the branches compile
-(config.model.hourglass.fuse_branches); arguments combine: `:runlocal,fuse_branches=never`.
+(config.model.hourglass.fuse_branches), `:pointwise_matmul=never` whether 1x1 convs stay
+convolutions on a GPU (config.model.hourglass.pointwise_matmul), `:remat` that bottlenecks
+recompute their convolutions' inputs, for memory (config.model.hourglass.remat); arguments
+combine: `:runlocal,fuse_branches=never`.
 """
 
 from configs import common
@@ -17,6 +20,8 @@ from configs import default
 
 
 def get_config(arg=None):
-  arg = default.parse_arg(arg, runlocal=False, fuse_branches='gpu')
-  config = common.okdhp_hourglass(4, fuse_branches=arg.fuse_branches)
+  arg = default.parse_arg(arg, runlocal=False, fuse_branches='gpu',
+                           pointwise_matmul='gpu', remat=False)
+  config = common.okdhp_hourglass(4, fuse_branches=arg.fuse_branches,
+                                  pointwise_matmul=arg.pointwise_matmul, remat=arg.remat)
   return default.runlocal(config) if arg.runlocal else config

@@ -6,7 +6,9 @@ The released code shares 6 of 8 stacks by mistake; this shares N/2 = 4 as the pa
 
 Add `:runlocal` to the config path for a CPU-sized run on the bundled samples, and
 `:fuse_branches=never` (or `always`) to choose how the branches compile
-(config.model.hourglass.fuse_branches).
+(config.model.hourglass.fuse_branches), `:pointwise_matmul=never` whether 1x1 convs stay
+convolutions on a GPU (config.model.hourglass.pointwise_matmul), and `:remat` that bottlenecks
+recompute their convolutions' inputs, for memory (config.model.hourglass.remat).
 """
 
 from configs import common
@@ -14,6 +16,8 @@ from configs import default
 
 
 def get_config(arg=None):
-  arg = default.parse_arg(arg, runlocal=False, fuse_branches='gpu')
-  config = common.okdhp_hourglass(8, fuse_branches=arg.fuse_branches)
+  arg = default.parse_arg(arg, runlocal=False, fuse_branches='gpu',
+                           pointwise_matmul='gpu', remat=False)
+  config = common.okdhp_hourglass(8, fuse_branches=arg.fuse_branches,
+                                  pointwise_matmul=arg.pointwise_matmul, remat=arg.remat)
   return default.runlocal(config) if arg.runlocal else config

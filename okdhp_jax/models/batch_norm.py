@@ -37,8 +37,14 @@ from typing import Any, Iterator
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from okdhp_jax import sharding
+
+# The name of a training-mode BatchNorm's batch statistics (mean, variance, 1/std): a
+# `jax.checkpoint` policy that saves them recomputes the normalised output without reducing
+# the input again (models/hourglass.py's `RematBottleneck`).
+STATISTICS_NAME = 'batch_norm_statistics'
 
 # PyTorch BatchNorm momentum 0.1 is Flax-style momentum 0.9 (weight of the old value).
 MOMENTUM = 0.9
@@ -213,8 +219,8 @@ def normalize_batch(x, scale, bias, epsilon, dtype, axis_name=None):
 
 
 def _normalize_batch_fwd(x, scale, bias, epsilon, dtype, axis_name):
-  mean, var = _batch_stats(x, scale, axis_name)
-  inv_std = jax.lax.rsqrt(var + epsilon)
+  mean, var = (checkpoint_name(v, STATISTICS_NAME) for v in _batch_stats(x, scale, axis_name))
+  inv_std = checkpoint_name(jax.lax.rsqrt(var + epsilon), STATISTICS_NAME)
   return (_normalize(x, mean, var, scale, bias, epsilon, dtype), mean, var), (
       x, scale, bias, mean, inv_std)
 

@@ -11,7 +11,7 @@ The variables keep their per-branch layout (`branch_{b}_stack_{k}`, what checkpo
 PyTorch import and the export read): the step stacks each level's parameters and batch
 statistics along a new leading axis (XLA fuses the stacking into the bfloat16 cast the step
 makes anyway), and autodiff slices the gradients back. The computation is the per-branch one,
-rearranged: tests/test_models_fused_branches.py holds it to the per-branch network in float64.
+rearranged: tests/test_models_gpu_choices.py holds it to the per-branch network in float64.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ bottleneck width of F/2. A 256x256 input gives 64x64 heatmaps.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -20,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from okdhp_jax.models.batch_norm import BatchNorm
+from okdhp_jax.models.batch_norm import STATISTICS_NAME, BatchNorm
 from okdhp_jax.models.pooling import max_pool2
 
 
@@ -31,20 +32,48 @@ torch_default_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'
 
 
 def conv(features: int, kernel: int, *, stride: int = 1, use_bias: bool = True,
-         groups: int = 1, into_batch_norm: bool = False, dtype: Any, param_dtype: Any,
-         name: str | None = None) -> nn.Module:
+         groups: int = 1, into_batch_norm: bool = False, matmul: bool = False, dtype: Any,
+         param_dtype: Any, name: str | None = None) -> nn.Module:
   """A PyTorch-style conv: symmetric padding (kernel - 1) / 2, so odd kernels keep the size.
 
   `into_batch_norm`: the output goes straight into a training-mode BatchNorm, which subtracts
   the batch mean and so any per-channel constant: the bias's gradient is exactly zero, and is
-  not computed (see `_BiasUntrainedConv`). Same variables either way.
+  not computed (see `_BiasUntrainedConv`). `matmul`: a 1x1, stride-1, ungrouped conv is
+  computed as a matrix product over channels (`_PointwiseMatmul`). Same variables either way.
   """
   pad = (kernel - 1) // 2
   module = _BiasUntrainedConv if into_batch_norm and use_bias else nn.Conv
+  pointwise = kernel == 1 and stride == 1 and groups == 1
+  extra = {'conv_general_dilated_cls': _PointwiseMatmul} if matmul and pointwise else {}
   return module(features, (kernel, kernel), strides=(stride, stride),
                 padding=((pad, pad), (pad, pad)), use_bias=use_bias,
                 feature_group_count=groups, kernel_init=torch_default_init, dtype=dtype,
-                param_dtype=param_dtype, name=name)
+                param_dtype=param_dtype, name=name, **extra)
+
+
+class _PointwiseMatmul:
+  """`lax.conv_general_dilated` of a 1x1, stride-1 kernel as `dot_general` over channels.
+
+  Why: on a GPU, XLA hands every convolution to cuDNN, one host launch each, which no CUDA
+  graph holds; a matrix product becomes a GEMM kernel inside the command buffers around it.
+  Two thirds of an hourglass's convolutions are 1x1: OKDHP-HG4's step on the H100 description
+  (`python -m okdhp_jax.tools.gpu_program`) goes from 590 cuDNN calls and 1,542 host launches
+  to 188 and 335. Same sums, in another order. Flax's `nn.Conv` instantiates this class and
+  calls it as it would `lax.conv_general_dilated` (NHWC inputs, HWIO kernel).
+  """
+
+  def __call__(self, inputs: jax.Array, kernel: jax.Array, window_strides, padding, *,
+               dimension_numbers, feature_group_count: int = 1, precision=None,
+               **dilations) -> jax.Array:
+    del padding, dilations  # (0, 0) and 1 for a 1x1 kernel, which `conv` guarantees
+    if (kernel.shape[:2] != (1, 1) or tuple(window_strides) != (1, 1)
+        or feature_group_count != 1 or dimension_numbers.lhs_spec != (0, 3, 1, 2)):
+      raise ValueError(f'a matrix-product conv takes 1x1, stride-1, ungrouped NHWC kernels; got '
+                       f'kernel {kernel.shape}, strides {window_strides}, groups '
+                       f'{feature_group_count}')
+    # [n, h, w, c_in] . [c_in, c_out] -> [n, h, w, c_out]
+    return jax.lax.dot_general(inputs, kernel[0, 0], (((3,), (0,)), ((), ())),
+                               precision=precision)
 
 
 def _without_bias_gradient(variables):
@@ -88,22 +117,41 @@ class Bottleneck(nn.Module):
   features: int
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  matmul_1x1: bool = False  # 1x1 convs as matrix products (`conv`'s `matmul`)
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:  # positional: `RematBottleneck`
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    ckw = dict(kw, matmul=self.matmul_1x1)
     width = self.features // 2
     # conv1 and conv2 feed BatchNorms: in training their biases get no gradient (`conv`).
-    y = conv(width, 1, into_batch_norm=train, name='conv1', **kw)(
+    y = conv(width, 1, into_batch_norm=train, name='conv1', **ckw)(
         nn.relu(batch_norm(train, name='bn1', **kw)(x)))
     y = conv(width, 3, into_batch_norm=train, name='conv2', **kw)(
         nn.relu(batch_norm(train, name='bn2', **kw)(y)))
-    y = conv(self.features, 1, name='conv3', **kw)(
+    y = conv(self.features, 1, name='conv3', **ckw)(
         nn.relu(batch_norm(train, name='bn3', **kw)(y)))
     residual = x
     if x.shape[-1] != self.features:
-      residual = conv(self.features, 1, name='downsample', **kw)(x)
+      residual = conv(self.features, 1, name='downsample', **ckw)(x)
     return y + residual
+
+
+# What a bottleneck keeps for its backward pass under `remat`: its convolutions' outputs and its
+# BatchNorms' statistics. Its convolutions' inputs (normalised, rectified: as many values as
+# the outputs) are recomputed from them, one elementwise pass each, rather than kept from the
+# forward pass: OKDHP-HG4's step at batch 64 on the H100 description needs 11.1 GiB of
+# temporaries instead of 18.5, and runs about 470 more kernels (`gpu_program`).
+REMAT_POLICY = jax.checkpoint_policies.save_from_both_policies(
+    jax.checkpoint_policies.dots_saveable,
+    jax.checkpoint_policies.save_only_these_names(STATISTICS_NAME))
+# Same variables as `Bottleneck`. `train` (argument 2, after the module and the input) is static.
+RematBottleneck = nn.remat(Bottleneck, policy=REMAT_POLICY, static_argnums=(2,))
+
+
+def bottleneck(remat: bool) -> type[nn.Module]:
+  """The bottleneck class: `RematBottleneck` when `remat`, else `Bottleneck`."""
+  return RematBottleneck if remat else Bottleneck
 
 
 class Stem(nn.Module):
@@ -112,17 +160,20 @@ class Stem(nn.Module):
   features: int = 256
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  matmul_1x1: bool = False
+  remat: bool = False  # bottlenecks as `RematBottleneck`
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    block = functools.partial(bottleneck(self.remat), matmul_1x1=self.matmul_1x1, **kw)
     x = conv(self.features // 4, 7, stride=2, into_batch_norm=train, name='conv1', **kw)(
         images.astype(self.dtype))
     x = nn.relu(batch_norm(train, name='bn1', **kw)(x))
-    x = Bottleneck(self.features // 2, name='layer1', **kw)(x, train=train)
+    x = block(self.features // 2, name='layer1')(x, train)
     x = max_pool2(x)
-    x = Bottleneck(self.features, name='layer2', **kw)(x, train=train)
-    return Bottleneck(self.features, name='layer3', **kw)(x, train=train)
+    x = block(self.features, name='layer2')(x, train)
+    return block(self.features, name='layer3')(x, train)
 
 
 class Hourglass(nn.Module):
@@ -136,12 +187,15 @@ class Hourglass(nn.Module):
   depth: int = 4
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  matmul_1x1: bool = False
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     def res(level: int, j: int, y: jax.Array) -> jax.Array:
-      return Bottleneck(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-                        name=f'hg_{level}_{j}')(y, train=train)
+      return bottleneck(self.remat)(self.features, dtype=self.dtype,
+                                    param_dtype=self.param_dtype, matmul_1x1=self.matmul_1x1,
+                                    name=f'hg_{level}_{j}')(y, train)
 
     def forward(level: int, y: jax.Array) -> jax.Array:
       up1 = res(level, 0, y)
@@ -165,17 +219,21 @@ class HourglassStack(nn.Module):
   depth: int = 4
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  matmul_1x1: bool = False
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array | None, jax.Array]:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    y = Hourglass(self.features, self.depth, name='hg', **kw)(x, train=train)
-    y = Bottleneck(self.features, name='res', **kw)(y, train=train)
-    y = conv(self.features, 1, into_batch_norm=train, name='fc', **kw)(y)
+    bkw = dict(kw, matmul_1x1=self.matmul_1x1)
+    ckw = dict(kw, matmul=self.matmul_1x1)
+    y = Hourglass(self.features, self.depth, remat=self.remat, name='hg', **bkw)(x, train=train)
+    y = bottleneck(self.remat)(self.features, name='res', **bkw)(y, train)
+    y = conv(self.features, 1, into_batch_norm=train, name='fc', **ckw)(y)
     y = nn.relu(batch_norm(train, name='fc_bn', **kw)(y))
-    score = conv(self.num_joints, 1, name='score', **kw)(y)
+    score = conv(self.num_joints, 1, name='score', **ckw)(y)
     if not self.has_next:
       return None, score
-    x = x + conv(self.features, 1, name='fc_', **kw)(y) + conv(
-        self.features, 1, name='score_', **kw)(score)
+    x = x + conv(self.features, 1, name='fc_', **ckw)(y) + conv(
+        self.features, 1, name='score_', **ckw)(score)
     return x, score

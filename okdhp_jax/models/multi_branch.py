@@ -13,7 +13,9 @@ branch_b_stack_k -> stack_{S+k} (`HourglassSpec.export_branch`).
 
 `HourglassSpec` registers it as `config.model.name='hourglass'`, with its fields in
 `config.model.hourglass`: num_shared_stacks, branch_stacks, features, depth, fuse_branches
-(whether the branches' stacks run as one vmapped computation: models/fused_branches.py).
+(whether the branches' stacks run as one vmapped computation: models/fused_branches.py),
+pointwise_matmul (whether 1x1 convs are matrix products: models/hourglass.py `conv`) and remat
+(whether bottlenecks recompute their convolutions' inputs: `RematBottleneck`).
 """
 
 from __future__ import annotations
@@ -34,16 +36,12 @@ from okdhp_jax.models.registry import (NetworkSpec, compute_dtypes, network_conf
 from okdhp_jax.precision import at_least_float32
 
 
-FUSE_BRANCHES = ('gpu', 'always', 'never')
-
-
-def _fuse(fuse_branches: str) -> bool:
-  """Whether the branches run as one vmapped computation (`config.model.hourglass
-  .fuse_branches`): 'gpu' while tracing for a GPU, where launches cost (XLA's CPU backend
-  computes a grouped convolution slower than its groups one by one), 'always', 'never'."""
-  if fuse_branches == 'gpu':
-    return sharding.tracing_for_gpu()
-  return fuse_branches == 'always'
+# config.model.hourglass.fuse_branches: whether the branches' private stacks run as one
+# vmapped computation, and .pointwise_matmul: whether 1x1 convs are matrix products (models/
+# hourglass.py `conv`). 'gpu' (the default of both) while tracing for a GPU, where launches
+# cost; a CPU keeps the per-branch convolutions (XLA's CPU backend computes a grouped
+# convolution slower than its groups one by one). Neither changes the variables or the outputs.
+GPU_CHOICES = sharding.GPU_CHOICES
 
 
 def shared_name(k: int, num_branches: int) -> str:
@@ -68,15 +66,19 @@ class MultiBranchHourglass(nn.Module):
   fau: str = 'released'
   fau_hidden: int = 64
   fuse_branches: str = 'gpu'
+  pointwise_matmul: str = 'gpu'
+  remat: bool = False  # bottlenecks recompute their convolutions' inputs (`RematBottleneck`)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> PoseOutputs:
     kw = dict(features=self.features, depth=self.depth, dtype=self.dtype,
-              param_dtype=self.param_dtype)
+              param_dtype=self.param_dtype,
+              matmul_1x1=sharding.chosen_for_gpu(self.pointwise_matmul), remat=self.remat)
     num_branches = len(self.branch_stacks)
-    stem = Stem(self.features, self.dtype, self.param_dtype, name='stem')(images, train=train)
+    stem = Stem(self.features, self.dtype, self.param_dtype, kw['matmul_1x1'], self.remat,
+                name='stem')(images, train=train)
     x = stem
     shared = []
     for k in range(self.num_shared_stacks):
@@ -85,7 +87,8 @@ class MultiBranchHourglass(nn.Module):
       x, score = HourglassStack(self.num_joints, has_next=True, name=name, **kw)(x, train=train)
       shared.append(at_least_float32(score))
 
-    if num_branches > 1 and not self.is_initializing() and _fuse(self.fuse_branches):
+    fuse = sharding.chosen_for_gpu(self.fuse_branches)
+    if num_branches > 1 and not self.is_initializing() and fuse:
       branches = self._fused_private_stacks(x, kw, train)
     else:
       # Inline rather than a method: Flax names a method's operations after it, and the
@@ -157,9 +160,9 @@ def plain_hourglass_config(num_stacks: int, *, features: int = 256, depth: int =
                         depth=int(depth))
 
 
-def _fuse_branches(fields: Mapping[str, Any]) -> str:
+def _gpu_choice(fields: Mapping[str, Any], key: str) -> str:
   # An export's model.json from before the field existed has none: the default.
-  return fields.get('fuse_branches', 'gpu')
+  return fields.get(key, 'gpu')
 
 
 def _branch_stacks(fields: Mapping[str, Any]) -> tuple[int, ...]:
@@ -172,9 +175,12 @@ class HourglassSpec(NetworkSpec):
 
   def default_config(self) -> dict[str, Any]:
     # OKDHP-HG4 as the paper trains it: half of the 4 stacks shared, three branches.
-    # fuse_branches: see `_fuse`; it changes the program, never the variables or the outputs.
+    # fuse_branches, pointwise_matmul: see GPU_CHOICES; they change the program, never the
+    # variables or the outputs.
+    # remat: bottlenecks recompute their convolutions' inputs in the backward pass (models/
+    # hourglass.py `RematBottleneck`): less memory, more kernels.
     return {'num_shared_stacks': 2, 'branch_stacks': (2, 2, 2), 'features': 256, 'depth': 4,
-            'fuse_branches': 'gpu'}
+            'fuse_branches': 'gpu', 'pointwise_matmul': 'gpu', 'remat': False}
 
   def check(self, model_config, num_joints, input_size) -> None:
     del num_joints, input_size
@@ -198,9 +204,13 @@ class HourglassSpec(NetworkSpec):
                        f'got {features}')
     if int(fields['depth']) < 1:
       raise ValueError(f'config.model.hourglass.depth must be >= 1, got {fields["depth"]}')
-    if _fuse_branches(fields) not in FUSE_BRANCHES:
-      raise ValueError(f'config.model.hourglass.fuse_branches must be one of {FUSE_BRANCHES}, '
-                       f'got {fields["fuse_branches"]!r}')
+    for key in ('fuse_branches', 'pointwise_matmul'):
+      if _gpu_choice(fields, key) not in GPU_CHOICES:
+        raise ValueError(f'config.model.hourglass.{key} must be one of {GPU_CHOICES}, '
+                         f'got {fields[key]!r}')
+    if not isinstance(fields.get('remat', False), bool):
+      raise ValueError(f'config.model.hourglass.remat must be True or False, got '
+                       f'{fields["remat"]!r}')
 
   def input_divisor(self, model_config) -> int:
     return STEM_STRIDE * 2 ** int(self.fields(model_config)['depth'])
@@ -218,7 +228,9 @@ class HourglassSpec(NetworkSpec):
     return MultiBranchHourglass(
         num_joints=num_joints, num_shared_stacks=int(fields['num_shared_stacks']),
         branch_stacks=_branch_stacks(fields), features=int(fields['features']),
-        depth=int(fields['depth']), fuse_branches=_fuse_branches(fields),
+        depth=int(fields['depth']), fuse_branches=_gpu_choice(fields, 'fuse_branches'),
+        pointwise_matmul=_gpu_choice(fields, 'pointwise_matmul'),
+        remat=fields.get('remat', False),
         fau=model_config['fau'], fau_hidden=int(model_config['fau_hidden']),
         **compute_dtypes(model_config))
 

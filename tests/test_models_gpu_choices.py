@@ -1,9 +1,11 @@
-"""The branches' private stacks as one vmapped computation (`fuse_branches`, what a GPU runs)
-compute what the per-branch network computes, from and into the same variables.
+"""What a GPU program runs instead of the per-branch convolutions computes what they compute,
+from and into the same variables: the branches' private stacks as one vmapped computation
+(`config.model.hourglass.fuse_branches`) with the 1x1 convs as matrix products
+(`.pointwise_matmul`).
 
-The reference is the same network with `fuse_branches='never'`, in float64 so that only the
-order of the arithmetic can differ. The train step on 8 devices with fused branches is held to
-the per-branch step on one device by tests/test_training_step.py.
+The reference is the same network with both 'never', in float64 so that only the order of the
+arithmetic can differ. The train step on 8 devices with both 'always' is held to the reference
+step on one device by tests/test_training_step.py.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 from configs.default import get_config
 from model_helpers import weighted_sum
 from okdhp_jax.models import build_model, init_variables
+from okdhp_jax.models.hourglass import _PointwiseMatmul
 
 J = 5
 SIZE = 32
@@ -26,11 +29,12 @@ RTOL_64 = 1e-12
 GRAD_RTOL_64 = 1e-11
 
 
-def _network(branch_stacks, fuse_branches, dtype='float64'):
+def _network(branch_stacks, fuse_branches, dtype='float64', pointwise_matmul=None):
   config = get_config().model
   # No shared stack and no FAU (neither is fused): the smallest program with every case.
   config.hourglass.update(features=16, depth=1, num_shared_stacks=0,
-                          branch_stacks=branch_stacks, fuse_branches=fuse_branches)
+                          branch_stacks=branch_stacks, fuse_branches=fuse_branches,
+                          pointwise_matmul=pointwise_matmul or fuse_branches)
   config.update(fau='none', dtype=dtype, param_dtype=dtype)
   return build_model(config, J, (SIZE, SIZE))
 
@@ -57,6 +61,7 @@ def fused_and_per_branch():
   # reads part of the stacked inputs); level 2: those two, from all of the stacked inputs.
   jax.config.update('jax_enable_x64', True)
   try:
+    # 'always': both choices (fused branches, 1x1 matrix products); 'never': neither.
     fused, per_branch = (_network((2, 3, 3), f) for f in ('always', 'never'))
     variables = init_variables(per_branch, jax.random.key(0), (1, SIZE, SIZE, 3))
     fused_init = init_variables(fused, jax.random.key(0), (1, SIZE, SIZE, 3))
@@ -97,20 +102,57 @@ def test_same_outputs_statistics_and_gradients(fused_and_per_branch):
   assert jax.tree.structure(grads) == jax.tree.structure(variables['params'])
 
 
-def test_gpu_setting_leaves_other_platforms_program_as_it_was():
-  """'gpu' (the default) traces the per-branch network on this CPU: the same jaxpr."""
+@pytest.mark.parametrize('key', ['fuse_branches', 'pointwise_matmul'])
+def test_gpu_setting_leaves_other_platforms_program_as_it_was(key):
+  """'gpu' (the default) traces the per-branch convolution network on this CPU: the same
+  jaxpr; 'always' another."""
   images = jnp.zeros((2, SIZE, SIZE, 3))
-  jaxprs = []
-  for fuse_branches in ('gpu', 'never', 'always'):
-    model = _network((1, 1, 1), fuse_branches, 'float32')
+  jaxprs = {}
+  for choice in ('gpu', 'never', 'always'):
+    model = _network((1, 1, 1), 'never', 'float32', 'never')
+    model = model.clone(**{key: choice})
     variables = jax.eval_shape(lambda m=model: m.init(jax.random.key(0), images, train=False))
-    jaxprs.append(str(jax.make_jaxpr(
+    jaxprs[choice] = str(jax.make_jaxpr(
         lambda v, x, m=model: m.apply(v, x, train=True, mutable=['batch_stats']))(
-            variables, images)))
-  assert jaxprs[0] == jaxprs[1]
-  assert jaxprs[2] != jaxprs[1]
+            variables, images))
+  assert jaxprs['gpu'] == jaxprs['never']
+  assert jaxprs['always'] != jaxprs['never']
+  assert ('dot_general' in jaxprs['always']) == (key == 'pointwise_matmul')
 
 
-def test_bad_setting_names_the_key():
-  with pytest.raises(ValueError, match=r'config.model.hourglass.fuse_branches must be one of'):
-    _network((1, 1), 'sometimes', 'float32')
+@pytest.mark.parametrize('key', ['fuse_branches', 'pointwise_matmul'])
+def test_bad_setting_names_the_key(key):
+  config = get_config().model
+  config.hourglass[key] = 'sometimes'
+  with pytest.raises(ValueError, match=rf'config.model.hourglass.{key} must be one of'):
+    build_model(config, J, (SIZE, SIZE))
+
+
+def test_pointwise_matmul_is_the_1x1_convolution():
+  """`_PointwiseMatmul` against `lax.conv_general_dilated` on a 1x1 kernel: values and both
+  gradients, float64 (exact up to the order of the sums); other kernels are refused."""
+  jax.config.update('jax_enable_x64', True)
+  try:
+    rng = np.random.default_rng(0)
+    inputs = jnp.asarray(rng.normal(size=(2, 5, 4, 6)))
+    kernel = jnp.asarray(rng.normal(size=(1, 1, 6, 3)))
+    numbers = jax.lax.conv_dimension_numbers(inputs.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC'))
+    def conv(x, k):
+      return jax.lax.conv_general_dilated(x, k, (1, 1), ((0, 0), (0, 0)),
+                                          dimension_numbers=numbers)
+    def matmul(x, k):
+      return _PointwiseMatmul()(x, k, (1, 1), ((0, 0), (0, 0)), lhs_dilation=(1, 1),
+                                rhs_dilation=(1, 1), dimension_numbers=numbers)
+    weights = jnp.asarray(rng.normal(size=(2, 5, 4, 3)))
+    for f in (conv, matmul):
+      assert f(inputs, kernel).shape == (2, 5, 4, 3)
+    expected = jax.value_and_grad(lambda x, k: jnp.sum(conv(x, k) * weights), (0, 1))(
+        inputs, kernel)
+    got = jax.value_and_grad(lambda x, k: jnp.sum(matmul(x, k) * weights), (0, 1))(
+        inputs, kernel)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13), got, expected)
+    with pytest.raises(ValueError, match='1x1, stride-1, ungrouped'):
+      _PointwiseMatmul()(inputs, jnp.zeros((3, 3, 6, 3)), (1, 1), ((1, 1), (1, 1)),
+                         dimension_numbers=numbers)
+  finally:
+    jax.config.update('jax_enable_x64', False)
