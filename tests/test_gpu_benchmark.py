@@ -82,7 +82,11 @@ def test_a_small_budget_skips_the_steps_that_do_not_fit():
   result = benchmark('--dry-run', '--budget', '300', '--estimate', 'torch_f32=40')
   assert result.returncode == 0, result.stderr
   lines = step_lines(result.stdout)
-
+  assert lines[0] == 'step 1/10 okdhp_b64: ~200s of 260s left'
+  assert lines[1] == 'step 2/10 okdhp_b64_convs: skipped: needs ~200s, 60s left'
+  assert lines[7] == 'step 8/10 torch_f32: ~40s of 60s left'  # a later, shorter step still fits
+  assert lines[8] == 'step 9/10 program: skipped: needs ~200s, 20s left'
+  assert lines[9] == 'step 10/10 okdhp_b64_remat: skipped: needs ~200s, 20s left'
   ran = [argv[argv.index('-m') + 1] for argv in commands(result.stdout) if '-m' in argv]
   assert [module for module in ran if module.startswith('okdhp_jax')] == [
       'okdhp_jax.tools.bench_step', 'okdhp_jax.tools.bench_torch', 'okdhp_jax.tools.gpu_report']
