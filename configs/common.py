@@ -5,6 +5,16 @@ import ml_collections
 from configs import default
 
 
+# The config arguments that choose how an OKDHP hourglass compiles (config.model.hourglass's
+# fields of these names) and their defaults, e.g. `configs/hg4.py:fuse_branches=never,remat`.
+PROGRAM_ARGS = {'fuse_branches': 'gpu', 'pointwise_matmul': 'gpu', 'remat': False}
+
+
+def program_choices(arg: ml_collections.ConfigDict) -> dict:
+  """The PROGRAM_ARGS of a parsed config argument, as `okdhp_hourglass`'s keywords."""
+  return {key: arg[key] for key in PROGRAM_ARGS}
+
+
 def okdhp_hourglass(num_stacks: int, *, unbalanced: bool = False, fau: str = 'released',
                     fuse_branches: str = 'gpu', pointwise_matmul: str = 'gpu',
                     remat: bool = False) -> ml_collections.ConfigDict:
@@ -12,9 +22,8 @@ def okdhp_hourglass(num_stacks: int, *, unbalanced: bool = False, fau: str = 're
 
   Balanced: every branch has N/2 private stacks. Unbalanced: the target branch has N/2, the
   auxiliary branches N and 3N/2 (HG4: 2/4/6, i.e. 4-, 6- and 8-stack networks).
-  `fuse_branches`, `pointwise_matmul`, `remat`: config.model.hourglass's (config arguments of
-  the HG configs, e.g. `configs/hg4.py:fuse_branches=never` or `configs/hg4.py:remat`, so a GPU
-  benchmark can time each program).
+  `fuse_branches`, `pointwise_matmul`, `remat`: config.model.hourglass's (PROGRAM_ARGS, config
+  arguments of the HG configs, so a GPU benchmark can time each program).
   """
   config = default.get_config()
   half = num_stacks // 2

@@ -93,9 +93,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # one vmapped computation, grouped convolutions; 'always', 'never'), pointwise_matmul ('gpu':
   # on a GPU 1x1 convs are matrix products, GEMMs inside CUDA graphs), remat (True: bottlenecks
   # recompute their convolutions' inputs in the backward pass, less memory, more kernels); or
-  # 'mobilepose', with
-  # config.model.mobilepose = backbone (a key of ENCODERS in okdhp_jax/models/mobilepose.py),
-  # num_branches.
+  # 'mobilepose', with config.model.mobilepose = backbone (a key of ENCODERS in
+  # okdhp_jax/models/mobilepose.py), num_branches.
   set_network(config, 'hourglass')
 
   # ---------------------------------------------------------------- data

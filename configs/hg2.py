@@ -14,8 +14,6 @@ from configs import default
 
 
 def get_config(arg=None):
-  arg = default.parse_arg(arg, runlocal=False, fuse_branches='gpu',
-                           pointwise_matmul='gpu', remat=False)
-  config = common.okdhp_hourglass(2, fuse_branches=arg.fuse_branches,
-                                  pointwise_matmul=arg.pointwise_matmul, remat=arg.remat)
+  arg = default.parse_arg(arg, runlocal=False, **common.PROGRAM_ARGS)
+  config = common.okdhp_hourglass(2, **common.program_choices(arg))
   return default.runlocal(config) if arg.runlocal else config

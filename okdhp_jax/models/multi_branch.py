@@ -77,8 +77,8 @@ class MultiBranchHourglass(nn.Module):
               param_dtype=self.param_dtype,
               matmul_1x1=sharding.chosen_for_gpu(self.pointwise_matmul), remat=self.remat)
     num_branches = len(self.branch_stacks)
-    stem = Stem(self.features, self.dtype, self.param_dtype, kw['matmul_1x1'], self.remat,
-                name='stem')(images, train=train)
+    stem = Stem(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
+                matmul_1x1=kw['matmul_1x1'], remat=self.remat, name='stem')(images, train=train)
     x = stem
     shared = []
     for k in range(self.num_shared_stacks):
