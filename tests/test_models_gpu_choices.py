@@ -57,12 +57,12 @@ def _train_and_eval(models, variables, images):
 
 @pytest.fixture(scope='module')
 def fused_and_per_branch():
-  # Level 0: the three branches from one input; level 1: one ends there, two go on (each group
-  # reads part of the stacked inputs); level 2: those two, from all of the stacked inputs.
+  # Level 0: the three branches from one input; level 1: two end there, one goes on (each
+  # group reads part of the stacked inputs); level 2: that one, from all of the stacked inputs.
   jax.config.update('jax_enable_x64', True)
   try:
     # 'always': both choices (fused branches, 1x1 matrix products); 'never': neither.
-    fused, per_branch = (_network((2, 3, 3), f) for f in ('always', 'never'))
+    fused, per_branch = (_network((2, 2, 3), f) for f in ('always', 'never'))
     variables = init_variables(per_branch, jax.random.key(0), (1, SIZE, SIZE, 3))
     fused_init = init_variables(fused, jax.random.key(0), (1, SIZE, SIZE, 3))
     # Running statistics away from their initial values, so evaluation reads them.

@@ -33,6 +33,44 @@ def test_joints_mse_by_hand():
   np.testing.assert_allclose(losses.joints_mse(pred, target, weight), 0.5 * 4 / 8 / 3)
 
 
+
+def test_sums_over_stacks_are_the_terms_summed():
+  """joints_mse_sum and pixelwise_kl_sum (one reduction each) against the per-stack terms
+  summed, values and gradients, in float64 at temperatures 1 and 2: they differ only in the
+  order of the additions."""
+  jax.config.update('jax_enable_x64', True)
+  try:
+    keys = jax.random.split(jax.random.key(8), 5)
+    preds = [jax.random.normal(k, (2, 4, 5, 3), jnp.float64) * 3 for k in keys[:3]]
+    target = jax.random.uniform(keys[3], (2, 4, 5, 3), jnp.float64)
+    weight = jnp.array([[1.0, 0.0, 1.0], [1.0, 1.0, 0.5]], jnp.float64)
+    teacher = jax.random.normal(keys[4], (2, 4, 5, 3), jnp.float64)
+
+    def at_once(ps, t, temperature):
+      return (losses.joints_mse_sum(ps, target, weight),
+              losses.pixelwise_kl_sum(ps, t, weight, temperature))
+
+    def term_by_term(ps, t, temperature):
+      return (sum(losses.joints_mse(p, target, weight) for p in ps),
+              sum(losses.pixelwise_kl(p, t, weight, temperature) for p in ps))
+
+    @jax.jit
+    def values_and_gradients(temperature):
+      # Per form and term: (value, gradients with respect to the predictions and the teacher).
+      return [[jax.value_and_grad(lambda ps, t, f=form, i=term: f(ps, t, temperature)[i],
+                                  argnums=(0, 1))(preds, teacher) for term in (0, 1)]
+              for form in (at_once, term_by_term)]
+
+    for temperature in (1.0, 2.0):
+      got, want = values_and_gradients(temperature)
+      assert got[0][0].dtype == jnp.float64 and float(got[1][0]) > 0.1
+      for (value, grads), (value_want, grads_want) in zip(got, want):
+        np.testing.assert_allclose(value, value_want, rtol=1e-13)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15),
+                     grads, grads_want)
+  finally:
+    jax.config.update('jax_enable_x64', False)
+
 def test_kl_identical_maps_is_zero():
   maps = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
   np.testing.assert_allclose(losses.pixelwise_kl(maps, maps, jnp.ones((2, 3))), 0.0, atol=1e-7)

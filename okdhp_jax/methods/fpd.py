@@ -48,8 +48,8 @@ def fpd_loss(outputs: PoseOutputs, target: jax.Array, teacher_heatmaps: jax.Arra
     target_weight = jnp.ones_like(target_weight)
   teacher_heatmaps = jax.lax.stop_gradient(teacher_heatmaps)
   stacks = outputs.all_stack_heatmaps
-  mse_gt = sum(losses.joints_mse(h, target, target_weight) for h in stacks)
-  mse_teacher = sum(losses.joints_mse(h, teacher_heatmaps, target_weight) for h in stacks)
+  mse_gt = losses.joints_mse_sum(stacks, target, target_weight)
+  mse_teacher = losses.joints_mse_sum(stacks, teacher_heatmaps, target_weight)
   total = alpha * mse_gt + (1.0 - alpha) * mse_teacher
   metrics = {'loss': total, 'mse_stacks': mse_gt, 'mse_teacher': mse_teacher,
              'mse/teacher': losses.joints_mse(teacher_heatmaps, target, target_weight)}

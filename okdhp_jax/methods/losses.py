@@ -4,10 +4,17 @@
   pixelwise_kl  OKDHP's pixel-wise distillation term.
   kd_ramp       OKDHP's warm-up of the distillation weight.
 
+`joints_mse_sum` and `pixelwise_kl_sum` are those terms summed over several predictions
+(every stack of a network) with one reduction each: summed term by term, every term is a
+reduction of its own, and a GPU launches each (OKDHP-HG4's loss with its gradient, batch 64 on
+the H100 description of tools/gpu_program.py: 47 reduction kernels term by term, 25 so).
+
 How they combine is each method's business (okdhp_jax/methods/).
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,9 +32,17 @@ def joints_mse(pred: jax.Array, target: jax.Array, target_weight: jax.Array) -> 
     pred, target: [batch, height, width, joints].
     target_weight: [batch, joints]; ones to ignore visibility.
   """
+  return joints_mse_sum([pred], target, target_weight)
+
+
+def joints_mse_sum(preds: Sequence[jax.Array], target: jax.Array,
+                   target_weight: jax.Array) -> jax.Array:
+  """sum(joints_mse(p, target, target_weight) for p in preds) as one mean over the pixels of
+  the predictions' summed squared errors (all of one shape)."""
   weight = at_least_float32(target_weight[:, None, None, :])
-  diff = (at_least_float32(pred) - at_least_float32(target)) * weight
-  return 0.5 * jnp.mean(jnp.square(diff))
+  target = at_least_float32(target)
+  squares = sum(jnp.square((at_least_float32(p) - target) * weight) for p in preds)
+  return 0.5 * jnp.mean(squares)
 
 
 def pixelwise_kl(pred: jax.Array, teacher: jax.Array, target_weight: jax.Array,
@@ -44,13 +59,24 @@ def pixelwise_kl(pred: jax.Array, teacher: jax.Array, target_weight: jax.Array,
     pred, teacher: [batch, height, width, joints].
     target_weight: [batch, joints].
   """
-  batch, height, width, joints = pred.shape
+  return pixelwise_kl_sum([pred], teacher, target_weight, temperature)
+
+
+def pixelwise_kl_sum(preds: Sequence[jax.Array], teacher: jax.Array, target_weight: jax.Array,
+                     temperature: float = 1.0) -> jax.Array:
+  """sum(pixelwise_kl(p, teacher, ...) for p in preds) as one sum over the pixels of
+  p_teacher * sum_p (log p_teacher - log p_pred): the predictions' log-ratios are added
+  pixel by pixel, then weighted by the teacher once."""
+  batch, height, width, joints = teacher.shape
   weight = at_least_float32(target_weight[:, None, :])
-  pred = at_least_float32(pred).reshape(batch, height * width, joints) * weight
-  teacher = at_least_float32(teacher).reshape(batch, height * width, joints) * weight
-  log_p_pred = jax.nn.log_softmax(pred / temperature, axis=1)
-  log_p_teacher = jax.nn.log_softmax(teacher / temperature, axis=1)
-  kl = jnp.sum(jnp.exp(log_p_teacher) * (log_p_teacher - log_p_pred))
+
+  def log_p(maps):
+    maps = at_least_float32(maps).reshape(batch, height * width, joints) * weight
+    return jax.nn.log_softmax(maps / temperature, axis=1)
+
+  log_p_teacher = log_p(teacher)
+  log_ratios = sum(log_p_teacher - log_p(pred) for pred in preds)
+  kl = jnp.sum(jnp.exp(log_p_teacher) * log_ratios)
   return kl * temperature**2 / (batch * height * width)
 
 

@@ -17,7 +17,7 @@ import ml_collections
 from okdhp_jax.methods.base import Method, Metrics, Targets, register
 from okdhp_jax.models.outputs import PoseOutputs
 from okdhp_jax.precision import at_least_float32
-from okdhp_jax.methods.losses import joints_mse, kd_ramp, pixelwise_kl
+from okdhp_jax.methods.losses import joints_mse, joints_mse_sum, kd_ramp, pixelwise_kl_sum
 
 
 def has_teacher(outputs: PoseOutputs) -> bool:
@@ -53,7 +53,7 @@ def okdhp_loss(
   if not loss_config.use_target_weight:
     target_weight = jnp.ones_like(target_weight)
   stacks = outputs.all_stack_heatmaps
-  mse_stacks = sum(joints_mse(h, target, target_weight) for h in stacks)
+  mse_stacks = joints_mse_sum(stacks, target, target_weight)
   zero = jnp.zeros((), jnp.float32)
   ramp_epoch = jnp.floor(epoch) if loss_config.get('kd_ramp_integer_epoch') else epoch
   ramp = kd_ramp(ramp_epoch, loss_config.kd_ramp_epochs)
@@ -65,8 +65,7 @@ def okdhp_loss(
       teacher = outputs.ensemble
       if loss_config.stop_gradient_teacher:
         teacher = jax.lax.stop_gradient(teacher)
-      kl = sum(pixelwise_kl(h, teacher, target_weight, loss_config.kd_temperature)
-               for h in stacks)
+      kl = pixelwise_kl_sum(stacks, teacher, target_weight, loss_config.kd_temperature)
 
   total = (mse_stacks + loss_config.ensemble_weight * mse_ensemble
            + loss_config.kd_weight * ramp * kl)
@@ -92,9 +91,9 @@ def branch_disagreement(branch_heatmaps) -> jax.Array:
   (TensorBoard: train/branch_disagreement) shows whether they stay apart. Logged, not trained.
   """
   maps = [jax.lax.stop_gradient(at_least_float32(h)) for h in branch_heatmaps]
-  pairs = [jnp.mean(jnp.square(maps[a] - maps[b]))
-           for a in range(len(maps)) for b in range(a + 1, len(maps))]
-  return sum(pairs) / len(pairs)
+  pairs = [(a, b) for a in range(len(maps)) for b in range(a + 1, len(maps))]
+  # The pairs' squares summed before the mean: one reduction, not one per pair.
+  return jnp.mean(sum(jnp.square(maps[a] - maps[b]) for a, b in pairs)) / len(pairs)
 
 
 @register('okdhp')
