@@ -19,15 +19,19 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = 'data'
 
 
-def tracing_for_gpu() -> bool:
-  """Whether the program being traced is a GPU's.
+def tracing_platform() -> str:
+  """The platform ('cpu', 'gpu', 'tpu') of the program being traced.
 
-  The enclosing `shard_map`'s mesh says (the train step's; `gpu_program` describes a GPU on a
-  CPU machine that way), else JAX's default backend.
+  The enclosing `shard_map`'s mesh says (the train step's; `gpu_program` and `tpu_program`
+  describe a GPU or a TPU slice on a CPU machine that way), else JAX's default backend.
   """
   device = jax.sharding.get_abstract_mesh().abstract_device
-  platform = device.platform if device is not None else jax.default_backend()
-  return platform == 'gpu'
+  return device.platform if device is not None else jax.default_backend()
+
+
+def tracing_for_gpu() -> bool:
+  """Whether the program being traced is a GPU's (`tracing_platform`)."""
+  return tracing_platform() == 'gpu'
 
 
 GPU_CHOICES = ('gpu', 'always', 'never')

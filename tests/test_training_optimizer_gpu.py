@@ -1,5 +1,6 @@
-"""The optimiser's pieces shaped for a GPU's program (okdhp_jax/training/optimizer.py): the
-gradient norm as one dot product, and gradients read in the parameters' layout on a GPU only."""
+"""The optimiser's pieces shaped for the compiled program (okdhp_jax/training/optimizer.py): the
+gradient norm as one dot product (but on a TPU), and gradients read in the parameters' layout on
+a GPU only."""
 
 from __future__ import annotations
 
@@ -26,19 +27,27 @@ def _gpu_mesh():
       device_kind='NVIDIA H100 80GB HBM3', num_cores=132, platform='gpu'))
 
 
+def _tpu_mesh():
+  """A one-chip abstract mesh of a TPU."""
+  return jax.sharding.AbstractMesh((1,), ('data',), abstract_device=jax.sharding.AbstractDevice(
+      device_kind='TPU v5 lite', num_cores=1, platform='tpu'))
+
+
 @pytest.mark.parametrize('dtype, rtol', [('float64', 1e-14), ('float32', 1e-6)])
-def test_gpu_gradient_norm_is_optax_tree_norm(dtype, rtol):
-  """A GPU's norm (one dot of the concatenated leaves) is optax.tree.norm's value, in the
-  leaves' dtype; traced for a GPU the step takes it, elsewhere optax.tree.norm itself."""
+def test_gradient_norm_is_optax_tree_norm(dtype, rtol):
+  """The norm as one dot of the concatenated leaves is optax.tree.norm's value, in the leaves'
+  dtype; traced for a GPU or this CPU the step takes it, for a TPU optax.tree.norm itself."""
   jax.config.update('jax_enable_x64', dtype == 'float64')
   try:
     tree = _tree(dtype)
-    got = jax.jit(optimizer._norm_of_concatenation)(tree)  # pylint: disable=protected-access
+    got = jax.jit(optimizer.global_norm)(tree)
     assert got.dtype == jnp.dtype(dtype)
     np.testing.assert_allclose(got, optax.tree.norm(tree), rtol=rtol)
     with jax.sharding.use_abstract_mesh(_gpu_mesh()):
       assert 'dot_general' in str(jax.make_jaxpr(optimizer.global_norm)(tree))
-    assert 'dot_general' not in str(jax.make_jaxpr(optimizer.global_norm)(tree))
+    assert 'dot_general' in str(jax.make_jaxpr(optimizer.global_norm)(tree))  # this CPU
+    with jax.sharding.use_abstract_mesh(_tpu_mesh()):
+      assert 'dot_general' not in str(jax.make_jaxpr(optimizer.global_norm)(tree))
   finally:
     jax.config.update('jax_enable_x64', False)
 
