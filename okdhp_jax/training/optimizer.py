@@ -77,7 +77,7 @@ def make_optimizer(optim_config: ml_collections.ConfigDict, *, steps_per_epoch: 
 def global_norm(tree) -> jax.Array:
   """The L2 norm of all of `tree`'s leaves together (optax.tree.norm's value).
 
-  One dot product of the leaves' concatenation, but on a TPU: optax.tree.norm sums each leaf
+  One dot product of the leaves' concatenation, except on a TPU: optax.tree.norm sums each leaf
   on its own, one or two reduction kernels per parameter array on a GPU (about 780 of
   OKDHP-HG4's) and a fusion each that XLA's CPU compiler compiles in every run (390 of the
   quickstart step's 3,911), and XLA's simplifier splits a sum of a concatenation back into
