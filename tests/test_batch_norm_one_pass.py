@@ -11,6 +11,8 @@ import pytest
 
 from okdhp_jax.models import batch_norm
 
+from traced_platforms import one_device_mesh
+
 # pylint: disable=protected-access
 
 CHANNELS = 32
@@ -63,12 +65,6 @@ def test_one_pass_across_devices_is_the_global_batchs():
     np.testing.assert_allclose(got_var[device], want_var, rtol=VAR_RTOL)
 
 
-def _gpu_mesh():
-  """A one-GPU abstract mesh: what a shard_map over a GPU's mesh traces under."""
-  return jax.sharding.AbstractMesh((1,), ('data',), abstract_device=jax.sharding.AbstractDevice(
-      device_kind='NVIDIA H100 80GB HBM3', num_cores=132, platform='gpu'))
-
-
 def test_a_gpu_program_reduces_once_per_direction():
   """Traced for a GPU, a layer's forward and backward take one reduction each (the variadic
   sums of `_two_sums`); for the CPU two each, the two passes and the two sums of before."""
@@ -82,7 +78,7 @@ def test_a_gpu_program_reduces_once_per_direction():
     return jax.grad(loss)(x)
 
   on_cpu = str(jax.make_jaxpr(forward_and_backward)(x))
-  with jax.sharding.use_abstract_mesh(_gpu_mesh()):
+  with jax.sharding.use_abstract_mesh(one_device_mesh('gpu')):
     on_gpu = str(jax.make_jaxpr(forward_and_backward)(x))
   # + the loss's own sum
   assert (on_cpu.count('reduce_sum'), on_cpu.count('reduce[')) == (2 + 2 + 1, 0)

@@ -33,7 +33,6 @@ def test_joints_mse_by_hand():
   np.testing.assert_allclose(losses.joints_mse(pred, target, weight), 0.5 * 4 / 8 / 3)
 
 
-
 def test_sums_over_stacks_are_the_terms_summed():
   """joints_mse_sum and pixelwise_kl_sum (one reduction each) against the per-stack terms
   summed, values and gradients, in float64 at temperatures 1 and 2: they differ only in the
@@ -70,6 +69,7 @@ def test_sums_over_stacks_are_the_terms_summed():
                      grads, grads_want)
   finally:
     jax.config.update('jax_enable_x64', False)
+
 
 def test_kl_identical_maps_is_zero():
   maps = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))

@@ -1,5 +1,5 @@
 """The optimiser's pieces shaped for the compiled program (okdhp_jax/training/optimizer.py): the
-gradient norm as one dot product (but on a TPU), and gradients read in the parameters' layout on
+gradient norm as one dot product (except on a TPU), and gradients read in the parameters' layout on
 a GPU only."""
 
 from __future__ import annotations
@@ -13,24 +13,14 @@ import pytest
 
 from okdhp_jax.training import optimizer
 
+from traced_platforms import one_device_mesh
+
 SHAPES = {'conv': (3, 3, 8, 16), 'bias': (16,), 'fc': (16, 4), 'scalar': ()}
 
 
 def _tree(dtype, seed=0):
   rng = np.random.default_rng(seed)
   return {name: jnp.asarray(rng.normal(size=shape), dtype) for name, shape in SHAPES.items()}
-
-
-def _gpu_mesh():
-  """A one-GPU abstract mesh: what the train step's shard_map traces under on a GPU."""
-  return jax.sharding.AbstractMesh((1,), ('data',), abstract_device=jax.sharding.AbstractDevice(
-      device_kind='NVIDIA H100 80GB HBM3', num_cores=132, platform='gpu'))
-
-
-def _tpu_mesh():
-  """A one-chip abstract mesh of a TPU."""
-  return jax.sharding.AbstractMesh((1,), ('data',), abstract_device=jax.sharding.AbstractDevice(
-      device_kind='TPU v5 lite', num_cores=1, platform='tpu'))
 
 
 @pytest.mark.parametrize('dtype, rtol', [('float64', 1e-14), ('float32', 1e-6)])
@@ -43,10 +33,10 @@ def test_gradient_norm_is_optax_tree_norm(dtype, rtol):
     got = jax.jit(optimizer.global_norm)(tree)
     assert got.dtype == jnp.dtype(dtype)
     np.testing.assert_allclose(got, optax.tree.norm(tree), rtol=rtol)
-    with jax.sharding.use_abstract_mesh(_gpu_mesh()):
+    with jax.sharding.use_abstract_mesh(one_device_mesh('gpu')):
       assert 'dot_general' in str(jax.make_jaxpr(optimizer.global_norm)(tree))
     assert 'dot_general' in str(jax.make_jaxpr(optimizer.global_norm)(tree))  # this CPU
-    with jax.sharding.use_abstract_mesh(_tpu_mesh()):
+    with jax.sharding.use_abstract_mesh(one_device_mesh('tpu')):
       assert 'dot_general' not in str(jax.make_jaxpr(optimizer.global_norm)(tree))
   finally:
     jax.config.update('jax_enable_x64', False)
@@ -76,7 +66,7 @@ def test_gradients_keep_the_parameters_layout_on_a_gpu_only():
     with jax.sharding.use_abstract_mesh(mesh):
       return str(jax.make_jaxpr(update)(params, state, params)).count('layout_constraint')
 
-  assert constraints(_gpu_mesh()) == 2  # 'conv' and 'fc'
+  assert constraints(one_device_mesh('gpu')) == 2  # 'conv' and 'fc'
   assert constraints(jax.sharding.get_abstract_mesh()) == 0  # no mesh: this CPU backend
   got, _ = jax.jit(update)(_tree('float32', seed=1), state, params)
   want, _ = jax.jit(plain.update)(_tree('float32', seed=1), state, params)
