@@ -6,8 +6,10 @@ from configs import default
 
 
 # The config arguments that choose how an OKDHP hourglass compiles (config.model.hourglass's
-# fields of these names) and their defaults, e.g. `configs/hg4.py:fuse_branches=never,remat`.
-PROGRAM_ARGS = {'fuse_branches': 'gpu', 'pointwise_matmul': 'gpu', 'remat': False}
+# fields of these names, and config.train.flat_state) and their defaults, e.g.
+# `configs/hg4.py:fuse_branches=never,remat`.
+PROGRAM_ARGS = {'fuse_branches': 'gpu', 'pointwise_matmul': 'gpu', 'remat': False,
+                'flat_state': 'gpu'}
 
 
 def program_choices(arg: ml_collections.ConfigDict) -> dict:
@@ -17,13 +19,14 @@ def program_choices(arg: ml_collections.ConfigDict) -> dict:
 
 def okdhp_hourglass(num_stacks: int, *, unbalanced: bool = False, fau: str = 'released',
                     fuse_branches: str = 'gpu', pointwise_matmul: str = 'gpu',
-                    remat: bool = False) -> ml_collections.ConfigDict:
+                    remat: bool = False, flat_state: str = 'gpu') -> ml_collections.ConfigDict:
   """OKDHP on an N-stack hourglass: N/2 shared stacks, three branches.
 
   Balanced: every branch has N/2 private stacks. Unbalanced: the target branch has N/2, the
   auxiliary branches N and 3N/2 (HG4: 2/4/6, i.e. 4-, 6- and 8-stack networks).
-  `fuse_branches`, `pointwise_matmul`, `remat`: config.model.hourglass's (PROGRAM_ARGS, config
-  arguments of the HG configs, so a GPU benchmark can time each program).
+  `fuse_branches`, `pointwise_matmul`, `remat`: config.model.hourglass's, `flat_state`:
+  config.train's (PROGRAM_ARGS, config arguments of the HG configs, so a GPU benchmark can time
+  each program).
   """
   config = default.get_config()
   half = num_stacks // 2
@@ -32,6 +35,7 @@ def okdhp_hourglass(num_stacks: int, *, unbalanced: bool = False, fau: str = 're
   config.model.hourglass.fuse_branches = fuse_branches
   config.model.hourglass.pointwise_matmul = pointwise_matmul
   config.model.hourglass.remat = remat
+  config.train.flat_state = flat_state
   config.model.fau = fau
   return config
 

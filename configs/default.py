@@ -165,6 +165,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # trains as one device does; a collective per layer) or 'per_device' (over each device's
   # share, as the released code's DataParallel replicas; okdhp_jax/training/step.py).
   config.train.batch_norm_stats = 'global'
+  # The state between steps: per array, or one vector per dtype so that Adam and the running
+  # averages take a handful of kernels instead of hundreds ('gpu', 'always', 'never';
+  # okdhp_jax/training/flat_state.py). Checkpoints are the same either way.
+  config.train.flat_state = 'gpu'
   config.train.num_epochs = 150
   config.train.log_every_steps = 50
   config.train.eval_every_epochs = 10

@@ -8,7 +8,8 @@ Add `:runlocal` to the config path for a CPU-sized run on the bundled samples, a
 `:fuse_branches=never` (or `always`) to choose how the branches compile
 (config.model.hourglass.fuse_branches), `:pointwise_matmul=never` whether 1x1 convs stay
 convolutions on a GPU (config.model.hourglass.pointwise_matmul), and `:remat` that bottlenecks
-recompute their convolutions' inputs, for memory (config.model.hourglass.remat).
+recompute their convolutions' inputs, for memory (config.model.hourglass.remat), and
+`:flat_state=never` that a GPU keeps the train state per array (config.train.flat_state).
 """
 
 from configs import common

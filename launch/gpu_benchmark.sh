@@ -44,8 +44,9 @@ estimate does not fit in the time left is skipped with a line saying so; a runni
 stopped when the budget ends):
   okdhp_b64        bench_step: OKDHP-HG4 (configs/hg4.py) bfloat16, global batch 64
   okdhp_b64_convs  the same as the program was before its GPU choices: branches one by one,
-                   1x1 convs as cuDNN convolutions (config.model.hourglass.fuse_branches and
-                   .pointwise_matmul=never): whether those defaults are faster
+                   1x1 convs as cuDNN convolutions, the state per array
+                   (config.model.hourglass.fuse_branches, .pointwise_matmul and
+                   config.train.flat_state=never): whether those defaults are faster
   okdhp_b64_flags  the same with XLA_FLAGS=$BEST_XLA_FLAGS
   hg4_b64          bench_step: HG4 (configs/hg4_baseline.py) bfloat16, global batch 64
   okdhp_b128       bench_step: OKDHP-HG4 bfloat16, global batch 128
@@ -125,7 +126,7 @@ out="${out:-gpu_results}"
 # What the steps measure: full size on a GPU, tiny on this CPU for --cpu-smoke.
 if (( cpu_smoke )); then
   okdhp='configs/hg2.py:runlocal' hg4='configs/hg2_baseline.py:runlocal'
-  okdhp_convs='configs/hg2.py:runlocal,fuse_branches=never,pointwise_matmul=never'
+  okdhp_convs='configs/hg2.py:runlocal,fuse_branches=never,pointwise_matmul=never,flat_state=never'
   okdhp_remat='configs/hg2.py:runlocal,remat'
   batch=8 big_batch=16 steps=2 warmup=1 torch_steps=1 torch_warmup=1
   torch_device=cpu program_gpu=h100
@@ -134,7 +135,7 @@ if (( cpu_smoke )); then
   export JAX_PLATFORMS=cpu
 else
   okdhp='configs/hg4.py' hg4='configs/hg4_baseline.py'
-  okdhp_convs='configs/hg4.py:fuse_branches=never,pointwise_matmul=never'
+  okdhp_convs='configs/hg4.py:fuse_branches=never,pointwise_matmul=never,flat_state=never'
   okdhp_remat='configs/hg4.py:remat'
   batch=64 big_batch=128 steps=20 warmup=3 torch_steps=20 torch_warmup=5
   torch_device=cuda program_gpu=local

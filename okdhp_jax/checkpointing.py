@@ -91,7 +91,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, progress: dict[s
         step,
         args=ocp.args.Composite(**{
             STATE: ocp.args.StandardSave(checkpoint_packing.pack(state)),
-            LAYOUT: ocp.args.JsonSave(checkpoint_packing.layout(state)),
+            LAYOUT: ocp.args.JsonSave(checkpoint_packing.layout(_named_leaves(state))),
             PROGRESS: ocp.args.JsonSave(progress),
         }),
         metrics=metrics,
@@ -102,6 +102,13 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, progress: dict[s
   if saved:
     logging.info('Saving checkpoint at step %d to %s', step, manager.directory)
   return saved
+
+
+def _named_leaves(state: Any) -> Any:
+  """The tree whose leaves a checkpoint's layout names. A FlatTrainState packs into the same
+  arrays as its per-array TrainState (training/flat_state.py) and is named by it."""
+  per_array_shapes = getattr(state, 'per_array_shapes', None)
+  return state if per_array_shapes is None else per_array_shapes()
 
 
 def wait_until_finished(manager: ocp.CheckpointManager, step: int) -> None:
@@ -149,7 +156,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any
                             f'{sorted(manager.all_steps())})')
   packed, saved_layout, progress = _read_packed(manager, step)
   try:
-    checkpoint_packing.check_layout(saved_layout, abstract_state,
+    checkpoint_packing.check_layout(saved_layout, _named_leaves(abstract_state),
                                     f'checkpoint {manager.directory}/{step}')
   except ValueError as error:
     raise CheckpointMismatchError(str(error)) from None

@@ -55,7 +55,7 @@ def test_the_dry_run_lists_the_steps_in_priority_order(tmp_path):
             '--profile' in argv) for argv in bench]
   assert asked == [
       ('XLA_FLAGS=', 'configs/hg4.py', '64', False),
-      ('XLA_FLAGS=', 'configs/hg4.py:fuse_branches=never,pointwise_matmul=never', '64', False),
+      ('XLA_FLAGS=', 'configs/hg4.py:fuse_branches=never,pointwise_matmul=never,flat_state=never', '64', False),
       ('XLA_FLAGS=--xla_gpu_graph_min_graph_size=1', 'configs/hg4.py', '64', False),
       ('XLA_FLAGS=', 'configs/hg4_baseline.py', '64', False),
       ('XLA_FLAGS=', 'configs/hg4.py', '128', False),
@@ -147,7 +147,7 @@ def test_a_step_over_the_budget_is_stopped_and_the_rest_skipped(tmp_path):
                           **dict.fromkeys(ORDER[3:], 'skipped'))
   rows = gpu_report.read_jsonl(str(out / 'rows.jsonl'))
   assert [(row['config'], row['request']['xla_flags']) for row in rows] == [
-      ('configs/hg4.py', ''), ('configs/hg4.py:fuse_branches=never,pointwise_matmul=never', '')]
+      ('configs/hg4.py', ''), ('configs/hg4.py:fuse_branches=never,pointwise_matmul=never,flat_state=never', '')]
   log = (out / 'log.txt').read_text()
   assert 'step 4/10 hg4_b64: skipped: needs ~' in log
   assert '| configs/hg4.py | 1 x NVIDIA H100 80GB HBM3 | bfloat16 | 64 | 500.0 |' in result.stdout

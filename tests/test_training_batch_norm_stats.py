@@ -50,6 +50,7 @@ def per_device_run_and_reference(dtype: str):
   one device, once per device's rows, averaged (gradients, losses, running statistics)."""
   config = tiny_config(plain=True, dtype=dtype)
   config.train.batch_norm_stats = 'per_device'
+  config.train.flat_state = 'always'  # the running averages averaged as one vector, as on a GPU.
   config.train.batch_size = DEVICES * ROWS_PER_DEVICE
   batch = make_batch(0, config.train.batch_size, dtype=np.dtype(dtype))
   (eight,), _ = run_steps(config, DEVICES, 1, batches=[batch])

@@ -2,8 +2,9 @@
 
 The 8-device runs compile what a GPU compiles (`config.model.hourglass.fuse_branches` and
 `.pointwise_matmul` 'always': the branches as one vmapped computation, 1x1 convs as matrix
-products) with bottlenecks that recompute their convolutions' inputs (`.remat`), and the
-1-device runs none of these: the comparisons hold that step under `shard_map`, with BatchNorm
+products; `config.train.flat_state` 'always': parameters, statistics and Adam's moments as one
+vector each between steps) with bottlenecks that recompute their convolutions' inputs
+(`.remat`), and the 1-device runs none of these: the comparisons hold that step under `shard_map`, with BatchNorm
 statistics across the devices, to the plain per-branch network on one device
 (tests/test_models_gpu_choices.py holds the network alone, with stacks of several levels)."""
 
@@ -22,6 +23,7 @@ import pytest  # pylint: disable=g-import-not-at-top
 from configs import default  # pylint: disable=g-import-not-at-top
 from okdhp_jax import methods, sharding  # pylint: disable=g-import-not-at-top
 from okdhp_jax.models import build_model  # pylint: disable=g-import-not-at-top
+from okdhp_jax.training import flat_state  # pylint: disable=g-import-not-at-top
 from okdhp_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
 from okdhp_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
@@ -41,6 +43,7 @@ def tiny_config(plain: bool = False, dtype: str = 'float32', gpu_choices: str = 
   config = default.get_config('runlocal')  # 64x64 input, 16x16 heatmaps, sigma 1, batch 8.
   hourglass = config.model.hourglass
   hourglass.fuse_branches = hourglass.pointwise_matmul = gpu_choices
+  config.train.flat_state = gpu_choices
   hourglass.remat = remat
   hourglass.features = 16
   hourglass.depth = 1  # 64x64 input -> 16x16 maps -> one 8x8 level: compiles fast.
@@ -65,13 +68,13 @@ def make_batch(seed: int, batch_size: int = 8, dtype=np.float32):
 
 def run_steps(config, num_devices: int, num_steps: int, batches=None):
   """`num_steps` steps from the same init (on `batches`, default make_batch(step)); returns
-  [(state, metrics)] and the jitted step."""
+  [(state, metrics)] (each state per array, on the host) and the jitted step."""
   mesh = sharding.make_mesh(num_devices)
   model = build_model(config.model, NUM_JOINTS, config.data.input_size)
   # An 'rbg' key: its initialisers compile in seconds where threefry takes ~30 s on CPU.
   init_key = jax.random.key(0, impl='unsafe_rbg')
-  state = state_lib.create_train_state(config, model, init_key, mesh=mesh,
-                                       steps_per_epoch=STEPS_PER_EPOCH)
+  state = flat_state.arranged_for(config.train, state_lib.create_train_state(
+      config, model, init_key, mesh=mesh, steps_per_epoch=STEPS_PER_EPOCH), mesh)
   method = methods.create(config, num_joints=NUM_JOINTS)
   train_step = step_lib.make_train_step(config, model, method, mesh=mesh,
                                         steps_per_epoch=STEPS_PER_EPOCH, num_joints=NUM_JOINTS)
@@ -79,7 +82,7 @@ def run_steps(config, num_devices: int, num_steps: int, batches=None):
   for i in range(num_steps):
     batch = make_batch(i, dtype=np.dtype(config.model.dtype)) if batches is None else batches[i]
     state, metrics = train_step(state, None, batch)
-    history.append((jax.device_get(state), jax.device_get(metrics)))
+    history.append((jax.device_get(state).per_array(), jax.device_get(metrics)))
   return history, train_step
 
 

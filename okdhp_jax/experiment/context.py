@@ -18,7 +18,7 @@ from okdhp_jax.data import meta as meta_lib
 from okdhp_jax.evaluation import evaluator, predict_step
 from okdhp_jax.experiment.run_progress import RunProgress
 from okdhp_jax.models import build_model
-from okdhp_jax.training import optimizer
+from okdhp_jax.training import flat_state, optimizer
 from okdhp_jax.training import state as state_lib
 
 
@@ -53,9 +53,10 @@ class Experiment:
     self.mesh = sharding.make_mesh()
     self.model = build_model(config.model, self.meta.num_joints, tuple(config.data.input_size))
     self.method = methods.create(config, num_joints=self.meta.num_joints)
-    self.state = state_lib.create_train_state(
+    # Per array, or flat between steps on a GPU (training/flat_state.py).
+    self.state = flat_state.arranged_for(config.train, state_lib.create_train_state(
         config, self.model, jax.random.PRNGKey(config.seed) if rng is None else rng,
-        mesh=self.mesh, steps_per_epoch=steps_per_epoch)
+        mesh=self.mesh, steps_per_epoch=steps_per_epoch), self.mesh)
     self.predict_step = predict_step.make_predict_step(
         config, self.model, mesh=self.mesh, flip_perm=self.meta.flip_permutation())
     self.manager = None if workdir is None else checkpointing.make_manager(
@@ -80,7 +81,8 @@ class Experiment:
                               '--mode train')
     return self.restore()
 
-  def state_at(self, step: int) -> tuple[state_lib.TrainState, RunProgress]:
+  def state_at(self, step: int) -> tuple[state_lib.TrainState | flat_state.FlatTrainState,
+                                          RunProgress]:
     """The train state and progress of checkpoint `step`, leaving the live state as it is."""
     state, progress = checkpointing.restore(self.manager, step, self.state)
     return state, RunProgress.from_json(progress)

@@ -235,7 +235,8 @@ def _log_model_summary(experiment: Experiment) -> None:
                                ('deployed student', student)], (*input_size, 3))
   path = paths.resolve(experiment.workdir) / 'parameters.txt'
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(parameter_overview.get_parameter_overview(experiment.state.params) + '\n')
+  path.write_text(parameter_overview.get_parameter_overview(
+      experiment.state.variables['params']) + '\n')
   logging.info('Model at %dx%d (MACs per image; every parameter: %s):\n%s', *input_size, path,
                table)
 

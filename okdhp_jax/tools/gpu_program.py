@@ -224,6 +224,7 @@ def compile_step(config_spec: str, dtype: str | None, batch_size: int | None, me
   from okdhp_jax.models import resolve_compute_dtype  # pylint: disable=g-import-not-at-top
   from okdhp_jax.tools.bench_step import synthetic_batch  # pylint: disable=g-import-not-at-top
   from okdhp_jax.tools.config_file import apply_overrides, load_config  # pylint: disable=g-import-not-at-top
+  from okdhp_jax.training import flat_state  # pylint: disable=g-import-not-at-top
   from okdhp_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
   config = load_config(config_spec)
@@ -235,7 +236,9 @@ def compile_step(config_spec: str, dtype: str | None, batch_size: int | None, me
   experiment = Experiment(config, workdir=None, steps_per_epoch=1000,
                           rng=jax.random.key(config.seed, impl='unsafe_rbg'))
   num_joints = experiment.meta.num_joints
-  state = _abstract(experiment.state, sharding.replicated(mesh))
+  # Arranged as the step on `mesh` keeps it: flat on a GPU (training/flat_state.py).
+  state = _abstract(flat_state.arranged_for(config.train, experiment.state, mesh),
+                    sharding.replicated(mesh))
   frozen = _abstract(experiment.method.frozen_state(experiment.mesh), sharding.replicated(mesh))
   batch = _abstract(synthetic_batch(config, config.train.batch_size, num_joints),
                     sharding.data_sharded(mesh))

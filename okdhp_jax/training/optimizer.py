@@ -104,7 +104,8 @@ def _in_parameter_layout(
   moments in place and copies all three afterwards (1,131 copies of 0.34 GiB a step in
   OKDHP-HG4). Constrained to the parameters' layout, the gradient is transposed on its own
   (one kernel per convolution weight) and Adam writes in place. Other platforms get their own
-  layouts, unconstrained.
+  layouts, unconstrained. A flat state (flat_state.py, a GPU's default) has no such arrays:
+  its gradients arrive as one vector, in the weights' order, and this changes nothing.
   """
   def update(updates, state, params=None, **extra_args):
     updates = sharding.for_gpu(_in_row_major_layout, lambda tree: tree, updates)

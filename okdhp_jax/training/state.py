@@ -2,7 +2,8 @@
 
 `TrainState` holds only arrays (step, params, batch_stats, opt_state), so Orbax saves it whole
 and restores a checkpoint into the live state's shapes and shardings; the optimiser's code (an
-optax transformation) is rebuilt from the config.
+optax transformation) is rebuilt from the config. On a GPU the train loop keeps the same
+arrays as one vector per dtype between steps (flat_state.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,28 @@ class TrainState:
   def variables(self) -> dict[str, Any]:
     """{'params', 'batch_stats'}: what `model.apply` and export take."""
     return {'params': self.params, 'batch_stats': self.batch_stats}
+
+  # The train step and checkpoints take this state or flat_state.FlatTrainState, which keeps
+  # the same arrays as one vector per dtype; these say how each holds them.
+  def params_tree(self) -> Any:
+    return self.params
+
+  def stats_tree(self) -> Any:
+    return self.batch_stats
+
+  def arrange_params(self, tree: Any) -> Any:
+    """A tree shaped like the parameters (their gradients) as this state holds parameters."""
+    return tree
+
+  def arrange_stats(self, tree: Any) -> Any:
+    return tree
+
+  def per_array(self) -> TrainState:
+    return self
+
+  def per_array_shapes(self) -> TrainState:
+    """What a checkpoint's layout names (checkpoint_packing.layout)."""
+    return self
 
 
 def create_train_state(config: ml_collections.ConfigDict, model: nn.Module, rng: jax.Array, *,

@@ -35,10 +35,12 @@ from okdhp_jax.data import normalization
 from okdhp_jax.methods.base import Method, Metrics, Targets
 from okdhp_jax.models import batch_norm
 from okdhp_jax.training import optimizer
+from okdhp_jax.training.flat_state import FlatTrainState
 from okdhp_jax.training.state import TrainState
 
 Batch = dict[str, jax.Array]
-TrainStep = Callable[[TrainState, Any, Batch], tuple[TrainState, Metrics]]
+AnyTrainState = TrainState | FlatTrainState  # flat_state.arranged_for says which.
+TrainStep = Callable[[AnyTrainState, Any, Batch], tuple[AnyTrainState, Metrics]]
 
 # config.train.batch_norm_stats: BatchNorm's training statistics over the global batch, or
 # over each device's share of it.
@@ -67,7 +69,9 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, method:
     num_joints: joints per person; checked against the batch.
 
   Returns:
-    jitted fn (state, frozen, batch) -> (state, metrics). frozen: method.frozen_state(mesh);
+    jitted fn (state, frozen, batch) -> (state, metrics). state: a TrainState, or the
+    FlatTrainState that flat_state.arranged_for makes of it (on a GPU; the step returns the
+    form it takes); frozen: method.frozen_state(mesh);
     batch: {'image' uint8 [B, H, W, 3] (normalised here), 'joints' [B, J, 2], 'joints_vis'
     [B, J]}; metrics:
     replicated scalars, the method's plus grad_norm, learning_rate and epoch. The input state
@@ -81,32 +85,39 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, method:
   axis = sharding_lib.DATA_AXIS
   stats_axis = statistics_axis(config.train)
 
-  def device_step(state: TrainState, frozen: Any, batch: Batch) -> tuple[TrainState, Metrics]:
+  def device_step(state: AnyTrainState, frozen: Any, batch: Batch
+                  ) -> tuple[AnyTrainState, Metrics]:
     """One device's share: `batch` holds its rows; collectives named below."""
     check_batch(batch, num_joints)
     targets = Targets(*codec.encode(batch['joints'], batch['joints_vis']))
     images = normalization.normalize(batch['image'])
     epoch = state.step.astype(jnp.float32) / steps_per_epoch
 
+    old_stats = state.stats_tree()
+
     def compute_loss(params):
       with batch_norm.statistics_across(stats_axis):
         outputs, new_variables = model.apply(
-            {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+            {'params': params, 'batch_stats': old_stats}, images, train=True,
             mutable=['batch_stats'])
       total, metrics = method.loss(outputs, targets, images=images, epoch=epoch,
                                    frozen=frozen)
-      return total, (metrics, new_variables.get('batch_stats', state.batch_stats))
+      return total, (metrics, new_variables.get('batch_stats', old_stats))
 
     # This device's gradients of its rows' loss, float32 like the parameters; their mean is
-    # the global batch's gradient, reduced in float32 whatever the compute dtype.
-    grads, (metrics, batch_stats) = jax.grad(compute_loss, has_aux=True)(state.params)
-    grads = jax.lax.pmean(grads, axis)
+    # the global batch's gradient, reduced in float32 whatever the compute dtype. The network
+    # takes per-array trees; the state may hold them flat (flat_state.py), and then the
+    # gradients and new statistics are laid out as it holds them.
+    grads, (metrics, batch_stats) = jax.grad(compute_loss, has_aux=True)(state.params_tree())
+    grads = jax.lax.pmean(state.arrange_params(grads), axis)
+    batch_stats = state.arrange_stats(batch_stats)
     if stats_axis is None:  # each device updated the running averages with its own.
       batch_stats = jax.lax.pmean(batch_stats, axis)
     metrics = jax.lax.pmean(metrics, axis)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                           batch_stats=batch_stats, opt_state=opt_state)
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
+                              batch_stats=batch_stats, opt_state=opt_state)
     metrics = dict(metrics, grad_norm=optimizer.global_norm(grads),
                    learning_rate=schedule(state.step), epoch=epoch)
     return new_state, metrics
@@ -117,7 +128,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: nn.Module, method:
                              in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(axis)),
                              out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False)
 
-  def train_step(state: TrainState, frozen: Any, batch: Batch) -> tuple[TrainState, Metrics]:
+  def train_step(state: AnyTrainState, frozen: Any, batch: Batch
+                 ) -> tuple[AnyTrainState, Metrics]:
     return per_device(state, frozen, batch)  # named so: profiles and XLA dumps say train_step.
 
   replicated = sharding_lib.replicated(mesh)
