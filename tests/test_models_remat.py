@@ -6,6 +6,7 @@ use it (float32 and float64 against the 1-device step without it)."""
 from __future__ import annotations
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from configs.default import get_config
 from model_helpers import weighted_sum
 from okdhp_jax.models import build_model, init_variables
+from okdhp_jax.models.hourglass import RematBottleneck
 from okdhp_jax.models.registry import network_config
 
 J = 5
@@ -57,3 +59,33 @@ def test_bad_value_names_the_key():
   config = network_config('hourglass', remat='yes')
   with pytest.raises(ValueError, match=r'config.model.hourglass.remat must be True or False'):
     build_model(config, J, (SIZE, SIZE))
+
+
+def _weight_casts(jaxpr, weight_shapes) -> int:
+  """float32 -> bfloat16 casts of arrays of `weight_shapes` in `jaxpr` and its sub-jaxprs."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'convert_element_type':
+      aval = eqn.invars[0].aval
+      count += aval.dtype == jnp.float32 and tuple(aval.shape) in weight_shapes
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      count += _weight_casts(sub, weight_shapes)
+  return count
+
+
+def test_a_bfloat16_bottleneck_keeps_its_cast_weights_for_the_backward_pass():
+  """The backward pass reuses the forward's bfloat16 weights instead of casting them again:
+  recomputed, each cast was a GPU kernel of its own (about 500 of OKDHP-HG4's)."""
+  block = RematBottleneck(features=16, dtype=jnp.bfloat16, param_dtype=jnp.float32)
+  x = jnp.ones((2, 8, 8, 16), jnp.bfloat16)
+  variables = block.init(jax.random.key(0), x, True)
+  weight_shapes = {tuple(w.shape) for w in jax.tree.leaves(variables['params'])}
+
+  def forward(params):
+    y, _ = block.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, True,
+                       mutable=['batch_stats'])
+    return y
+
+  y, backward = jax.vjp(forward, variables['params'])
+  assert _weight_casts(jax.make_jaxpr(forward)(variables['params']).jaxpr, weight_shapes) > 0
+  assert _weight_casts(jax.make_jaxpr(backward)(y).jaxpr, weight_shapes) == 0

@@ -20,6 +20,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from okdhp_jax.models.batch_norm import STATISTICS_NAME, BatchNorm
 from okdhp_jax.models.pooling import max_pool2
@@ -48,7 +49,23 @@ def conv(features: int, kernel: int, *, stride: int = 1, use_bias: bool = True,
   return module(features, (kernel, kernel), strides=(stride, stride),
                 padding=((pad, pad), (pad, pad)), use_bias=use_bias,
                 feature_group_count=groups, kernel_init=torch_default_init, dtype=dtype,
-                param_dtype=param_dtype, name=name, **extra)
+                param_dtype=param_dtype, promote_dtype=_promote_naming_weights, name=name,
+                **extra)
+
+
+# The name a conv's weights carry once cast to the compute dtype, so that `REMAT_POLICY` keeps
+# them for the backward pass: recomputed there, every conv's cast (and, with a flat train state,
+# the slice that cuts the weight out of its vector) became a kernel of its own, about 500 of
+# OKDHP-HG4's. Kept, they cost the weights' size in bfloat16 (62 MB for OKDHP-HG4).
+WEIGHTS_NAME = 'conv_weights_in_compute_dtype'
+
+
+def _promote_naming_weights(inputs, kernel, bias=None, *, dtype=None):
+  """Flax's dtype promotion of a conv's operands, naming the cast kernel and bias."""
+  inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=dtype)
+  if bias is not None:
+    bias = checkpoint_name(bias, WEIGHTS_NAME)
+  return inputs, checkpoint_name(kernel, WEIGHTS_NAME), bias
 
 
 class _PointwiseMatmul:
@@ -137,14 +154,15 @@ class Bottleneck(nn.Module):
     return y + residual
 
 
-# What a bottleneck keeps for its backward pass under `remat`: its convolutions' outputs and its
-# BatchNorms' statistics. Its convolutions' inputs (normalised, rectified: as many values as
-# the outputs) are recomputed from them, one elementwise pass each, rather than kept from the
-# forward pass: OKDHP-HG4's step at batch 64 on the H100 description needs 11.1 GiB of
-# temporaries instead of 18.5, and runs about 470 more kernels (`gpu_program`).
+# What a bottleneck keeps for its backward pass under `remat`: its convolutions' outputs, its
+# BatchNorms' statistics and its weights in the compute dtype. Its convolutions' inputs
+# (normalised, rectified: as many values as the outputs) are recomputed from them, one
+# elementwise pass each, rather than kept from the forward pass: OKDHP-HG4's step at batch 64
+# on the H100 description needs 11.0 GiB of temporaries instead of 18.5, and runs 254 more
+# kernels (`gpu_program`).
 REMAT_POLICY = jax.checkpoint_policies.save_from_both_policies(
     jax.checkpoint_policies.dots_saveable,
-    jax.checkpoint_policies.save_only_these_names(STATISTICS_NAME))
+    jax.checkpoint_policies.save_only_these_names(STATISTICS_NAME, WEIGHTS_NAME))
 # Same variables as `Bottleneck`. `train` (argument 2, after the module and the input) is static.
 RematBottleneck = nn.remat(Bottleneck, policy=REMAT_POLICY, static_argnums=(2,))
 
