@@ -59,6 +59,8 @@ def test_a_layout_cuts_back_what_it_joined_on_the_host_in_a_trace_and_abstractly
   assert abstract['float32'].shape == (140,) and abstract['bfloat16'].dtype == jnp.bfloat16
   with pytest.raises(ValueError, match='cannot be laid out'):
     layout.ravel({'conv': tree['conv']})
+  with pytest.raises(ValueError, match="flat_state=never"):
+    layout.ravel(jax.tree.map(lambda a: a.astype(np.float16), tree))
 
 
 def test_flattened_and_cut_back_is_the_same_state_on_the_same_devices():

@@ -14,8 +14,10 @@ a slice at its own offset makes every reader a kernel of its own. The quickstart
 falls from 3,521 fusions to 2,221, yet takes 23 s to compile instead of 14. A TPU keeps the
 per-array state its compiled programs in the README were measured with.
 
-Only elementwise optimisers can run on the vectors (Adam, L2 decay: `optimizer.make_optimizer`);
-one that treats each array apart (LARS, LAMB, per-layer clipping) would need the per-array state.
+Only elementwise optimisers can run on the vectors (Adam, L2 decay: `optimizer.make_optimizer`),
+with their per-parameter state in the parameters' dtypes (`flatten` finds it by the parameters'
+structure and lays it out by their dtypes); one that treats each array apart (LARS, LAMB,
+per-layer clipping) would need the per-array state.
 
 A checkpoint does not change: packing the state into one array per dtype
 (`checkpoint_packing`) gives the same arrays from either form, since the vectors hold the
@@ -65,6 +67,10 @@ class FlatLayout:
       raise ValueError(f'a tree of structure {treedef} cannot be laid out as {self.treedef}')
     groups: dict[str, list[Any]] = {}
     for leaf, dtype in zip(leaves, self.dtypes):
+      if np.dtype(leaf.dtype).name != dtype:  # e.g. Adam's moments kept in another dtype
+        raise ValueError(f'a {np.dtype(leaf.dtype).name} array where the layout holds {dtype}: '
+                         'a flat state needs optimiser states in the parameters\' dtypes '
+                         '(config.train.flat_state=never keeps them per array)')
       groups.setdefault(dtype, []).append(leaf)
     return {dtype: _concatenate(parts) for dtype, parts in groups.items()}
 
@@ -124,22 +130,17 @@ class FlatTrainState:
 
   @property
   def variables(self) -> dict[str, Any]:
-    """{'params', 'batch_stats'} as per-array trees on the state's devices (cut on the host)."""
-    state = self.per_array()
-    return {'params': state.params, 'batch_stats': state.batch_stats}
+    """{'params', 'batch_stats'} as per-array trees on the state's devices (cut on the host;
+    the optimiser's state is left alone)."""
+    return {'params': _cut(self.params, self.param_layout),
+            'batch_stats': _cut(self.batch_stats, self.stats_layout)}
 
   def per_array(self) -> TrainState:
     """The same state as a TrainState, cut on the host and placed as this state is placed."""
-    def cut(flat: Flat, layout: FlatLayout) -> Any:
-      host = {dtype: np.asarray(vector) for dtype, vector in jax.device_get(flat).items()}
-      tree = layout.unravel(host)
-      placement = {dtype: getattr(vector, 'sharding', None) for dtype, vector in flat.items()}
-      return jax.tree.map(lambda leaf: _place(leaf, placement[leaf.dtype.name]), tree)
-
-    opt_state = jax.tree.map(lambda x: cut(x, self.param_layout) if self.param_layout.matches(x)
+    opt_state = jax.tree.map(lambda x: _cut(x, self.param_layout) if self.param_layout.matches(x)
                              else x, self.opt_state, is_leaf=self.param_layout.matches)
-    return TrainState(step=self.step, params=cut(self.params, self.param_layout),
-                      batch_stats=cut(self.batch_stats, self.stats_layout), opt_state=opt_state)
+    return TrainState(step=self.step, params=_cut(self.params, self.param_layout),
+                      batch_stats=_cut(self.batch_stats, self.stats_layout), opt_state=opt_state)
 
   def per_array_shapes(self) -> TrainState:
     """The per-array state's shapes and dtypes: what a checkpoint's layout names."""
@@ -154,6 +155,14 @@ class FlatTrainState:
     return TrainState(step=jax.ShapeDtypeStruct((), self.step.dtype),
                       params=shapes(self.param_layout),
                       batch_stats=shapes(self.stats_layout), opt_state=opt_state)
+
+
+def _cut(flat: Flat, layout: FlatLayout) -> Any:
+  """`layout`'s tree cut from `flat` on the host, each array placed as its vector is."""
+  host = {dtype: np.asarray(vector) for dtype, vector in jax.device_get(flat).items()}
+  placement = {dtype: getattr(vector, 'sharding', None) for dtype, vector in flat.items()}
+  return jax.tree.map(lambda leaf: _place(leaf, placement[leaf.dtype.name]),
+                      layout.unravel(host))
 
 
 def _place(leaf: np.ndarray, sharding) -> Any:
