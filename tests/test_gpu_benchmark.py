@@ -18,6 +18,8 @@ from main_runs import ROOT, clean_env
 from okdhp_jax.tools import gpu_program, gpu_report
 
 SCRIPT = os.path.join(ROOT, 'launch', 'gpu_benchmark.sh')
+# The okdhp_b64_convs row's config: OKDHP-HG4 without its GPU choices.
+CONVS = 'configs/hg4.py:fuse_branches=never,pointwise_matmul=never,flat_state=never'
 ORDER = ['okdhp_b64', 'okdhp_b64_convs', 'okdhp_b64_flags', 'hg4_b64', 'okdhp_b128',
          'profile', 'torch_bf16', 'torch_f32', 'program', 'okdhp_b64_remat']
 
@@ -55,7 +57,7 @@ def test_the_dry_run_lists_the_steps_in_priority_order(tmp_path):
             '--profile' in argv) for argv in bench]
   assert asked == [
       ('XLA_FLAGS=', 'configs/hg4.py', '64', False),
-      ('XLA_FLAGS=', 'configs/hg4.py:fuse_branches=never,pointwise_matmul=never,flat_state=never', '64', False),
+      ('XLA_FLAGS=', CONVS, '64', False),
       ('XLA_FLAGS=--xla_gpu_graph_min_graph_size=1', 'configs/hg4.py', '64', False),
       ('XLA_FLAGS=', 'configs/hg4_baseline.py', '64', False),
       ('XLA_FLAGS=', 'configs/hg4.py', '128', False),
@@ -147,7 +149,7 @@ def test_a_step_over_the_budget_is_stopped_and_the_rest_skipped(tmp_path):
                           **dict.fromkeys(ORDER[3:], 'skipped'))
   rows = gpu_report.read_jsonl(str(out / 'rows.jsonl'))
   assert [(row['config'], row['request']['xla_flags']) for row in rows] == [
-      ('configs/hg4.py', ''), ('configs/hg4.py:fuse_branches=never,pointwise_matmul=never,flat_state=never', '')]
+      ('configs/hg4.py', ''), (CONVS, '')]
   log = (out / 'log.txt').read_text()
   assert 'step 4/10 hg4_b64: skipped: needs ~' in log
   assert '| configs/hg4.py | 1 x NVIDIA H100 80GB HBM3 | bfloat16 | 64 | 500.0 |' in result.stdout

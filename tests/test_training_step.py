@@ -4,9 +4,10 @@ The 8-device runs compile what a GPU compiles (`config.model.hourglass.fuse_bran
 `.pointwise_matmul` 'always': the branches as one vmapped computation, 1x1 convs as matrix
 products; `config.train.flat_state` 'always': parameters, statistics and Adam's moments as one
 vector each between steps) with bottlenecks that recompute their convolutions' inputs
-(`.remat`), and the 1-device runs none of these: the comparisons hold that step under `shard_map`, with BatchNorm
-statistics across the devices, to the plain per-branch network on one device
-(tests/test_models_gpu_choices.py holds the network alone, with stacks of several levels)."""
+(`.remat`), and the 1-device runs none of these: the comparisons hold that step under
+`shard_map`, with BatchNorm statistics across the devices, to the plain per-branch network on
+one device (tests/test_models_gpu_choices.py holds the network alone, with stacks of several
+levels)."""
 
 from __future__ import annotations
 

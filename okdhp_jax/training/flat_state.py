@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
+from okdhp_jax import checkpoint_packing
 from okdhp_jax import sharding as sharding_lib
 from okdhp_jax.training.state import TrainState
 
@@ -60,19 +61,24 @@ class FlatLayout:
                tuple(np.dtype(leaf.dtype).name for leaf in leaves))
 
   def ravel(self, tree: Any) -> Flat:
-    """{dtype: [n]} of `tree` (this layout's structure): jnp inside a trace, numpy on the
-    host, ShapeDtypeStructs for ShapeDtypeStructs."""
+    """{dtype: [n]} of `tree` (this layout's structure), in a trace; ShapeDtypeStructs for
+    ShapeDtypeStructs. On the host `flatten` joins with `checkpoint_packing.pack`."""
+    self.check(tree)
+    groups: dict[str, list[Any]] = {}
+    for leaf, dtype in zip(jax.tree.leaves(tree), self.dtypes):
+      groups.setdefault(dtype, []).append(leaf)
+    return {dtype: _concatenate(parts) for dtype, parts in groups.items()}
+
+  def check(self, tree: Any) -> None:
+    """ValueError unless `tree` has this layout's structure and dtypes."""
     leaves, treedef = jax.tree.flatten(tree)
     if treedef != self.treedef:
       raise ValueError(f'a tree of structure {treedef} cannot be laid out as {self.treedef}')
-    groups: dict[str, list[Any]] = {}
     for leaf, dtype in zip(leaves, self.dtypes):
       if np.dtype(leaf.dtype).name != dtype:  # e.g. Adam's moments kept in another dtype
         raise ValueError(f'a {np.dtype(leaf.dtype).name} array where the layout holds {dtype}: '
                          'a flat state needs optimiser states in the parameters\' dtypes '
                          '(config.train.flat_state=never keeps them per array)')
-      groups.setdefault(dtype, []).append(leaf)
-    return {dtype: _concatenate(parts) for dtype, parts in groups.items()}
 
   def unravel(self, flat: Flat) -> Any:
     """The tree `ravel` laid out: static slices of `flat`'s vectors, reshaped."""
@@ -83,6 +89,19 @@ class FlatLayout:
       offsets[dtype] = start + math.prod(shape)
       leaves.append(flat[dtype][start:offsets[dtype]].reshape(shape))
     return jax.tree.unflatten(self.treedef, leaves)
+
+  def abstract(self, sharding_of: dict[str, Any] | None = None) -> Any:
+    """The tree this layout describes as ShapeDtypeStructs, placed as `sharding_of[dtype]`."""
+    sharding_of = sharding_of or {}
+    return jax.tree.unflatten(self.treedef, [
+        jax.ShapeDtypeStruct(shape, dtype, sharding=sharding_of.get(dtype))
+        for shape, dtype in zip(self.shapes, self.dtypes)])
+
+  def describes(self, tree: Any) -> bool:
+    """Whether `tree` has this layout's structure and shapes (e.g. one of Adam's moments
+    beside the parameters)."""
+    return jax.tree.structure(tree) == self.treedef and all(
+        np.shape(leaf) == shape for leaf, shape in zip(jax.tree.leaves(tree), self.shapes))
 
   def matches(self, tree: Any) -> bool:
     """Whether `tree` is a Flat of this layout (e.g. one of Adam's moments)."""
@@ -98,8 +117,6 @@ def _concatenate(parts: list[Any]) -> Any:
   if all(isinstance(part, jax.ShapeDtypeStruct) for part in parts):
     return jax.ShapeDtypeStruct((sum(math.prod(p.shape) for p in parts),), parts[0].dtype,
                                 sharding=parts[0].sharding)
-  if all(isinstance(part, np.ndarray) for part in parts):
-    return np.concatenate([part.reshape(-1) for part in parts])
   return jnp.concatenate([jnp.ravel(part) for part in parts])
 
 
@@ -144,33 +161,29 @@ class FlatTrainState:
 
   def per_array_shapes(self) -> TrainState:
     """The per-array state's shapes and dtypes: what a checkpoint's layout names."""
-    def shapes(layout: FlatLayout) -> Any:
-      return jax.tree.unflatten(layout.treedef, [
-          jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in zip(layout.shapes,
-                                                                     layout.dtypes)])
-
-    opt_state = jax.tree.map(lambda x: shapes(self.param_layout) if self.param_layout.matches(x)
+    opt_state = jax.tree.map(lambda x: self.param_layout.abstract()
+                             if self.param_layout.matches(x)
                              else jax.ShapeDtypeStruct(np.shape(x), x.dtype), self.opt_state,
                              is_leaf=self.param_layout.matches)
     return TrainState(step=jax.ShapeDtypeStruct((), self.step.dtype),
-                      params=shapes(self.param_layout),
-                      batch_stats=shapes(self.stats_layout), opt_state=opt_state)
+                      params=self.param_layout.abstract(),
+                      batch_stats=self.stats_layout.abstract(), opt_state=opt_state)
 
 
 def _cut(flat: Flat, layout: FlatLayout) -> Any:
-  """`layout`'s tree cut from `flat` on the host, each array placed as its vector is."""
+  """`layout`'s tree cut from `flat` on the host, each array placed as its vector is: what
+  restoring a checkpoint does (`flat` holds a checkpoint's packed arrays for that tree)."""
   host = {dtype: np.asarray(vector) for dtype, vector in jax.device_get(flat).items()}
   placement = {dtype: getattr(vector, 'sharding', None) for dtype, vector in flat.items()}
-  return jax.tree.map(lambda leaf: _place(leaf, placement[leaf.dtype.name]),
-                      layout.unravel(host))
+  return checkpoint_packing.unpack(host, layout.abstract(placement))
 
 
-def _place(leaf: np.ndarray, sharding) -> Any:
+def _place(vector: np.ndarray, sharding) -> Any:
   # make_array_from_callback, as checkpoint_packing.unpack: each process gives its own devices
-  # their copy, without device_put's cross-process check of every array.
+  # their copy, without device_put's cross-process check.
   if sharding is None:
-    return leaf
-  return jax.make_array_from_callback(leaf.shape, sharding, lambda index: leaf[index])
+    return vector
+  return jax.make_array_from_callback(vector.shape, sharding, lambda index: vector[index])
 
 
 def flatten(state: TrainState) -> FlatTrainState:
@@ -184,13 +197,13 @@ def flatten(state: TrainState) -> FlatTrainState:
     if not leaves or isinstance(leaves[0], jax.ShapeDtypeStruct):
       return layout.ravel(tree)
     placement = {np.dtype(leaf.dtype).name: getattr(leaf, 'sharding', None) for leaf in leaves}
-    flat = layout.ravel(jax.tree.map(np.asarray, jax.device_get(tree)))
-    return {dtype: _place(vector, placement[dtype]) for dtype, vector in flat.items()}
+    layout.check(tree)
+    # A checkpoint's packing: the same vectors, by construction.
+    return {dtype: _place(vector, placement[dtype])
+            for dtype, vector in checkpoint_packing.pack(tree).items()}
 
-  is_params = lambda x: jax.tree.structure(x) == param_layout.treedef and all(  # noqa: E731
-      np.shape(a) == s for a, s in zip(jax.tree.leaves(x), param_layout.shapes))
-  opt_state = jax.tree.map(lambda x: join(x, param_layout) if is_params(x) else x,
-                           state.opt_state, is_leaf=is_params)
+  opt_state = jax.tree.map(lambda x: join(x, param_layout) if param_layout.describes(x) else x,
+                           state.opt_state, is_leaf=param_layout.describes)
   return FlatTrainState(step=state.step, params=join(state.params, param_layout),
                         batch_stats=join(state.batch_stats, stats_layout), opt_state=opt_state,
                         param_layout=param_layout, stats_layout=stats_layout)
