@@ -44,7 +44,7 @@ def _assert_same(got, want):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_a_layout_cuts_back_what_it_joined_eagerly_in_a_trace_and_abstractly():
+def test_a_layout_cuts_back_what_it_joined_on_the_host_in_a_trace_and_abstractly():
   tree = jax.device_get(_state().params)
   layout = flat_state.FlatLayout.of(tree)
   flat = layout.ravel(tree)

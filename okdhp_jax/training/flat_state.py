@@ -38,7 +38,6 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from okdhp_jax import checkpoint_packing
 from okdhp_jax import sharding as sharding_lib
 from okdhp_jax.training.state import TrainState
 
@@ -61,8 +60,8 @@ class FlatLayout:
                tuple(np.dtype(leaf.dtype).name for leaf in leaves))
 
   def ravel(self, tree: Any) -> Flat:
-    """{dtype: [n]} of `tree` (this layout's structure), in a trace; ShapeDtypeStructs for
-    ShapeDtypeStructs. On the host `flatten` joins with `checkpoint_packing.pack`."""
+    """{dtype: [n]} of `tree` (this layout's structure): jnp inside a trace, numpy on the
+    host, ShapeDtypeStructs for ShapeDtypeStructs."""
     self.check(tree)
     groups: dict[str, list[Any]] = {}
     for leaf, dtype in zip(jax.tree.leaves(tree), self.dtypes):
@@ -117,6 +116,8 @@ def _concatenate(parts: list[Any]) -> Any:
   if all(isinstance(part, jax.ShapeDtypeStruct) for part in parts):
     return jax.ShapeDtypeStruct((sum(math.prod(p.shape) for p in parts),), parts[0].dtype,
                                 sharding=parts[0].sharding)
+  if all(isinstance(part, np.ndarray) for part in parts):
+    return np.concatenate([part.reshape(-1) for part in parts])
   return jnp.concatenate([jnp.ravel(part) for part in parts])
 
 
@@ -171,19 +172,19 @@ class FlatTrainState:
 
 
 def _cut(flat: Flat, layout: FlatLayout) -> Any:
-  """`layout`'s tree cut from `flat` on the host, each array placed as its vector is: what
-  restoring a checkpoint does (`flat` holds a checkpoint's packed arrays for that tree)."""
+  """`layout`'s tree cut from `flat` on the host, each array placed as its vector is."""
   host = {dtype: np.asarray(vector) for dtype, vector in jax.device_get(flat).items()}
   placement = {dtype: getattr(vector, 'sharding', None) for dtype, vector in flat.items()}
-  return checkpoint_packing.unpack(host, layout.abstract(placement))
+  return jax.tree.map(lambda leaf: _place(leaf, placement[leaf.dtype.name]),
+                      layout.unravel(host))
 
 
-def _place(vector: np.ndarray, sharding) -> Any:
+def _place(array: np.ndarray, sharding) -> Any:
   # make_array_from_callback, as checkpoint_packing.unpack: each process gives its own devices
-  # their copy, without device_put's cross-process check.
+  # their copy, without device_put's cross-process check of every array.
   if sharding is None:
-    return vector
-  return jax.make_array_from_callback(vector.shape, sharding, lambda index: vector[index])
+    return array
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
 def flatten(state: TrainState) -> FlatTrainState:
@@ -197,10 +198,8 @@ def flatten(state: TrainState) -> FlatTrainState:
     if not leaves or isinstance(leaves[0], jax.ShapeDtypeStruct):
       return layout.ravel(tree)
     placement = {np.dtype(leaf.dtype).name: getattr(leaf, 'sharding', None) for leaf in leaves}
-    layout.check(tree)
-    # A checkpoint's packing: the same vectors, by construction.
-    return {dtype: _place(vector, placement[dtype])
-            for dtype, vector in checkpoint_packing.pack(tree).items()}
+    flat = layout.ravel(jax.tree.map(np.asarray, jax.device_get(tree)))
+    return {dtype: _place(vector, placement[dtype]) for dtype, vector in flat.items()}
 
   opt_state = jax.tree.map(lambda x: join(x, param_layout) if param_layout.describes(x) else x,
                            state.opt_state, is_leaf=param_layout.describes)
