@@ -7,8 +7,8 @@ from configs import default
 
 # The config arguments that choose how an OKDHP hourglass compiles (config.model.hourglass's
 # fields of these names, and config.train.flat_state) and their defaults, e.g.
-# `configs/hg4.py:fuse_branches=never,remat`.
-PROGRAM_ARGS = {'fuse_branches': 'gpu', 'pointwise_matmul': 'gpu', 'remat': False,
+# `configs/hg4.py:fuse_branches=never,remat=never`.
+PROGRAM_ARGS = {'fuse_branches': 'gpu', 'pointwise_matmul': 'gpu', 'remat': 'gpu',
                 'flat_state': 'gpu'}
 
 
@@ -19,7 +19,7 @@ def program_choices(arg: ml_collections.ConfigDict) -> dict:
 
 def okdhp_hourglass(num_stacks: int, *, unbalanced: bool = False, fau: str = 'released',
                     fuse_branches: str = 'gpu', pointwise_matmul: str = 'gpu',
-                    remat: bool = False, flat_state: str = 'gpu') -> ml_collections.ConfigDict:
+                    remat: str = 'gpu', flat_state: str = 'gpu') -> ml_collections.ConfigDict:
   """OKDHP on an N-stack hourglass: N/2 shared stacks, three branches.
 
   Balanced: every branch has N/2 private stacks. Unbalanced: the target branch has N/2, the

@@ -5,8 +5,9 @@ r"""OKDHP-HG2, balanced (1 shared stack + 3 branches x 1 private stack), MPII (8
 Add `:runlocal` to the config path for a CPU-sized run on the bundled samples, and
 `:fuse_branches=never` (or `always`) to choose how the branches compile
 (config.model.hourglass.fuse_branches), `:pointwise_matmul=never` whether 1x1 convs stay
-convolutions on a GPU (config.model.hourglass.pointwise_matmul), and `:remat` that bottlenecks
-recompute their convolutions' inputs, for memory (config.model.hourglass.remat), and
+convolutions on a GPU (config.model.hourglass.pointwise_matmul), `:remat=never` that a GPU's
+training step keeps its convolutions' inputs rather than recomputing them, for time over memory
+(config.model.hourglass.remat), and
 `:flat_state=never` that a GPU keeps the train state per array (config.train.flat_state).
 """
 

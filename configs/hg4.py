@@ -10,8 +10,9 @@ The full layout at toy size on the bundled data (a check that it trains, evaluat
 
 `:fuse_branches=never` (or `always`) chooses how the branches compile
 (config.model.hourglass.fuse_branches), `:pointwise_matmul=never` whether 1x1 convs stay
-convolutions on a GPU (config.model.hourglass.pointwise_matmul), `:remat` that bottlenecks
-recompute their convolutions' inputs, for memory (config.model.hourglass.remat),
+convolutions on a GPU (config.model.hourglass.pointwise_matmul), `:remat=never` that a GPU's
+training step keeps its convolutions' inputs rather than recomputing them, for time over memory
+(config.model.hourglass.remat),
 `:flat_state=never` that a GPU keeps the train state per array (config.train.flat_state);
 arguments combine: `:runlocal,fuse_branches=never`.
 """

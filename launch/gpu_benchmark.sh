@@ -27,9 +27,9 @@ WHEELS='ml_collections==1.1.0 clu==0.0.12 pycocotools==2.0.11'
 # later estimates are scaled by how long it took against its estimate.
 declare -A ESTIMATE=([okdhp_b64]=200 [okdhp_b64_convs]=200 [okdhp_b64_flags]=200
                      [hg4_b64]=110 [okdhp_b128]=240 [profile]=220 [torch_bf16]=90
-                     [torch_f32]=90 [program]=200 [okdhp_b64_remat]=200)
+                     [torch_f32]=90 [program]=200 [okdhp_b64_keep]=200)
 STEPS=(okdhp_b64 okdhp_b64_convs okdhp_b64_flags hg4_b64 okdhp_b128 profile torch_bf16
-       torch_f32 program okdhp_b64_remat)
+       torch_f32 program okdhp_b64_keep)
 # Seconds kept back at the end for the report and the trace's archive, and expected for the
 # first look at the machine (importing JAX, PyTorch and the library).
 RESERVE=20 ENV_ESTIMATE=20
@@ -44,8 +44,8 @@ estimate does not fit in the time left is skipped with a line saying so; a runni
 stopped when the budget ends):
   okdhp_b64        bench_step: OKDHP-HG4 (configs/hg4.py) bfloat16, global batch 64
   okdhp_b64_convs  the same as the program was before its GPU choices: branches one by one,
-                   1x1 convs as cuDNN convolutions, the state per array
-                   (config.model.hourglass.fuse_branches, .pointwise_matmul and
+                   1x1 convs as cuDNN convolutions, inputs of convolutions kept, the state per
+                   array (config.model.hourglass.fuse_branches, .pointwise_matmul, .remat and
                    config.train.flat_state=never): whether those defaults are faster
   okdhp_b64_flags  the same with XLA_FLAGS=$BEST_XLA_FLAGS
   hg4_b64          bench_step: HG4 (configs/hg4_baseline.py) bfloat16, global batch 64
@@ -56,8 +56,9 @@ stopped when the budget ends):
                    channels_last, global batch 64 (JAX's times from okdhp_b64 and hg4_b64)
   torch_f32        bench_torch: the same in float32
   program          gpu_program --gpu local: OKDHP-HG4 bfloat16 b64 compiled for this GPU
-  okdhp_b64_remat  bench_step: OKDHP-HG4 bfloat16 b64 with bottlenecks that recompute their
-                   convolutions' inputs (config.model.hourglass.remat): what the memory costs
+  okdhp_b64_keep   bench_step: OKDHP-HG4 bfloat16 b64 with bottlenecks that keep their
+                   convolutions' inputs (config.model.hourglass.remat=never): what the default's
+                   7 GiB less memory costs in time
 
 Everything goes into one folder: log.txt (all output), run.jsonl (the machine, then each
 step's status and seconds), rows.jsonl (bench_step rows), torch.jsonl, program_local.json,
@@ -126,8 +127,8 @@ out="${out:-gpu_results}"
 # What the steps measure: full size on a GPU, tiny on this CPU for --cpu-smoke.
 if (( cpu_smoke )); then
   okdhp='configs/hg2.py:runlocal' hg4='configs/hg2_baseline.py:runlocal'
-  okdhp_convs='configs/hg2.py:runlocal,fuse_branches=never,pointwise_matmul=never,flat_state=never'
-  okdhp_remat='configs/hg2.py:runlocal,remat'
+  okdhp_convs='configs/hg2.py:runlocal,fuse_branches=never,pointwise_matmul=never,remat=never,flat_state=never'
+  okdhp_keep='configs/hg2.py:runlocal,remat=never'
   batch=8 big_batch=16 steps=2 warmup=1 torch_steps=1 torch_warmup=1
   torch_device=cpu program_gpu=h100
   for name in "${!ESTIMATE[@]}"; do ESTIMATE[$name]=60; done
@@ -135,8 +136,8 @@ if (( cpu_smoke )); then
   export JAX_PLATFORMS=cpu
 else
   okdhp='configs/hg4.py' hg4='configs/hg4_baseline.py'
-  okdhp_convs='configs/hg4.py:fuse_branches=never,pointwise_matmul=never,flat_state=never'
-  okdhp_remat='configs/hg4.py:remat'
+  okdhp_convs='configs/hg4.py:fuse_branches=never,pointwise_matmul=never,remat=never,flat_state=never'
+  okdhp_keep='configs/hg4.py:remat=never'
   batch=64 big_batch=128 steps=20 warmup=3 torch_steps=20 torch_warmup=5
   torch_device=cuda program_gpu=local
 fi
@@ -208,7 +209,7 @@ bench() {  # bench XLA_FLAGS CONFIG BATCH [bench_step args...]
 
 step_okdhp_b64() { bench '' "$okdhp" "$batch"; }
 step_okdhp_b64_convs() { bench '' "$okdhp_convs" "$batch"; }
-step_okdhp_b64_remat() { bench '' "$okdhp_remat" "$batch"; }
+step_okdhp_b64_keep() { bench '' "$okdhp_keep" "$batch"; }
 step_okdhp_b64_flags() { bench "$BEST_XLA_FLAGS" "$okdhp" "$batch"; }
 step_hg4_b64() { bench '' "$hg4" "$batch"; }
 step_okdhp_b128() { bench '' "$okdhp" "$big_batch"; }

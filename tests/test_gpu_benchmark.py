@@ -19,9 +19,9 @@ from okdhp_jax.tools import gpu_program, gpu_report
 
 SCRIPT = os.path.join(ROOT, 'launch', 'gpu_benchmark.sh')
 # The okdhp_b64_convs row's config: OKDHP-HG4 without its GPU choices.
-CONVS = 'configs/hg4.py:fuse_branches=never,pointwise_matmul=never,flat_state=never'
+CONVS = 'configs/hg4.py:fuse_branches=never,pointwise_matmul=never,remat=never,flat_state=never'
 ORDER = ['okdhp_b64', 'okdhp_b64_convs', 'okdhp_b64_flags', 'hg4_b64', 'okdhp_b128',
-         'profile', 'torch_bf16', 'torch_f32', 'program', 'okdhp_b64_remat']
+         'profile', 'torch_bf16', 'torch_f32', 'program', 'okdhp_b64_keep']
 
 
 def benchmark(*args: str, env=None, timeout=60) -> subprocess.CompletedProcess:
@@ -63,7 +63,7 @@ def test_the_dry_run_lists_the_steps_in_priority_order(tmp_path):
       ('XLA_FLAGS=', 'configs/hg4.py', '128', False),
       ('XLA_FLAGS=--xla_enable_command_buffers_during_profiling=true', 'configs/hg4.py', '64',
        True),
-      ('XLA_FLAGS=', 'configs/hg4.py:remat', '64', False)]
+      ('XLA_FLAGS=', 'configs/hg4.py:remat=never', '64', False)]
   assert all(argv[argv.index('--dtype') + 1] == 'bfloat16' for argv in bench)
   assert all(argv[argv.index('--results') + 1] == str(tmp_path / 'results' / 'rows.jsonl')
              for argv in bench)
@@ -88,7 +88,7 @@ def test_a_small_budget_skips_the_steps_that_do_not_fit():
   assert lines[1] == 'step 2/10 okdhp_b64_convs: skipped: needs ~200s, 60s left'
   assert lines[7] == 'step 8/10 torch_f32: ~40s of 60s left'  # a later, shorter step still fits
   assert lines[8] == 'step 9/10 program: skipped: needs ~200s, 20s left'
-  assert lines[9] == 'step 10/10 okdhp_b64_remat: skipped: needs ~200s, 20s left'
+  assert lines[9] == 'step 10/10 okdhp_b64_keep: skipped: needs ~200s, 20s left'
   ran = [argv[argv.index('-m') + 1] for argv in commands(result.stdout) if '-m' in argv]
   assert [module for module in ran if module.startswith('okdhp_jax')] == [
       'okdhp_jax.tools.bench_step', 'okdhp_jax.tools.bench_torch', 'okdhp_jax.tools.gpu_report']

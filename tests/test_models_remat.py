@@ -1,5 +1,6 @@
 """`config.model.hourglass.remat`: bottlenecks that recompute their convolutions' inputs in the
-backward pass keep the variables and need less memory. That they compute the same outputs,
+backward pass keep the variables and need less memory; only a training step recomputes, and
+only on a GPU unless asked ('gpu', the default). That they compute the same outputs,
 running statistics and gradients is held by tests/test_training_step.py, whose 8-device runs
 use it (float32 and float64 against the 1-device step without it)."""
 
@@ -44,7 +45,7 @@ def _residual_bytes(model, variables):
 
 
 def test_same_variables_less_kept_for_the_backward_pass():
-  kept, remat = _network(False), _network(True)
+  kept, remat = _network('never'), _network('always')
   variables = init_variables(kept, jax.random.key(0), (1, SIZE, SIZE, 3))
   remat_variables = init_variables(remat, jax.random.key(0), (1, SIZE, SIZE, 3))
   assert jax.tree.structure(remat_variables) == jax.tree.structure(variables)
@@ -55,10 +56,31 @@ def test_same_variables_less_kept_for_the_backward_pass():
 
 
 def test_bad_value_names_the_key():
-  # A ConfigDict refuses a str for a bool field itself; an export's model.json is a dict.
+  # A ConfigDict refuses a bool for a str field itself; an export's model.json is a dict.
   config = network_config('hourglass', remat='yes')
-  with pytest.raises(ValueError, match=r'config.model.hourglass.remat must be True or False'):
+  with pytest.raises(ValueError, match=r'config.model.hourglass.remat must be one of'):
     build_model(config, J, (SIZE, SIZE))
+
+
+@pytest.mark.parametrize('stored, recomputes', [(True, True), (False, False)])
+def test_an_export_from_when_remat_was_true_or_false_still_builds(stored, recomputes):
+  """model.json of an export written before remat was a GPU choice holds a bool."""
+  config = network_config('hourglass', remat=stored)
+  assert build_model(config, J, (SIZE, SIZE)).remat == ('always' if recomputes else 'never')
+
+
+def test_only_a_training_pass_on_a_gpu_recomputes():
+  """'gpu' traces the plain bottlenecks on this CPU, 'always' the recomputing ones, and
+  evaluation the plain ones whatever the choice."""
+  images = jnp.zeros((2, SIZE, SIZE, 3))
+  def jaxpr(choice, train):
+    model = _network(choice)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
+    return str(jax.make_jaxpr(lambda v: model.apply(v, images, train=train,
+                                                    mutable=['batch_stats']))(variables))
+  assert jaxpr('gpu', True) == jaxpr('never', True)
+  assert ' remat2[' in jaxpr('always', True) and ' remat2[' not in jaxpr('gpu', True)
+  assert jaxpr('always', False) == jaxpr('never', False)
 
 
 def _weight_casts(jaxpr, weight_shapes) -> int:

@@ -1,10 +1,10 @@
 """The train step: 8 fake devices give what 1 device gives; no retracing; the baseline path.
 
-The 8-device runs compile what a GPU compiles (`config.model.hourglass.fuse_branches` and
-`.pointwise_matmul` 'always': the branches as one vmapped computation, 1x1 convs as matrix
-products; `config.train.flat_state` 'always': parameters, statistics and Adam's moments as one
-vector each between steps) with bottlenecks that recompute their convolutions' inputs
-(`.remat`), and the 1-device runs none of these: the comparisons hold that step under
+The 8-device runs compile what a GPU compiles (`config.model.hourglass.fuse_branches`,
+`.pointwise_matmul` and `.remat` 'always': the branches as one vmapped computation, 1x1 convs
+as matrix products, bottlenecks that recompute their convolutions' inputs; `config.train
+.flat_state` 'always': parameters, statistics and Adam's moments as one vector each between
+steps), and the 1-device runs none of these: the comparisons hold that step under
 `shard_map`, with BatchNorm statistics across the devices, to the plain per-branch network on
 one device (tests/test_models_gpu_choices.py holds the network alone, with stacks of several
 levels)."""
@@ -39,13 +39,11 @@ RTOL_64 = 1e-12
 GRAD_RTOL_64 = 1e-11
 
 
-def tiny_config(plain: bool = False, dtype: str = 'float32', gpu_choices: str = 'never',
-                remat: bool = False):
+def tiny_config(plain: bool = False, dtype: str = 'float32', gpu_choices: str = 'never'):
   config = default.get_config('runlocal')  # 64x64 input, 16x16 heatmaps, sigma 1, batch 8.
   hourglass = config.model.hourglass
-  hourglass.fuse_branches = hourglass.pointwise_matmul = gpu_choices
+  hourglass.fuse_branches = hourglass.pointwise_matmul = hourglass.remat = gpu_choices
   config.train.flat_state = gpu_choices
-  hourglass.remat = remat
   hourglass.features = 16
   hourglass.depth = 1  # 64x64 input -> 16x16 maps -> one 8x8 level: compiles fast.
   config.model.fau_hidden = 8
@@ -96,7 +94,7 @@ def _check_devices():
 @pytest.fixture(scope='module')
 def okdhp_runs():
   _check_devices()
-  eight, step8 = run_steps(tiny_config(gpu_choices='always', remat=True), 8, 3)
+  eight, step8 = run_steps(tiny_config(gpu_choices='always'), 8, 3)
   one, _ = run_steps(tiny_config(), 1, 1)
   return eight, one, step8
 
@@ -107,7 +105,7 @@ def float64_runs():
   _check_devices()
   jax.config.update('jax_enable_x64', True)
   try:
-    eight, _ = run_steps(tiny_config(dtype='float64', gpu_choices='always', remat=True), 8, 1)
+    eight, _ = run_steps(tiny_config(dtype='float64', gpu_choices='always'), 8, 1)
     one, _ = run_steps(tiny_config(dtype='float64'), 1, 1)
   finally:
     jax.config.update('jax_enable_x64', False)

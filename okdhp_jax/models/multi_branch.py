@@ -15,7 +15,7 @@ branch_b_stack_k -> stack_{S+k} (`HourglassSpec.export_branch`).
 `config.model.hourglass`: num_shared_stacks, branch_stacks, features, depth, fuse_branches
 (whether the branches' stacks run as one vmapped computation: models/fused_branches.py),
 pointwise_matmul (whether 1x1 convs are matrix products: models/hourglass.py `conv`) and remat
-(whether bottlenecks recompute their convolutions' inputs: `RematBottleneck`).
+(whether a training step's bottlenecks recompute their convolutions' inputs: `RematBottleneck`).
 """
 
 from __future__ import annotations
@@ -37,10 +37,13 @@ from okdhp_jax.precision import at_least_float32
 
 
 # config.model.hourglass.fuse_branches: whether the branches' private stacks run as one
-# vmapped computation, and .pointwise_matmul: whether 1x1 convs are matrix products (models/
-# hourglass.py `conv`). 'gpu' (the default of both) while tracing for a GPU, where launches
-# cost; a CPU keeps the per-branch convolutions (XLA's CPU backend computes a grouped
-# convolution slower than its groups one by one). Neither changes the variables or the outputs.
+# vmapped computation, .pointwise_matmul: whether 1x1 convs are matrix products (models/
+# hourglass.py `conv`), and .remat: whether a training step's bottlenecks recompute their
+# convolutions' inputs in the backward pass (`RematBottleneck`). 'gpu' (the default of all
+# three) while tracing for a GPU, where launches cost and memory is what bounds the batch; a CPU
+# keeps the per-branch convolutions (XLA's CPU backend computes a grouped convolution slower
+# than its groups one by one) and a CPU and a TPU keep their programs. None changes the
+# variables or the outputs.
 GPU_CHOICES = sharding.GPU_CHOICES
 
 
@@ -67,18 +70,20 @@ class MultiBranchHourglass(nn.Module):
   fau_hidden: int = 64
   fuse_branches: str = 'gpu'
   pointwise_matmul: str = 'gpu'
-  remat: bool = False  # bottlenecks recompute their convolutions' inputs (`RematBottleneck`)
+  remat: str = 'gpu'  # a training step's bottlenecks recompute their convolutions' inputs
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> PoseOutputs:
+    # Only a backward pass recomputes: evaluation and export run the plain bottlenecks.
+    remat = train and sharding.chosen_for_gpu(self.remat)
     kw = dict(features=self.features, depth=self.depth, dtype=self.dtype,
               param_dtype=self.param_dtype,
-              matmul_1x1=sharding.chosen_for_gpu(self.pointwise_matmul), remat=self.remat)
+              matmul_1x1=sharding.chosen_for_gpu(self.pointwise_matmul), remat=remat)
     num_branches = len(self.branch_stacks)
     stem = Stem(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-                matmul_1x1=kw['matmul_1x1'], remat=self.remat, name='stem')(images, train=train)
+                matmul_1x1=kw['matmul_1x1'], remat=remat, name='stem')(images, train=train)
     x = stem
     shared = []
     for k in range(self.num_shared_stacks):
@@ -161,8 +166,10 @@ def plain_hourglass_config(num_stacks: int, *, features: int = 256, depth: int =
 
 
 def _gpu_choice(fields: Mapping[str, Any], key: str) -> str:
-  # An export's model.json from before the field existed has none: the default.
-  return fields.get(key, 'gpu')
+  # An export's model.json from before the field existed has none: the default. One from
+  # before remat was a GPU choice has True or False.
+  value = fields.get(key, 'gpu')
+  return {True: 'always', False: 'never'}.get(value, value) if isinstance(value, bool) else value
 
 
 def _branch_stacks(fields: Mapping[str, Any]) -> tuple[int, ...]:
@@ -175,12 +182,10 @@ class HourglassSpec(NetworkSpec):
 
   def default_config(self) -> dict[str, Any]:
     # OKDHP-HG4 as the paper trains it: half of the 4 stacks shared, three branches.
-    # fuse_branches, pointwise_matmul: see GPU_CHOICES; they change the program, never the
-    # variables or the outputs.
-    # remat: bottlenecks recompute their convolutions' inputs in the backward pass (models/
-    # hourglass.py `RematBottleneck`): less memory, more kernels.
+    # fuse_branches, pointwise_matmul, remat: see GPU_CHOICES; they change the program, never
+    # the variables or the outputs.
     return {'num_shared_stacks': 2, 'branch_stacks': (2, 2, 2), 'features': 256, 'depth': 4,
-            'fuse_branches': 'gpu', 'pointwise_matmul': 'gpu', 'remat': False}
+            'fuse_branches': 'gpu', 'pointwise_matmul': 'gpu', 'remat': 'gpu'}
 
   def check(self, model_config, num_joints, input_size) -> None:
     del num_joints, input_size
@@ -204,13 +209,10 @@ class HourglassSpec(NetworkSpec):
                        f'got {features}')
     if int(fields['depth']) < 1:
       raise ValueError(f'config.model.hourglass.depth must be >= 1, got {fields["depth"]}')
-    for key in ('fuse_branches', 'pointwise_matmul'):
+    for key in ('fuse_branches', 'pointwise_matmul', 'remat'):
       if _gpu_choice(fields, key) not in GPU_CHOICES:
         raise ValueError(f'config.model.hourglass.{key} must be one of {GPU_CHOICES}, '
                          f'got {fields[key]!r}')
-    if not isinstance(fields.get('remat', False), bool):
-      raise ValueError(f'config.model.hourglass.remat must be True or False, got '
-                       f'{fields["remat"]!r}')
 
   def input_divisor(self, model_config) -> int:
     return STEM_STRIDE * 2 ** int(self.fields(model_config)['depth'])
@@ -230,7 +232,7 @@ class HourglassSpec(NetworkSpec):
         branch_stacks=_branch_stacks(fields), features=int(fields['features']),
         depth=int(fields['depth']), fuse_branches=_gpu_choice(fields, 'fuse_branches'),
         pointwise_matmul=_gpu_choice(fields, 'pointwise_matmul'),
-        remat=fields.get('remat', False),
+        remat=_gpu_choice(fields, 'remat'),
         fau=model_config['fau'], fau_hidden=int(model_config['fau_hidden']),
         **compute_dtypes(model_config))
 
