@@ -106,7 +106,7 @@ def test_thunk_counts_launches_per_step():
 def test_table_has_a_column_per_config_and_every_quantity():
   row = dict(gpu_program.hlo_counts(HLO), **gpu_program.thunk_counts(THUNKS), config='a/hg.py',
              dtype='bfloat16', batch=8, temp_gib=1.5, argument_gib=0.25, output_gib=0.25,
-             lower_s=1.0, compile_s=2.0)
+             hbm_gb=0.5, tflop=0.25, roofline_ms=4.0, lower_s=1.0, compile_s=2.0)
   table = gpu_program.format_table([row, row]).splitlines()
   assert table[0] == '|  | hg.py bfloat16 b8 | hg.py bfloat16 b8 |'
   assert len(table) == 2 + len(gpu_program.ROWS)
@@ -115,6 +115,8 @@ def test_table_has_a_column_per_config_and_every_quantity():
   assert cells['host launches per step'] == '4'
   assert cells['cuDNN convolutions'] == '2'
   assert cells['temporary memory GiB'] == '1.50'
+  assert cells['roofline step ms (modelled)'] == '4.0' and cells['img/s at that step'] == '2,000'
+  assert 'n/a' not in cells.values()
 
 
 @pytest.mark.parametrize('key', sorted(gpu_targets.TARGETS))
@@ -178,6 +180,8 @@ def test_a_tiny_step_compiles_for_a_described_h100(tmp_path):
   assert row['launches']['total'] == row['command_buffers'] + sum(
       n for kind, n in row['thunks_outside'].items() if kind not in gpu_program.NOT_LAUNCHES)
   assert row['temp_gib'] > 0 and row['argument_gib'] > 0
+  # The roofline model, with the H100's bandwidth and bfloat16 peak.
+  assert row['hbm_gb'] > 0 and row['tflop'] > 0 and row['roofline_ms'] > 0
   options = [p for p in os.listdir(tmp_path / 'dump') if p.endswith('train_step.debug_options')]
   assert options, os.listdir(tmp_path / 'dump')
   for name in options:

@@ -19,7 +19,9 @@ algorithms on the device), so this gives the program's structure, not its times.
 
 One table, a column per config: the kernels (fusions) by kind, cuDNN convolutions by call,
 copies, the command buffers (CUDA graphs) and the kernels inside them, the launches the host
-makes per step, the temporary and argument memory, and the seconds to trace and to compile.
+makes per step, the temporary and argument memory, the HBM traffic and FLOPs per step with the
+step time a roofline puts on them (a model: tools/hbm_traffic.py), and the seconds to trace and
+to compile.
 XLA_FLAGS apply to the GPU compile as to any other and are printed above the table;
 `--xla_dump_to` there keeps XLA's dump in that folder, else `--dump-to DIR` does.
 
@@ -41,7 +43,7 @@ import sys
 import tempfile
 import time
 
-from okdhp_jax.tools import gpu_targets, hlo_text
+from okdhp_jax.tools import gpu_targets, hbm_traffic, hlo_text, peak_flops
 
 EXTRA = 'okdhp_jax[gpu-aot]'
 DTYPES = ('auto', 'float32', 'bfloat16')
@@ -269,10 +271,19 @@ def new_thunks(dump_dir: str, before: dict[str, float]) -> str:
     return f.read()
 
 
-def program_row(compiled, thunks_text: str | None) -> dict:
-  """The counts of one compiled GPU program and its thunk sequence (None: no thunk counts)."""
+def program_row(compiled, thunks_text: str | None, chip: gpu_targets.GpuTarget | None = None,
+                dtype: str = 'bfloat16') -> dict:
+  """The counts of one compiled GPU program and its thunk sequence (None: no thunk counts);
+  the roofline's step time where `chip` (its bandwidth and its dense peak in `dtype`) is
+  known."""
   memory = compiled.memory_analysis()
-  row = hlo_counts(compiled.as_text())
+  text = compiled.as_text()
+  row = hlo_counts(text)
+  costs = hbm_traffic.kernel_costs(text)
+  peak = chip and peak_flops.peak_tflops(chip.name, dtype)
+  row.update(hbm_gb=sum(c.bytes for c in costs) / 1e9, tflop=sum(c.flops for c in costs) / 1e12,
+             roofline_ms=1e3 * hbm_traffic.roofline_seconds(
+                 costs, chip.memory_bandwidth, peak * 1e12) if peak else None)
   row.update(thunk_counts(thunks_text) if thunks_text is not None else dict.fromkeys(
       ('command_buffers', 'thunks_in_command_buffers', 'thunks_outside', 'launches')))
   row.update(temp_gib=memory.temp_size_in_bytes / GIB,
@@ -282,7 +293,8 @@ def program_row(compiled, thunks_text: str | None) -> dict:
 
 
 def measure(config_spec: str, dtype: str | None, batch_size: int | None, mesh, *,
-            keep_dump: str | None, need_thunks: bool = True) -> dict:
+            keep_dump: str | None, need_thunks: bool = True,
+            chip: gpu_targets.GpuTarget | None = None) -> dict:
   """compile_step, then its counts; the dump goes to `keep_dump` or a folder removed after.
   Without `need_thunks` (a real GPU, whose XLA may name its dump differently) a missing thunk
   sequence leaves the launch counts out with a warning instead of losing the compile."""
@@ -299,7 +311,7 @@ def measure(config_spec: str, dtype: str | None, batch_size: int | None, mesh, *
       print(f'warning: {error}; command buffers and launches are not counted',
             file=sys.stderr, flush=True)
       thunks = None
-    row.update(program_row(row.pop('compiled'), thunks))
+    row.update(program_row(row.pop('compiled'), thunks, chip, row['dtype']))
   return row
 
 
@@ -341,6 +353,10 @@ ROWS = (
     ('  kernels', lambda r: r['launches']['kernels']),
     ('  copies, memsets', lambda r: r['launches']['copies_and_other']),
     ('temporary memory GiB', lambda r: f'{r["temp_gib"]:.2f}'),
+    ('HBM traffic GB per step (modelled)', lambda r: f'{r["hbm_gb"]:.1f}'),
+    ('TFLOP per step (convolutions, GEMMs)', lambda r: f'{r["tflop"]:.2f}'),
+    ('roofline step ms (modelled)', lambda r: f'{r["roofline_ms"]:.1f}'),
+    ('  img/s at that step', lambda r: round(1e3 * r['batch'] / r['roofline_ms'])),
     ('argument memory GiB', lambda r: f'{r["argument_gib"]:.2f}'),
     ('trace + lower s', lambda r: f'{r["lower_s"]:.1f}'),
     ('compile s', lambda r: f'{r["compile_s"]:.1f}'),
@@ -397,6 +413,8 @@ def main(argv: list[str] | None = None) -> None:
   local = args.gpu == 'local'
   if local:
     mesh, device = local_mesh()
+    # The roofline needs the chip's bandwidth: known for the chips described here.
+    target = next((t for t in gpu_targets.TARGETS.values() if t.name == device), None)
     import jax  # pylint: disable=g-import-not-at-top
     print(f"GPU: {device} (this machine's first GPU; jax {jax.__version__})", flush=True)
   else:
@@ -415,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
   for spec in args.config:
     print(f'compiling {spec} ...', file=sys.stderr, flush=True)
     rows.append(measure(spec, args.dtype, args.batch, mesh, keep_dump=args.dump_to,
-                        need_thunks=not local))
+                        need_thunks=not local, chip=target))
   print(format_table(rows), flush=True)
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:
