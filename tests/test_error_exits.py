@@ -151,6 +151,16 @@ def test_check_writable_names_the_folder_and_leaves_nothing(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['file.txt']
 
 
+@pytest.fixture(scope='module', autouse=True)
+def runs_write_temporary_files_under_pytest(tmp_path_factory):
+  """TMPDIR for the runs this module starts: a run that cannot write its workdir leaves its
+  traceback in a temporary file (main._save_traceback), which belongs in pytest's folder, not
+  the machine's /tmp."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('TMPDIR', str(tmp_path_factory.mktemp('tmp')))
+    yield
+
+
 @pytest.fixture(scope='module')
 def records(tmp_path_factory):
   """16 synthetic training figures in one shard, and a copy of them truncated to half."""
