@@ -111,9 +111,13 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   workdir = str(paths.resolve(FLAGS.workdir))
   try:
-    # Before JAX and TensorFlow load (seconds): a folder that cannot be written is said at once.
+    # Before JAX and TensorFlow load (seconds): a folder that cannot be written, or records
+    # never converted, are said at once. Bundled records are built below; export reads none.
     console.check_writable(*_output_folder(workdir))
-  except console.UnwritableFolderError as error:
+    if FLAGS.mode != 'export' and not FLAGS.config.data.bundled:
+      from okdhp_jax.data import checks  # pylint: disable=g-import-not-at-top
+      checks.check_converted(FLAGS.config.data)
+  except (console.UnwritableFolderError, FileNotFoundError) as error:
     _fail(error, workdir, note='')
   import jax  # after flag parsing, so --help stays fast.
   logging.get_absl_handler().addFilter(console.console_filter)

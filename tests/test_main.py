@@ -135,6 +135,8 @@ def test_missing_dataset_says_how_to_build_it(tmp_path):
   # One line for the user; the traceback is kept in the workdir.
   assert f'(full traceback: {tmp_path / "run" / "error_traceback.txt"})' in result.stderr
   assert 'Traceback' in (tmp_path / 'run' / 'error_traceback.txt').read_text()
+  # Said before JAX and TensorFlow load (seconds), not after building the experiment.
+  assert 'JAX process' not in result.stderr
 
 
 def test_a_misspelt_config_field_is_one_line(tmp_path):

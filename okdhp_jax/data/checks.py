@@ -32,7 +32,7 @@ def check_records(config: ml_collections.ConfigDict) -> None:
       command that fills it.
     ValueError: flips asked of records that cannot be flipped (see check_flips).
   """
-  _check_converted(config.data)
+  check_converted(config.data)
   check_flips(config)
 
 
@@ -54,7 +54,9 @@ def check_flips(config: ml_collections.ConfigDict) -> None:
           f'would be labelled the wrong way round. Set {key}=False for these records.')
 
 
-def _check_converted(data: ml_collections.ConfigDict) -> None:
+def check_converted(data: ml_collections.ConfigDict) -> None:
+  """Raises FileNotFoundError unless config.data's records and evaluation annotations exist
+  (a file check: main runs it before JAX and TensorFlow load)."""
   info = os.path.join(data.records_dir, records.DATASET_INFO)
   if not os.path.exists(info):
     command = _HOW_TO_BUILD.get(data.dataset, _HOW_TO_BUILD['mpii']).format(
