@@ -24,7 +24,10 @@ from okdhp_jax.models.torch_reference import OKDHPNet
 
 from model_helpers import randomize_torch
 
-FEATURES, J, DEPTH, SIZE = 32, 16, 4, 64
+# Depth 2, not the released 4 (which made this module ~10 s slower on 2 cores): both kinds of
+# hourglass level, the innermost with its fourth residual and one around it, and a depth that
+# must be read off the keys, not the default 4; tests/test_torch_import.py imports depth 4.
+FEATURES, J, DEPTH, SIZE = 32, 16, 2, 64
 # (shared stacks, private stacks per branch): the released HG4 layout (2 shared + 3 x 2) scaled
 # to 1 shared, and the released HG2 / hourglass_okd.py layout that shares nothing.
 LAYOUTS = {'shared': (1, (2, 2, 2)), 'share_nothing': (0, (2, 2, 2))}
