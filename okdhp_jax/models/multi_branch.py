@@ -169,7 +169,9 @@ def _gpu_choice(fields: Mapping[str, Any], key: str) -> str:
   # An export's model.json from before the field existed has none: the default. One from
   # before remat was a GPU choice has True or False.
   value = fields.get(key, 'gpu')
-  return {True: 'always', False: 'never'}.get(value, value) if isinstance(value, bool) else value
+  if isinstance(value, bool):
+    return 'always' if value else 'never'
+  return value
 
 
 def _branch_stacks(fields: Mapping[str, Any]) -> tuple[int, ...]:

@@ -114,8 +114,8 @@ def _copied_from(copy: hlo_text.Instruction,
 
 def _first_operand(instruction: hlo_text.Instruction,
                    producers: dict[str, hlo_text.Instruction]) -> hlo_text.Instruction | None:
-  match = re.search(r'\(%([^\s,)]+)', instruction.text.partition('=')[2])
-  return producers.get(match.group(1)) if match else None
+  names = hlo_text.operands(instruction)
+  return producers.get(names[0]) if names else None
 
 
 # ------------------------------------------------------------ the thunk sequence (runtime)

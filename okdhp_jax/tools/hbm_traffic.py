@@ -47,34 +47,6 @@ class KernelCost:
   flops: float
 
 
-def operands(instruction: hlo_text.Instruction) -> list[str]:
-  """The names an instruction reads, in order ('%a', '%b' of 'fusion(%a, %b), kind=...')."""
-  args = instruction.text.split(f'{instruction.opcode}(', 1)[1]
-  depth = 1
-  for end, char in enumerate(args):
-    depth += {'(': 1, ')': -1}.get(char, 0)
-    if depth == 0:
-      return re.findall(r'%([^\s,)]+)', args[:end])
-  return re.findall(r'%([^\s,)]+)', args)
-
-
-def _dims(shape: str) -> list[int]:
-  match = re.match(r'\w+\[([\d,]*)\]', shape)
-  return [int(d) for d in match.group(1).split(',') if d] if match else []
-
-
-def _elements(shape: str) -> int:
-  count = 1
-  for dim in _dims(shape):
-    count *= dim
-  return count
-
-
-def _arrays(shape: str) -> list[str]:
-  """The array shapes of a shape: itself, or a tuple's members."""
-  return re.findall(r'\w+\[[\d,]*\]', shape) if shape.startswith('(') else [shape]
-
-
 def _fusion_cost(fusion, body, shapes) -> tuple[float, float]:
   """(bytes, flops) of one fusion whose fused computation is `body`."""
   parameter_names = {}
@@ -84,37 +56,40 @@ def _fusion_cost(fusion, body, shapes) -> tuple[float, float]:
       index = int(re.search(r'parameter\((\d+)\)', instruction.text).group(1))
       parameter_names[index] = instruction.name
       continue
-    for name in operands(instruction):
+    for name in hlo_text.operands(instruction):
       users.setdefault(name, []).append(instruction)
 
   def elements_read(name: str, whole: int) -> int:
+    readers = users.get(name)
+    if not readers:
+      return whole
     taken = 0
-    for user in users.get(name, []):
+    for user in readers:
       if user.opcode in _SLICES:
-        taken += _elements(user.shape)
+        taken += hlo_text.elements(user.shape)
       elif user.opcode in _PER_ELEMENT_VIEWS:
         taken += elements_read(user.name, whole)
       else:
         return whole
-    return min(taken, whole) if users.get(name) else whole
+    return min(taken, whole)
 
   read = 0.0
-  for index, name in enumerate(o for o in operands(fusion) if o in shapes):
-    whole = _elements(shapes[name])
+  for index, name in enumerate(o for o in hlo_text.operands(fusion) if o in shapes):
+    whole = hlo_text.elements(shapes[name])
     per_element = hlo_text.shape_bytes(shapes[name]) / max(whole, 1)
     parameter = parameter_names.get(index)
     read += per_element * (elements_read(parameter, whole) if parameter else whole)
-  written = sum(hlo_text.shape_bytes(s) for s in _arrays(fusion.shape))
+  written = sum(hlo_text.shape_bytes(s) for s in hlo_text.arrays(fusion.shape))
   flops = 0.0
   by_name = {instruction.name: instruction for instruction in body}
   for instruction in body:
     if instruction.opcode == 'dot':
-      lhs = _dims(by_name[operands(instruction)[0]].shape)
+      lhs = hlo_text.dims(by_name[hlo_text.operands(instruction)[0]].shape)
       contracted = re.search(r'lhs_contracting_dims=\{([\d,]*)\}', instruction.text)
       length = 1
       for dim in filter(None, (contracted.group(1) if contracted else '').split(',')):
         length *= lhs[int(dim)]
-      flops += 2.0 * _elements(instruction.shape) * length
+      flops += 2.0 * hlo_text.elements(instruction.shape) * length
   return read + written, flops
 
 
@@ -125,7 +100,7 @@ def _convolution_flops(call, shapes, outputs) -> float:
   kernel_labels = labels.partition('_')[2].partition('->')[0]
   if 'o' not in kernel_labels:
     return 0.0
-  first, second = (shapes[name] for name in operands(call)[:2])
+  first, second = (shapes[name] for name in hlo_text.operands(call)[:2])
   target = hlo_text.attribute(call.text, 'custom_call_target') or ''
   if 'BackwardFilter' in target:
     kernel, output = outputs[0], second
@@ -133,8 +108,9 @@ def _convolution_flops(call, shapes, outputs) -> float:
     kernel, output = second, first
   else:
     kernel, output = second, outputs[0]
-  per_channel = _elements(kernel) // max(_dims(kernel)[kernel_labels.index('o')], 1)
-  return 2.0 * _elements(output) * per_channel
+  output_channels = hlo_text.dims(kernel)[kernel_labels.index('o')]
+  per_channel = hlo_text.elements(kernel) // max(output_channels, 1)
+  return 2.0 * hlo_text.elements(output) * per_channel
 
 
 def kernel_costs(text: str) -> list[KernelCost]:
@@ -152,9 +128,10 @@ def kernel_costs(text: str) -> list[KernelCost]:
       body = computations[hlo_text.attribute(instruction.text, 'calls')]
       nbytes, flops = _fusion_cost(instruction, body, shapes)
     else:
-      read = sum(hlo_text.shape_bytes(shapes[name]) for name in operands(instruction)
+      read = sum(hlo_text.shape_bytes(shapes[name]) for name in hlo_text.operands(instruction)
                  if name in shapes)
-      outputs = [s for s in _arrays(instruction.shape) if not s.startswith('u8')]  # no scratch
+      # A cuDNN call's u8 member is its scratch space, not an output.
+      outputs = [s for s in hlo_text.arrays(instruction.shape) if not s.startswith('u8')]
       nbytes, flops = read + sum(hlo_text.shape_bytes(s) for s in outputs), 0.0
       kind = instruction.opcode
       if instruction.opcode == 'custom-call':

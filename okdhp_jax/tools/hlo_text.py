@@ -59,6 +59,36 @@ def attribute(text: str, key: str) -> str | None:
   return match.group(1).strip('"').lstrip('%') if match else None
 
 
+def operands(instruction: Instruction) -> list[str]:
+  """The names an instruction reads, in order ('a', 'b' of 'fusion(%a, %b), kind=...')."""
+  args = instruction.text.split(f'{instruction.opcode}(', 1)[1]
+  depth = 1
+  for end, char in enumerate(args):
+    depth += {'(': 1, ')': -1}.get(char, 0)
+    if depth == 0:
+      return re.findall(r'%([^\s,)]+)', args[:end])
+  return re.findall(r'%([^\s,)]+)', args)
+
+
+def arrays(shape: str) -> list[str]:
+  """The array shapes in a shape: 'f32[3]' of 'f32[3]{0}', a tuple's members in order."""
+  return re.findall(r'[a-z]+\d*\[[\d,]*\]', shape)
+
+
+def dims(shape: str) -> list[int]:
+  """The dimensions of an array shape: [3, 128] of 'bf16[3,128]{1,0}'."""
+  match = re.match(r'[a-z]+\d*\[([\d,]*)\]', shape)
+  return [int(d) for d in match.group(1).split(',') if d] if match else []
+
+
+def elements(shape: str) -> int:
+  """The number of values in an array shape."""
+  count = 1
+  for dim in dims(shape):
+    count *= dim
+  return count
+
+
 def shape_bytes(shape: str) -> int:
   """Bytes of an array shape 'bf16[3,3,128,128]{...}' (tuples: the sum of their arrays)."""
   sizes = {'pred': 1, 's8': 1, 'u8': 1, 's16': 2, 'u16': 2, 'f16': 2, 'bf16': 2, 's32': 4,

@@ -139,12 +139,12 @@ def collective_counts(program: str, num_devices: int) -> list[dict]:
         # Across slices, XLA hands the data-centre network's transfers to the Multislice
         # runtime as host sends (each with its recv): one per reduction, the data first.
         kind, group = f'DCN {dcn.group(1).lower().replace("_", "-")}', ACROSS_SLICES
-        shape = re.findall(r'[a-z]+\d*\[[\d,]*\]', shape)[0]
+        shape = hlo_text.arrays(shape)[0]
       elif kind not in COLLECTIVES or instruction.opcode.endswith('-done'):
         continue
       elif instruction.opcode.endswith('-start') and shape.startswith('('):
         # (operands..., results...) for async starts: keep the results' half.
-        arrays = re.findall(r'[a-z]+\d*\[[\d,]*\]', shape)
+        arrays = hlo_text.arrays(shape)
         shape = ' '.join(arrays[len(arrays) // 2:])
       dtypes = '+'.join(sorted(set(re.findall(r'\b([a-z]+\d*)\[', shape))))
       size = hlo_text.shape_bytes(shape)
