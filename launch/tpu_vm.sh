@@ -188,10 +188,14 @@ check_compiles() {
   for arg in "${main_args[@]}"; do [[ "$arg" == --config.* ]] && overrides+=("$arg"); done
   echo "$SCRIPT_NAME: compiling $config for $slices x $accelerator_type (tools/tpu_program)..." >&2
   errors="$(mktemp)"
-  # The verdict is the tool's last line on stdout; libtpu's notices go to stderr.
-  if ! verdict="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && "$python" -m okdhp_jax.tools.tpu_program \
+  # The verdict is the tool's last line on stdout; libtpu's notices go to stderr, kept for an
+  # error, where the search for a batch that fits also says each compile (minutes each): those
+  # lines are shown as they come.
+  local status=0
+  verdict="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && "$python" -m okdhp_jax.tools.tpu_program \
       --check --accelerator-type "$accelerator_type" --slices "$slices" --config "$config" \
-      "${overrides[@]}" 2>"$errors")"; then
+      "${overrides[@]}" 2> >(tee "$errors" | grep --line-buffered '^  batch ' >&2))" || status=$?
+  if (( status )); then
     [[ -n "$verdict" ]] || verdict="$(grep -v -E '^(WARNING|[IWE][0-9]{4} )' "$errors")"
     rm -f "$errors"
     echo "$SCRIPT_NAME: error: $(tail -n 1 <<< "$verdict")" >&2

@@ -209,6 +209,42 @@ def test_tpu_dry_run_refuses_a_batch_that_does_not_divide(sandbox):
   assert not plus_commands(result.stdout)  # nothing printed to create or run.
 
 
+# What tools/tpu_program --check writes when a batch does not fit: libtpu's notices and the
+# search's lines on stderr, the verdict on stdout.
+FAKE_TPU_PROGRAM = """#!/bin/bash
+[[ "$1" == -c ]] && exit 0  # the launcher's 'import libtpu'
+echo "ARGS $*" > "$OKDHP_TEST_OUT/tpu_program_args.txt"
+echo 'W0000 00:00:1796667260 libtpu notice' >&2
+echo '  batch 1024 (256 per chip): needs 31.22 GiB of temporaries per chip' >&2
+echo '  batch 508 (127 per chip): fits, 15.84 GiB per chip (212 s)' >&2
+echo 'configs/hg4.py: v5e:2x2 (4 chips): global batch 1024 needs 31.22 GiB; 508 fits'
+exit 1
+"""
+
+
+def test_tpu_dry_run_shows_the_search_and_refuses_in_one_line(sandbox):
+  """The compiles of the search for a batch that fits reach the user as they end; libtpu's
+  notices do not; the refusal is the last line, and nothing is created."""
+  _write_executable(sandbox['tmp'] / 'python_with_libtpu', FAKE_TPU_PROGRAM)
+  env = dict(sandbox['env'], OKDHP_PYTHON=str(sandbox['tmp'] / 'python_with_libtpu'),
+             OKDHP_TEST_OUT=str(sandbox['tmp']))
+  result = launch('tpu_vm.sh', *TPU_BASE, '--step', 'create', '--accelerator-type',
+                  'v5litepod-4', '--config', 'configs/hg4.py', '--dry-run', '--',
+                  '--config.train.batch_size=1024', env=env)
+  assert result.returncode == 1
+  lines = result.stderr.strip().splitlines()
+  assert lines[-3:] == [
+      '  batch 1024 (256 per chip): needs 31.22 GiB of temporaries per chip',
+      '  batch 508 (127 per chip): fits, 15.84 GiB per chip (212 s)',
+      'tpu_vm.sh: error: configs/hg4.py: v5e:2x2 (4 chips): global batch 1024 needs 31.22 GiB; '
+      '508 fits']
+  assert 'libtpu notice' not in result.stderr
+  args = (sandbox['tmp'] / 'tpu_program_args.txt').read_text()
+  assert '--check --accelerator-type v5litepod-4' in args
+  assert args.strip().endswith('--config.train.batch_size=1024')
+  assert not plus_commands(result.stdout)
+
+
 def test_tpu_install_from_git_and_background_run(sandbox):
   result = launch('tpu_vm.sh', '--step', 'install,run', '--name', 't', '--zone', 'z',
                   '--repo-url', 'https://example.com/okdhp_jax.git', '--ref', 'v1',

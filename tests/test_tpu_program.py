@@ -4,6 +4,7 @@ installed, one compile of a tiny step for a 4-chip slice and for two slices."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -135,15 +136,44 @@ def test_a_batch_that_does_not_fit_names_the_one_that_does(monkeypatch):
                                  'v5e:4x4') is None
 
 
+# libtpu's words when it refuses a program for memory (a v5e compile of MobilePose-ResNet18).
+REFUSED = ('RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO '
+           'temporaries (21.59G) exceeds available HBM (15.75G).')
+
+
+def test_a_refusal_says_what_the_program_needed():
+  row = tpu_program.refusal(8192, RuntimeError(REFUSED))
+  assert row == {'batch': 8192, 'refused': True, 'required_temp_gib': 21.59,
+                 'available_temp_gib': 15.75}
+  chip = tpu_program.chip_of('v5e:2x2')
+  assert tpu_program.over_memory(row, chip) == (
+      'needs 21.59 GiB of temporaries per chip, 5.84 GiB over the 15.75 GiB that libtpu leaves '
+      'them of the TPU v5e HBM of 16 GiB')
+  unsaid = tpu_program.refusal(8, RuntimeError('RESOURCE_EXHAUSTED: out of memory'))
+  assert unsaid['required_temp_gib'] is None
+  assert tpu_program.over_memory(unsaid, chip) == (
+      'does not fit the TPU v5e HBM of 16 GiB (libtpu ran out of memory compiling it)')
+
+
+AVAILABLE_GIB = 15.75
+
+
 def _memory_model(monkeypatch, gib_per_chip, chips=4):
-  """Compiles replaced by `gib_per_chip(rows)` of temporaries; returns the batches compiled."""
-  compiled = []
+  """Compiles replaced by `gib_per_chip(rows)` of temporaries, refused as libtpu refuses them
+  beyond AVAILABLE_GIB; returns {'fit': [...], 'refused': [...]}, the batches compiled."""
+  compiled = {'fit': [], 'refused': []}
 
   def fake(spec, dtype, batch, mesh, chip, slices, overrides):
     del spec, dtype, mesh, chip, slices, overrides
-    compiled.append(batch)
-    return {'batch': batch, 'argument_gib': 0.0, 'output_gib': 0.0, 'alias_gib': 0.0,
-            'temp_gib': gib_per_chip(batch // chips)}
+    need = gib_per_chip(batch // chips)
+    if need > AVAILABLE_GIB:
+      compiled['refused'].append(batch)
+      return tpu_program.refusal(batch, RuntimeError(
+          f'RESOURCE_EXHAUSTED: ... HLO temporaries ({need:.2f}G) exceeds available HBM '
+          f'({AVAILABLE_GIB}G).'))
+    compiled['fit'].append(batch)
+    return {'batch': batch, 'argument_gib': 0.1, 'output_gib': 0.0, 'alias_gib': 0.0,
+            'temp_gib': need}
 
   monkeypatch.setattr(tpu_program, 'try_batch', fake)
   return compiled
@@ -153,21 +183,47 @@ class _FourChips:
   devices = np.zeros(4)
 
 
-def test_fit_climbs_past_a_linear_guess_when_memory_grows_slower(monkeypatch):
+def test_fit_reaches_the_limit_mostly_through_refusals(monkeypatch):
   """Memory per chip as measured for MobilePose on v5e, growing slower at many rows (0.73 GiB
-  at 8, 1.64 at 32, 8.65 at 411): the search keeps climbing from each program that fits to the
-  true limit, found exactly (the next multiple does not fit) in a few compiles."""
+  at 8, 1.64 at 32, 8.65 at 411): the search finds the limit exactly (the next multiple is
+  refused), and spends few of its compiles on programs that fit (minutes each, where a refusal
+  takes seconds)."""
   def gib(rows):
     return 0.7 + 0.04 * rows ** 0.86
 
-  limit = max(r for r in range(1, 5000) if gib(r) <= 16)
+  limit = max(r for r in range(1, 5000) if gib(r) <= AVAILABLE_GIB)
   compiled = _memory_model(monkeypatch, gib)
   chip = tpu_program.chip_of('v5e:2x2')
   found = tpu_program.largest_fitting_batch('configs/hg4.py', 'bfloat16', 32, _FourChips, chip,
                                             1, [])
   assert found['exact'] and found['fits'] == 4 * limit, (found['fits'], limit, compiled)
-  assert tpu_program.peak_gib(found['fitted']) <= 16 < gib(limit + 1)
-  assert len(compiled) <= 1 + tpu_program.MAX_SEARCH_COMPILES
+  assert found['fitted']['temp_gib'] <= AVAILABLE_GIB < gib(limit + 1)
+  assert len(compiled['fit']) <= 4, compiled
+  assert len(compiled['refused']) <= tpu_program.MAX_REFUSED_COMPILES
+
+
+def test_fit_from_a_refused_batch_comes_down_to_the_limit(monkeypatch, capsys):
+  """Memory linear in the rows, the search started far above the limit (what --check does with
+  a batch that does not fit): down through refusals, one program that fits, a line for each."""
+  compiled = _memory_model(monkeypatch, lambda rows: 0.5 + 0.12 * rows)
+  chip = tpu_program.chip_of('v5e:2x2')
+  found = tpu_program.largest_fitting_batch('configs/hg4.py', 'bfloat16', 4096, _FourChips,
+                                            chip, 1, [])
+  assert found['exact'] and found['fits'] == 4 * 127, compiled
+  assert compiled['fit'] == [4 * 127], compiled
+  lines = capsys.readouterr().err.splitlines()
+  assert len(lines) == len(compiled['fit']) + len(compiled['refused'])
+  assert lines[0].startswith('  batch 4096 (1024 per chip): needs 123.38 GiB of temporaries')
+  assert any(l.startswith('  batch 508 (127 per chip): fits, 15.84 GiB per chip (') for l in lines)
+
+
+def test_a_refused_batch_is_one_line_naming_the_batch_that_fits(monkeypatch):
+  _memory_model(monkeypatch, lambda rows: 0.5 + 0.12 * rows)
+  problem = tpu_program.check_batch('configs/hg4.py', 'bfloat16', 1024, _FourChips,
+                                    tpu_program.chip_of('v5e:2x2'), 1, [], 'v5e:2x2')
+  assert problem == ('v5e:2x2 (4 chips): global batch 1024 needs 31.22 GiB of temporaries per '
+                     'chip, 15.47 GiB over the 15.75 GiB that libtpu leaves them of the TPU v5e '
+                     'HBM of 16 GiB; 508 fits')
 
 
 def test_fit_says_when_its_compiles_ran_out(monkeypatch):
@@ -177,5 +233,22 @@ def test_fit_says_when_its_compiles_ran_out(monkeypatch):
   monkeypatch.setattr(tpu_program, 'MAX_SEARCH_COMPILES', 2)
   found = tpu_program.largest_fitting_batch('configs/hg4.py', 'bfloat16', 4, _FourChips,
                                             tpu_program.chip_of('v5e:2x2'), 1, [])
-  assert not found['exact'] and found['fits'] == max(compiled) and len(compiled) == 3
+  assert not found['exact'] and found['fits'] == max(compiled['fit'])
+  assert len(compiled['fit']) == 3  # the first, then the budget's two
 
+
+def test_a_refused_table_batch_is_one_line(monkeypatch, capsys):
+  """Without --fit, a batch libtpu refuses ends the tool with one line, not a traceback."""
+  def refused(*args, **kwargs):
+    raise RuntimeError(REFUSED)
+
+  monkeypatch.setattr(tpu_program, 'measure', refused)
+  args = argparse.Namespace(check=False, config=['configs/mobilepose_resnet18.py'], batch=8192,
+                            dtype='bfloat16', fit=False, save_hlo=None, json=None, slices=1)
+  with pytest.raises(SystemExit) as stop:
+    tpu_program._run(args, 'v5e:2x2', tpu_program.chip_of('v5e:2x2'), _FourChips, [])
+  assert stop.value.code == 1
+  assert capsys.readouterr().err.splitlines()[-1] == (
+      'tpu_program: error: configs/mobilepose_resnet18.py: global batch 8192 needs 21.59 GiB of '
+      'temporaries per chip, 5.84 GiB over the 15.75 GiB that libtpu leaves them of the TPU v5e '
+      'HBM of 16 GiB; --fit finds the largest that fits')

@@ -16,8 +16,9 @@ One table, a column per config: per chip, the argument, output and temporary mem
 the chip's HBM; the collectives per step by kind and dtype (count and MiB), with how many chips
 each group spans (within a slice, across slices); the FLOPs per chip from XLA's cost analysis,
 and the seconds to trace and compile. `--fit` adds the largest global batch whose program fits
-the chips, found by compiling: halved until it fits, then aimed at the chip's HBM from the
-programs that fit and bisected once one does not (up to MAX_SEARCH_COMPILES more compiles).
+the chips, found by compiling: aimed at the chip's HBM from what the compiled programs took and
+what the refused ones needed (libtpu refuses a program too large in seconds and says how much
+it needed; one that fits takes minutes), bisected where the aim misses.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import math
 import os
 import re
 import sys
+import time
 
 from okdhp_jax.tools import gpu_program, hlo_text
 
@@ -46,11 +48,13 @@ class Chip:
   bf16_tflops: float
 
 
-# Keyed by the topology name's prefix ('v5e:4x4' -> 'v5e').
+# Keyed by the topology name's prefix ('v5e:4x4' -> 'v5e'). Google's tables give a v5p 95 GB of
+# HBM, but libtpu leaves a v5p program 95.74 GiB for its temporaries (a v5e one 15.75 of 16):
+# the chip holds 96 GiB.
 CHIPS = {
     'v4': Chip('TPU v4', 32, 275),
     'v5e': Chip('TPU v5e', 16, 197),
-    'v5p': Chip('TPU v5p', 95, 459),
+    'v5p': Chip('TPU v5p', 96, 459),
     'v6e': Chip('TPU v6e (Trillium)', 32, 918),
 }
 
@@ -219,85 +223,182 @@ def topology_of(accelerator_type: str) -> str:
   return ACCELERATOR_TOPOLOGIES[accelerator_type]
 
 
+# libtpu refuses a program too large for the chip before its expensive passes, in seconds
+# where a program that fits takes minutes, and says how much it would have needed:
+# "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries
+# (16.21G) exceeds available HBM (15.75G)."
+_REFUSAL = re.compile(r'temporaries \(([\d.]+)([KMG])\) exceeds available HBM \(([\d.]+)([KMG])\)')
+_UNIT_GIB = {'K': 2**-20, 'M': 2**-10, 'G': 1.0}
+
+
 def _out_of_memory(error: Exception) -> bool:
   text = str(error)
   return 'RESOURCE_EXHAUSTED' in text or 'out of memory' in text.lower()
 
 
-def try_batch(config_spec, dtype, batch, mesh, chip, slices, overrides) -> dict | None:
-  """measure(), or None when the program does not fit the chips' HBM (libtpu refuses it)."""
+def refusal(batch: int, error: Exception) -> dict:
+  """The row of a program libtpu refused for memory: the temporaries per chip it needed and
+  the HBM it leaves for them, where its message says (else None)."""
+  found = _REFUSAL.search(str(error))
+  required, available = ((float(found.group(1)) * _UNIT_GIB[found.group(2)],
+                          float(found.group(3)) * _UNIT_GIB[found.group(4)])
+                         if found else (None, None))
+  return {'batch': batch, 'refused': True, 'required_temp_gib': required,
+          'available_temp_gib': available}
+
+
+def try_batch(config_spec, dtype, batch, mesh, chip, slices, overrides) -> dict:
+  """measure(), or refusal() when libtpu refuses the program for memory."""
   try:
     return measure(config_spec, dtype, batch, mesh, chip, slices, overrides)
   except Exception as error:  # pylint: disable=broad-except
     if _out_of_memory(error):
-      return None
+      return refusal(batch, error)
     raise
 
 
-def _fits(row: dict | None, chip: Chip) -> bool:
-  return row is not None and peak_gib(row) <= chip.hbm_gib
+def _fits(row: dict, chip: Chip) -> bool:
+  return not row.get('refused') and peak_gib(row) <= chip.hbm_gib
 
 
-# Compiles `largest_fitting_batch` may spend after the first program that fits (minutes each
-# for a full-size network): enough to close a bracket of a few hundred rows per chip.
+def _memories(rows: list[dict]) -> dict[int, float]:
+  """{batch: GiB per chip} of the compiles that say it: a compiled program's peak; a refused
+  one's needed temporaries plus what the compiled program nearest in batch holds besides its
+  temporaries (arguments and outputs: the state, the batch), where one was compiled."""
+  compiled = [row for row in rows if not row.get('refused')]
+  memories = {row['batch']: peak_gib(row) for row in compiled}
+  for row in rows:
+    if row.get('refused') and row['required_temp_gib'] is not None:
+      nearest = min(compiled, key=lambda c: abs(c['batch'] - row['batch']), default=None)
+      other = peak_gib(nearest) - nearest['temp_gib'] if nearest else 0.0
+      memories[row['batch']] = row['required_temp_gib'] + other
+  return memories
+
+
+# The search's compile budgets: programs that fit (minutes each for a full-size network), and
+# programs that do not (most refused by libtpu in seconds).
 MAX_SEARCH_COMPILES = 8
+MAX_REFUSED_COMPILES = 16
 
 
 def largest_fitting_batch(config_spec, dtype, batch, mesh, chip, slices, overrides,
-                          too_large: int | None = None, compiled: dict | None = None) -> dict:
+                          compiled: dict | None = None) -> dict:
   """{fits, fitted, exact}: the largest global batch (a multiple of the chips) whose program
   fits the chips, its compiled row, and whether the next multiple was found not to fit.
 
-  From a compile at `batch` (halved until it fits), the next guesses extrapolate the two
-  largest fitting programs' memory to the chip's HBM, and bisect once a batch that does not fit
-  (`too_large`, or a compiled one) bounds them. Memory per chip grows with the rows about
-  linearly but a little slower at many rows (measured on v5e: MobilePose-ResNet18 at 411 rows
-  per chip took 8.65 GiB where 8 and 32 rows extrapolate to 16), so a single linear guess lands
-  low; re-aiming from each fitting compile climbs to the limit. `exact` is False when
-  MAX_SEARCH_COMPILES ran out first: `fits` then fits, and more may. `compiled`: the row of
-  `batch` when it was compiled already.
+  A program fits when libtpu compiles it and its peak (arguments, temporaries, outputs not
+  donated) is within the chip's HBM; libtpu itself checks only the temporaries, against what it
+  leaves them (15.75 GiB of a v5e's 16, 95.74 of a v5p's 96). From a compile at `batch`, each
+  next guess is aimed at the HBM along the line through the two programs whose memory is
+  nearest it, the refused ones included (libtpu says what they needed), rounded up: a guess
+  just over the limit costs seconds, one under it minutes. While nothing bounds the search
+  from above it at least doubles the batch, since memory per chip grows slower than linearly
+  with the rows (measured on v5e: MobilePose-ResNet18 took 8.65 GiB at 411 rows per chip, where
+  8 and 32 rows extrapolate to 16). Memory is not quite monotonic in the rows near the limit
+  (MobilePose on v5e: 1,426 rows need 16.21 GiB of temporaries, 1,450 need 16.06), so the
+  answer is the largest batch that fits below the smallest one found not to. `exact` is False
+  when a budget ran out first: `fits` then fits, and more may. `compiled`: the row of `batch`
+  when it was compiled already.
   """
   chips = mesh.devices.size
-  high = too_large  # the smallest batch known not to fit
-  first = compiled or try_batch(config_spec, dtype, batch, mesh, chip, slices, overrides)
-  while not _fits(first, chip) and batch > chips:
-    high = batch
-    batch = max(chips, batch // 2 // chips * chips)
-    first = try_batch(config_spec, dtype, batch, mesh, chip, slices, overrides)
-  if not _fits(first, chip):
+
+  def compile_batch(batch: int) -> dict:
+    started = time.monotonic()
+    row = try_batch(config_spec, dtype, batch, mesh, chip, slices, overrides)
+    _say_compiled(row, chip, chips, time.monotonic() - started)
+    return row
+
+  rows = [compiled or compile_batch(batch)]
+  if compiled:
+    _say_compiled(compiled, chip, chips)
+  while not _fits(rows[-1], chip) and batch > chips:
+    batch = _smaller_guess(rows, batch, chip, chips)
+    rows.append(compile_batch(batch))
+  if not _fits(rows[-1], chip):
     return {'fits': 0, 'fitted': None, 'exact': True}
-  fitting = [first]
-  for _ in range(MAX_SEARCH_COMPILES):
+  budget = {True: MAX_SEARCH_COMPILES, False: MAX_REFUSED_COMPILES}
+  while True:
+    fitting = [row for row in rows if _fits(row, chip)]
     low = max(fitting, key=lambda row: row['batch'])
-    guess = _next_guess(fitting, low, high, chip, chips)
-    if guess is None:
-      return {'fits': low['batch'], 'fitted': low, 'exact': True}
-    row = try_batch(config_spec, dtype, guess, mesh, chip, slices, overrides)
-    if _fits(row, chip):
-      fitting.append(row)
-    else:
-      high = guess
-  low = max(fitting, key=lambda row: row['batch'])
+    high = min((row['batch'] for row in rows if not _fits(row, chip)), default=None)
+    guess = _next_guess(rows, low, high, chip, chips)
+    if guess is None or not min(budget.values()):
+      break
+    rows.append(compile_batch(guess))
+    budget[_fits(rows[-1], chip)] -= 1
   return {'fits': low['batch'], 'fitted': low,
           'exact': high is not None and high - low['batch'] <= chips}
 
 
-def _next_guess(fitting: list[dict], low: dict, high: int | None, chip: Chip,
+def _say_compiled(row: dict, chip: Chip, chips: int, seconds: float | None = None) -> None:
+  """The search's progress line on stderr, one per compile (they take seconds to minutes)."""
+  took = '' if seconds is None else f' ({seconds:.0f} s)'
+  if _fits(row, chip):
+    verdict = f'fits, {peak_gib(row):.2f} GiB per chip'
+  else:
+    verdict = over_memory(row, chip)
+  print(f'  batch {row["batch"]} ({row["batch"] // chips} per chip): {verdict}{took}',
+        file=sys.stderr, flush=True)
+
+
+def _limit(rows: list[dict], low: dict | None, chip: Chip) -> float:
+  """The peak GiB per chip a program may reach: the HBM, or less where libtpu's limit on the
+  temporaries binds first (what it leaves them, plus what `low`, the largest program that fits,
+  holds besides its temporaries)."""
+  available = [row['available_temp_gib'] for row in rows
+               if row.get('refused') and row['available_temp_gib'] is not None]
+  if not available:
+    return chip.hbm_gib
+  other = peak_gib(low) - low['temp_gib'] if low else 0.0
+  return min(chip.hbm_gib, available[0] + other)
+
+
+def _smaller_guess(rows: list[dict], batch: int, chip: Chip, chips: int) -> int:
+  """Below a batch that does not fit: where the memory of the two smallest that do not
+  extrapolates to the chip's HBM (from above: memory has a part that does not grow with the
+  rows), or in proportion from one; at least half of `batch`."""
+  limit = _limit(rows, None, chip)
+  above = sorted(_memories(rows).items())[:2]
+  guess = 0
+  if len(above) == 2 and above[1][1] > above[0][1]:
+    (b0, m0), (b1, m1) = above
+    guess = b0 - (m0 - limit) * (b1 - b0) / (m1 - m0)
+  elif above:
+    guess = above[0][0] * limit / above[0][1]
+  guess = min(int(guess) // chips * chips, batch - chips)
+  return max(chips, guess, batch // 2 // chips * chips)
+
+
+def _next_guess(rows: list[dict], low: dict, high: int | None, chip: Chip,
                 chips: int) -> int | None:
   """The next batch to compile, a multiple of `chips` above `low`'s and below `high`; None when
-  none is left. Extrapolated from the two largest fitting programs while that lands inside the
-  bracket, else its midpoint (twice `low`'s batch while nothing bounds it)."""
-  guess = None
-  if len(fitting) >= 2:
-    below, top = sorted(fitting, key=lambda row: row['batch'])[-2:]
-    per_batch = (peak_gib(top) - peak_gib(below)) / (top['batch'] - below['batch'])
-    if per_batch > 0:
-      guess = top['batch'] + int((chip.hbm_gib - peak_gib(top)) / per_batch) // chips * chips
-      guess = max(guess, top['batch'] + chips)
+  none is left. `rows`: every compile so far, in order."""
+  limit = _limit(rows, low, chip)
+  known = sorted(_memories(rows).items())
+  # The two programs nearest the limit, one on each side of it when there are.
+  under = sorted((p for p in known if p[1] <= limit), key=lambda p: p[1])[-1:]
+  over = sorted((p for p in known if p[1] > limit), key=lambda p: p[1])[:1]
+  pair = sorted(under + over if under and over else sorted(
+      known, key=lambda p: abs(p[1] - limit))[:2])
+  if len(pair) == 2 and pair[0][1] != pair[1][1]:
+    (b0, m0), (b1, m1) = pair
+    aim = b0 + (limit - m0) * (b1 - b0) / (m1 - m0)
+  else:  # one program: as if its memory grew in proportion to its rows.
+    aim = low['batch'] * limit / peak_gib(low)
+  aim = math.ceil(aim / chips) * chips
   if high is None:
-    return guess or 2 * low['batch']
-  if guess is None or not low['batch'] < guess < high:
-    guess = (low['batch'] + high) // 2 // chips * chips
+    # Aim far past the limit: memory grows slower than the line, so a guess aimed at it lands
+    # under the limit, and a program that fits costs minutes where a refusal costs seconds.
+    return max(2 * aim, 2 * low['batch'])
+  middle = (low['batch'] + high) // 2 // chips * chips
+  if _fits(rows[-1], chip):
+    # After a program that fits, at least halve what is left, so the search does not climb in
+    # small expensive steps under the limit.
+    aim = max(aim, middle)
+  elif len(rows) >= 3 and all(not _fits(a, chip) and a['batch'] - b['batch'] == chips
+                              for a, b in zip(rows[-3:], rows[-2:])):
+    aim = middle  # refused a step at a time, three times: the aim is off, so bisect.
+  guess = min(max(aim, low['batch'] + chips), high - chips)
   return guess if low['batch'] < guess < high else None
 
 
@@ -313,14 +414,23 @@ def check_batch(config_spec, dtype, batch, mesh, chip, slices, overrides, topolo
   row = try_batch(config_spec, dtype, batch, mesh, chip, slices, overrides)
   if _fits(row, chip):
     return None
-  found = largest_fitting_batch(config_spec, dtype, max(chips, batch // 2 // chips * chips),
-                                mesh, chip, slices, overrides, too_large=batch)
-  need = (f'needs {peak_gib(row):.1f} GiB per chip, {peak_gib(row) - chip.hbm_gib:.1f} GiB '
-          f'over' if row is not None else 'does not fit (libtpu ran out of memory compiling it)'
-          ' in')
+  found = largest_fitting_batch(config_spec, dtype, batch, mesh, chip, slices, overrides,
+                                compiled=row)
   fits = f'{found["fits"]} fits' if found['fits'] else 'not even one row per chip fits'
-  return (f'{where}: global batch {batch} {need} the {chip.name} HBM of {chip.hbm_gib:g} GiB; '
-          f'{fits}')
+  return f'{where}: global batch {batch} {over_memory(row, chip)}; {fits}'
+
+
+def over_memory(row: dict, chip: Chip) -> str:
+  """How far a program that does not fit is over the chip's memory, as one phrase."""
+  hbm = f'the {chip.name} HBM of {chip.hbm_gib:g} GiB'
+  if not row.get('refused'):
+    return (f'needs {peak_gib(row):.1f} GiB per chip, {peak_gib(row) - chip.hbm_gib:.1f} GiB '
+            f'over {hbm}')
+  if row['required_temp_gib'] is None:
+    return f'does not fit {hbm} (libtpu ran out of memory compiling it)'
+  return (f'needs {row["required_temp_gib"]:.2f} GiB of temporaries per chip, '
+          f'{row["required_temp_gib"] - row["available_temp_gib"]:.2f} GiB over the '
+          f'{row["available_temp_gib"]:.2f} GiB that libtpu leaves them of {hbm}')
 
 
 # ----------------------------------------------------------------------------- the table
@@ -418,14 +528,21 @@ def main(argv: list[str] | None = None) -> None:
     raise SystemExit(1) from None
 
 
+def _global_batch(spec: str, overrides: list[str], batch: int | None) -> int:
+  """--batch, else the config's (with the --config.* overrides)."""
+  if batch:
+    return batch
+  from okdhp_jax.tools.config_file import apply_overrides, load_config  # pylint: disable=g-import-not-at-top
+  config = load_config(spec)
+  apply_overrides(config, overrides)
+  return config.train.batch_size
+
+
 def _run(args, topology: str, chip: Chip, mesh, overrides: list[str]) -> None:
   if args.check:
-    from okdhp_jax.tools.config_file import apply_overrides, load_config  # pylint: disable=g-import-not-at-top
     failures = []
     for spec in args.config:
-      config = load_config(spec)
-      apply_overrides(config, overrides)
-      batch = args.batch or config.train.batch_size
+      batch = _global_batch(spec, overrides, args.batch)
       problem = check_batch(spec, args.dtype, batch, mesh, chip, args.slices, overrides,
                             topology)
       print(f'{spec}: {problem or f"global batch {batch} fits {topology}"}', flush=True)
@@ -437,12 +554,23 @@ def _run(args, topology: str, chip: Chip, mesh, overrides: list[str]) -> None:
   rows, fits = [], {}
   for spec in args.config:
     print(f'compiling {spec} ...', file=sys.stderr, flush=True)
-    rows.append(measure(spec, args.dtype, args.batch, mesh, chip, args.slices, overrides,
-                        save_hlo=args.save_hlo))
+    batch = _global_batch(spec, overrides, args.batch)
+    try:
+      row = measure(spec, args.dtype, batch, mesh, chip, args.slices, overrides,
+                    save_hlo=args.save_hlo)
+    except Exception as error:  # pylint: disable=broad-except
+      if not _out_of_memory(error):
+        raise
+      row = refusal(batch, error)
+      if not args.fit:
+        print(f'tpu_program: error: {spec}: global batch {batch} {over_memory(row, chip)}; '
+              f'--fit finds the largest that fits', file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     if args.fit:
-      found = largest_fitting_batch(spec, args.dtype, rows[-1]['batch'], mesh, chip,
-                                    args.slices, overrides, compiled=rows[-1])
-      fits[spec] = found
+      fits[spec] = largest_fitting_batch(spec, args.dtype, batch, mesh, chip, args.slices,
+                                         overrides, compiled=row)
+      row = row if _fits(row, chip) else fits[spec]['fitted']
+    rows += [row] if row else []
   print(format_table(rows), flush=True)
   # What --json keeps of each search, and what the lines below say.
   fits = {spec: {'fits': found['fits'], 'exact': found['exact'],
@@ -451,12 +579,15 @@ def _run(args, topology: str, chip: Chip, mesh, overrides: list[str]) -> None:
   for spec, found in fits.items():
     batch, chips = found['fits'], mesh.devices.size
     peak = '' if found['peak_gib'] is None else f', {found["peak_gib"]:.2f} GiB per chip'
-    if found['exact']:
+    if not batch:
+      print(f'{spec}: not even one row per chip fits {topology}')
+    elif found['exact']:
       print(f'{spec}: largest global batch that fits {topology}: {batch} '
             f'({batch // chips} per chip{peak}; {batch + chips} does not fit)')
     else:
       print(f'{spec}: global batch {batch} fits {topology} ({batch // chips} per chip{peak}); '
-            f'the search stopped after {MAX_SEARCH_COMPILES} more compiles, so more may fit')
+            f'the search ran out of compiles ({MAX_SEARCH_COMPILES} that fit, '
+            f'{MAX_REFUSED_COMPILES} refused), so more may fit')
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:
       json.dump({'tpu': topology, 'slices': args.slices, 'rows': rows, 'fits': fits}, f,
