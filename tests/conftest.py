@@ -15,10 +15,10 @@ import tempfile
 # The longest modules (docs/performance.md has their durations) start first, so no worker is
 # left alone with one of them at the end.
 LONGEST_FIRST = (
-    'test_main.py',              # the program end to end, interrupted, broken and starved
+    'test_main.py',              # the program end to end, and runs that cannot start
     'test_learning.py',          # the README's quickstart, trained to its promise
     'test_error_exits.py',       # every error path as the program, a damaged shard three times
-    'test_restart.py',           # four runs stopped and resumed
+    'test_restart.py',           # runs stopped, resumed, diverging and out of disk
     'test_multihost.py',
     'test_training_step.py',
     'test_export_deploy.py',

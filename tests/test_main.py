@@ -1,11 +1,8 @@
-"""The program users run, end to end, as subprocesses: train, eval, export, predict, resume, and
-runs that are stopped, broken or starved (issue 16's catalogue: each ends in one line and loses
-no good checkpoint).
+"""The program users run, end to end, as subprocesses: train, eval, export, predict, and a run
+that cannot start (a missing dataset, a misspelt config field).
 
-One tiny bundled run (33 steps, a checkpoint every 10) is the uninterrupted reference. A second
-run on the same records is taken through, in order: a real SIGTERM, a resume that gets a real
-SIGKILL, a corrupt newest checkpoint, a resume to the end (the parameters must equal the
-reference's), a diverging learning rate and a full disk.
+One tiny bundled run (33 steps, a checkpoint every 10) is the reference the other tests read.
+Runs that are stopped, resumed, diverge or find the disk full are in tests/test_restart.py.
 """
 
 from __future__ import annotations
@@ -13,16 +10,13 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from main_runs import (ROOT, TINY, clean_env, main_command, read_until, restored_params,
-                       restored_steps, run_main)
+from main_runs import ROOT, TINY, clean_env, main_command, run_main
 
 pytestmark = pytest.mark.slow  # minutes on 2 cores: not in the fast tier.
 
@@ -33,10 +27,6 @@ def _one_error_line(stderr: str) -> str:
   lines = [l for l in stderr.splitlines() if l.startswith('error: ')]
   assert len(lines) == 1, stderr[-3000:]
   return lines[0]
-
-
-def _records(workdir):
-  return os.path.join(os.path.dirname(workdir), 'records')
 
 
 @pytest.fixture(scope='module')
@@ -152,86 +142,3 @@ def test_a_misspelt_config_field_is_one_line(tmp_path):
   missing = run_main(str(tmp_path / 'w'), config='configs/no_such_config.py', timeout=120)
   assert missing.returncode == 2
   assert 'configs/no_such_config.py' in _one_error_line(missing.stderr)
-
-
-@pytest.fixture(scope='module')
-def interrupted(trained, tmp_path_factory):
-  """A run on the reference run's records, stopped by SIGTERM once it logged step 10:
-  (workdir, stderr, exit code, records)."""
-  workdir = str(tmp_path_factory.mktemp('interrupted') / 'run')
-  records = _records(trained[0])
-  process = subprocess.Popen(main_command(workdir, *TINY, records=records),
-                             cwd=ROOT, env=clean_env(), stderr=subprocess.PIPE, text=True)
-  lines = read_until(process, 'step 10/33', signal.SIGTERM)
-  lines += process.stderr.readlines()
-  return workdir, ''.join(lines), process.wait(timeout=120), records
-
-
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(interrupted):
-  workdir, stderr, code, _ = interrupted
-  assert code == 128 + signal.SIGTERM, stderr[-2000:]
-  assert 'Traceback' not in stderr and 'error:' not in stderr
-  stop = [l for l in stderr.splitlines() if l.startswith('stopped by SIGTERM at step ')]
-  assert len(stop) == 1, stderr[-2000:]
-  step = int(stop[0].split('at step ')[1].split()[0])
-  assert 10 <= step < 33 and step in restored_steps(workdir)
-  assert restored_params(workdir)[0] == step  # the saved state restores
-
-
-def test_a_diverging_run_stops_before_saving(interrupted):
-  workdir = interrupted[0]
-  before = restored_steps(workdir)
-  _, newest = restored_params(workdir)
-  result = run_main(workdir, *TINY, '--config.train.num_epochs=3',
-                    '--config.optim.learning_rate=1e6', records=interrupted[3])
-  assert result.returncode == 1
-  line = _one_error_line(result.stderr)
-  assert 'training diverged at step' in line or 'non-finite training metrics' in line, line
-  assert f'the last good checkpoint is step {before[-1]}' in line
-  assert restored_steps(workdir) == before  # nothing diverged was saved
-  step, after = restored_params(workdir)
-  assert step == before[-1] and newest and all(np.array_equal(after[k], newest[k]) for k in newest)
-
-
-def _folder_bytes(folder) -> int:
-  """What the folder takes on a tmpfs, which gives every file whole 4 KiB pages."""
-  return sum(-(-os.path.getsize(os.path.join(d, f)) // 4096) * 4096
-             for d, _, files in os.walk(folder) for f in files)
-
-
-def _mount_small_filesystem(path, kilobytes) -> bool:
-  os.makedirs(path, exist_ok=True)
-  try:
-    done = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={kilobytes}k', 'tmpfs', path],
-                          capture_output=True, timeout=30)
-  except (OSError, subprocess.SubprocessError):
-    return False
-  return done.returncode == 0
-
-
-def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoints(interrupted,
-                                                                          tmp_path):
-  source = interrupted[0]
-  used = _folder_bytes(source)
-  newest = _folder_bytes(os.path.join(source, 'checkpoints', str(restored_steps(source)[-1])))
-  mount_point = str(tmp_path / 'small')
-  # Room for what is there plus half a checkpoint: the next save cannot fit, whatever the size
-  # of the network.
-  if not _mount_small_filesystem(mount_point, (used + newest // 2) // 1024):
-    pytest.skip('cannot mount a small tmpfs here; tests/test_checkpointing.py makes the save '
-                'fail instead')
-  try:
-    workdir = os.path.join(mount_point, 'run')
-    shutil.copytree(source, workdir)
-    before = restored_steps(workdir)
-    result = run_main(workdir, *TINY, '--config.train.num_epochs=4',
-                      '--config.train.divergence_factor=0', records=interrupted[3])
-    assert result.returncode == 1
-    line = _one_error_line(result.stderr)
-    assert 'No space left on device' in line and f'steps {before}' in line, line
-    assert len(result.stderr.splitlines()) < 40, result.stderr[-3000:]
-    assert restored_steps(workdir) == before
-    # The checkpoints that were there still restore.
-    assert restored_params(workdir)[0] == before[-1]
-  finally:
-    subprocess.run(['umount', mount_point], capture_output=True, timeout=30)
