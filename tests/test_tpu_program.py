@@ -217,6 +217,21 @@ def test_fit_from_a_refused_batch_comes_down_to_the_limit(monkeypatch, capsys):
   assert any(l.startswith('  batch 508 (127 per chip): fits, 15.84 GiB per chip (') for l in lines)
 
 
+def test_fit_comes_down_a_step_in_memory_in_few_refusals(monkeypatch):
+  """Memory that rises in a step, as OKDHP-HG4's did on v5e (127 rows per chip took 14.39 GiB,
+  137 to 139 needed 15.93): the aim keeps landing just under the smallest refusal, so after
+  three refusals in a row the search bisects, rather than coming down a few rows per refusal
+  across a bracket of 240 rows."""
+  def gib(rows):
+    return 4.0 + 0.08 * rows if rows <= 131 else 15.93 + 0.001 * rows
+
+  compiled = _memory_model(monkeypatch, gib)
+  found = tpu_program.largest_fitting_batch('configs/hg4.py', 'bfloat16', 8 * 4, _FourChips,
+                                            tpu_program.chip_of('v5e:2x2'), 1, [])
+  assert found['exact'] and found['fits'] == 4 * 131, compiled
+  assert len(compiled['fit']) <= 6 and len(compiled['refused']) <= 12, compiled
+
+
 def test_a_refused_batch_is_one_line_naming_the_batch_that_fits(monkeypatch):
   _memory_model(monkeypatch, lambda rows: 0.5 + 0.12 * rows)
   problem = tpu_program.check_batch('configs/hg4.py', 'bfloat16', 1024, _FourChips,

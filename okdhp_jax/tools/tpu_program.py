@@ -390,14 +390,17 @@ def _next_guess(rows: list[dict], low: dict, high: int | None, chip: Chip,
     # Aim far past the limit: memory grows slower than the line, so a guess aimed at it lands
     # under the limit, and a program that fits costs minutes where a refusal costs seconds.
     return max(2 * aim, 2 * low['batch'])
-  middle = (low['batch'] + high) // 2 // chips * chips
   if _fits(rows[-1], chip):
     # After a program that fits, at least halve what is left, so the search does not climb in
     # small expensive steps under the limit.
-    aim = max(aim, middle)
-  elif len(rows) >= 3 and all(not _fits(a, chip) and a['batch'] - b['batch'] == chips
-                              for a, b in zip(rows[-3:], rows[-2:])):
-    aim = middle  # refused a step at a time, three times: the aim is off, so bisect.
+    aim = max(aim, (low['batch'] + high) // 2 // chips * chips)
+  else:
+    # After three refusals in a row, bisect: memory can rise in a step (OKDHP-HG4 on a v5e:
+    # 127 rows per chip took 14.39 GiB, 137 to 139 needed 15.93), where the aim would come
+    # down a few rows per refusal.
+    refusals = next((n for n in range(len(rows)) if _fits(rows[-1 - n], chip)), len(rows))
+    if refusals >= 3:
+      aim = min(aim, (low['batch'] + high) // 2 // chips * chips)
   guess = min(max(aim, low['batch'] + chips), high - chips)
   return guess if low['batch'] < guess < high else None
 
