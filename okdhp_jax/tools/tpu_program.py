@@ -17,8 +17,8 @@ the chip's HBM; the collectives per step by kind and dtype (count and MiB), with
 each group spans (within a slice, across slices); the FLOPs per chip from XLA's cost analysis,
 and the seconds to trace and compile. `--fit` adds the largest global batch whose program fits
 the chips, found by compiling: aimed at the chip's HBM from what the compiled programs took and
-what the refused ones needed (libtpu refuses a program too large in seconds and says how much
-it needed; one that fits takes minutes), bisected where the aim misses.
+what the refused ones needed (libtpu refuses a program too large early and says how much it
+needed; one that fits takes several times as long), bisected where the aim misses.
 """
 
 from __future__ import annotations
@@ -223,8 +223,9 @@ def topology_of(accelerator_type: str) -> str:
   return ACCELERATOR_TOPOLOGIES[accelerator_type]
 
 
-# libtpu refuses a program too large for the chip before its expensive passes, in seconds
-# where a program that fits takes minutes, and says how much it would have needed:
+# libtpu refuses a program too large for the chip before its expensive passes, in a fraction of
+# the time a program that fits takes (v5e: 10 s against 4 minutes for MobilePose, 8 against 15
+# for OKDHP-HG8), and says how much it would have needed:
 # "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries
 # (16.21G) exceeds available HBM (15.75G)."
 _REFUSAL = re.compile(r'temporaries \(([\d.]+)([KMG])\) exceeds available HBM \(([\d.]+)([KMG])\)')
@@ -276,7 +277,7 @@ def _memories(rows: list[dict]) -> dict[int, float]:
 
 
 # The search's compile budgets: programs that fit (minutes each for a full-size network), and
-# programs that do not (most refused by libtpu in seconds).
+# programs that do not (most refused by libtpu in a fraction of that).
 MAX_SEARCH_COMPILES = 8
 MAX_REFUSED_COMPILES = 16
 
@@ -291,10 +292,10 @@ def largest_fitting_batch(config_spec, dtype, batch, mesh, chip, slices, overrid
   leaves them (15.75 GiB of a v5e's 16, 95.74 of a v5p's 96). From a compile at `batch`, each
   next guess is aimed at the HBM along the line through the two programs whose memory is
   nearest it, the refused ones included (libtpu says what they needed), rounded up: a guess
-  just over the limit costs seconds, one under it minutes. While nothing bounds the search
-  from above it at least doubles the batch, since memory per chip grows slower than linearly
-  with the rows (measured on v5e: MobilePose-ResNet18 took 8.65 GiB at 411 rows per chip, where
-  8 and 32 rows extrapolate to 16). Memory is not quite monotonic in the rows near the limit
+  just over the limit is refused early, one under it compiles in full. While nothing bounds
+  the search from above it at least doubles the batch, since memory per chip grows slower than
+  linearly with the rows (measured on v5e: MobilePose-ResNet18 took 8.65 GiB at 411 rows per
+  chip, where 8 and 32 rows extrapolate to 16). Memory is not quite monotonic in the rows near the limit
   (MobilePose on v5e: 1,426 rows need 16.21 GiB of temporaries, 1,450 need 16.06), so the
   answer is the largest batch that fits below the smallest one found not to. `exact` is False
   when a budget ran out first: `fits` then fits, and more may. `compiled`: the row of `batch`
@@ -388,7 +389,7 @@ def _next_guess(rows: list[dict], low: dict, high: int | None, chip: Chip,
   aim = math.ceil(aim / chips) * chips
   if high is None:
     # Aim far past the limit: memory grows slower than the line, so a guess aimed at it lands
-    # under the limit, and a program that fits costs minutes where a refusal costs seconds.
+    # under the limit, and a program that fits costs several times what a refusal does.
     return max(2 * aim, 2 * low['batch'])
   if _fits(rows[-1], chip):
     # After a program that fits, at least halve what is left, so the search does not climb in
