@@ -295,9 +295,9 @@ def largest_fitting_batch(config_spec, dtype, batch, mesh, chip, slices, overrid
   just over the limit is refused early, one under it compiles in full. While nothing bounds
   the search from above it at least doubles the batch, since memory per chip grows slower than
   linearly with the rows (measured on v5e: MobilePose-ResNet18 took 8.65 GiB at 411 rows per
-  chip, where 8 and 32 rows extrapolate to 16). Memory is not quite monotonic in the rows near the limit
-  (MobilePose on v5e: 1,426 rows need 16.21 GiB of temporaries, 1,450 need 16.06), so the
-  answer is the largest batch that fits below the smallest one found not to. `exact` is False
+  chip, where 8 and 32 rows extrapolate to 16). Memory is not quite monotonic in the rows near
+  the limit (MobilePose on v5e: 1,426 rows need 16.21 GiB of temporaries, 1,450 need 16.06), so
+  the answer is the largest batch that fits below the smallest one found not to. `exact` is False
   when a budget ran out first: `fits` then fits, and more may. `compiled`: the row of `batch`
   when it was compiled already.
   """
