@@ -61,6 +61,14 @@ def run_main(workdir, *flags, timeout=420, **kwargs) -> subprocess.CompletedProc
                         text=True, timeout=timeout, env=clean_env())
 
 
+def one_error_line(stderr: str) -> str:
+  """The run's error line; fails if the console shows a Python traceback."""
+  assert 'Traceback (most recent call last)' not in stderr, stderr[-3000:]
+  lines = [l for l in stderr.splitlines() if l.startswith('error: ')]
+  assert len(lines) == 1, stderr[-3000:]
+  return lines[0]
+
+
 def restored_params(workdir):
   """The newest checkpoint's parameters and BatchNorm statistics, as flat numpy arrays keyed
   by path ('/params/stem/conv/kernel'), read without building the model."""

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from main_runs import ROOT, TINY, clean_env, main_command, tiny_synthetic_config
+from main_runs import (ROOT, TINY, clean_env, main_command, one_error_line,
+                       tiny_synthetic_config)
 from okdhp_jax import checkpointing, console, main
 from okdhp_jax.export import store
 
@@ -218,13 +219,6 @@ def _read(path: str) -> str:
     return f.read()
 
 
-def _one_error_line(stderr: str) -> str:
-  assert 'Traceback (most recent call last)' not in stderr, stderr[-3000:]
-  lines = [l for l in stderr.splitlines() if l.startswith('error: ')]
-  assert len(lines) == 1, stderr[-3000:]
-  return lines[0]
-
-
 def _ended_by_itself(stderr: str) -> bool:
   """False when main's last resort ended the run: it writes the threads' stacks, after a
   'Timeout' line, to the traceback file the error names."""
@@ -245,7 +239,7 @@ def test_a_run_into_a_folder_under_a_file_is_one_line_naming_it(records, tmp_pat
                            records=records[0])
   assert status == 1
   named = f'{tmp_path}/file.txt/{"export" if "export_dir" in str(flags) else "run"}'
-  line = _one_error_line(stderr)
+  line = one_error_line(stderr)
   assert named in line and line.endswith(f'{tmp_path}/file.txt is not a folder'), line
   assert _ended_by_itself(stderr)
   assert (tmp_path / 'file.txt').read_text() == 'not a folder'
@@ -275,7 +269,7 @@ def test_a_run_into_a_read_only_workdir_is_one_line_naming_it(records, tmp_path,
   finally:
     subprocess.run(['umount', str(workdir)], capture_output=True, timeout=30)
   assert status == 1
-  line = _one_error_line(stderr)
+  line = one_error_line(stderr)
   assert str(workdir) in line and 'Read-only file system' in line, line
   assert _ended_by_itself(stderr)
   assert os.listdir(workdir) == []
@@ -301,7 +295,7 @@ def test_a_failed_background_save_with_an_unwritable_log_is_one_line(records, tm
   status, stderr, _ = _run(str(workdir), '--config.train.checkpoint_every_steps=1',
                            records=records[0], code=_FAIL_BACKGROUND_SAVES)
   assert status == 1
-  line = _one_error_line(stderr)
+  line = one_error_line(stderr)
   assert 'saving a checkpoint to' in line and 'No space left on device' in line, line
   assert '(background errors: ' in stderr and not os.listdir(workdir / 'checkpoints')
 
@@ -317,6 +311,6 @@ def test_a_damaged_shard_ends_every_run_within_seconds(records, tmp_path):
   for run in range(3):
     status, stderr, after_error = _run(str(tmp_path / f'run{run}'), records=damaged)
     assert status == 1, stderr[-3000:]
-    line = _one_error_line(stderr)
+    line = one_error_line(stderr)
     assert shard in line and 'truncated record at byte' in line, line
     assert _ended_by_itself(stderr), (run, after_error)

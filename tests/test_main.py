@@ -16,17 +16,9 @@ import sys
 import numpy as np
 import pytest
 
-from main_runs import ROOT, TINY, clean_env, main_command, run_main
+from main_runs import ROOT, TINY, clean_env, main_command, one_error_line, run_main
 
 pytestmark = pytest.mark.slow  # minutes on 2 cores: not in the fast tier.
-
-
-def _one_error_line(stderr: str) -> str:
-  """The run's error line; fails if the console shows a Python traceback."""
-  assert 'Traceback (most recent call last)' not in stderr, stderr[-3000:]
-  lines = [l for l in stderr.splitlines() if l.startswith('error: ')]
-  assert len(lines) == 1, stderr[-3000:]
-  return lines[0]
 
 
 @pytest.fixture(scope='module')
@@ -132,13 +124,13 @@ def test_missing_dataset_says_how_to_build_it(tmp_path):
 def test_a_misspelt_config_field_is_one_line(tmp_path):
   result = run_main(str(tmp_path / 'w'), '--config.train.batchsize=8', timeout=120)
   assert result.returncode == 2
-  assert _one_error_line(result.stderr) == (
+  assert one_error_line(result.stderr) == (
       'error: --config.train.batchsize: the config has no field \'batchsize\'. Did you mean '
       '"batch_size" instead of "batchsize"?')
   renamed = run_main(str(tmp_path / 'w'), '--config.trainer=fpd', timeout=120)
   assert renamed.returncode == 2
-  assert _one_error_line(renamed.stderr) == (
+  assert one_error_line(renamed.stderr) == (
       'error: --config.trainer: the key is --config.method now')
   missing = run_main(str(tmp_path / 'w'), config='configs/no_such_config.py', timeout=120)
   assert missing.returncode == 2
-  assert 'configs/no_such_config.py' in _one_error_line(missing.stderr)
+  assert 'configs/no_such_config.py' in one_error_line(missing.stderr)

@@ -23,8 +23,8 @@ import pytest
 
 from okdhp_jax.export import store
 
-from main_runs import (ROOT, clean_env, main_command, read_until, restored_params,
-                       restored_steps, run_main)
+from main_runs import (ROOT, clean_env, main_command, one_error_line, read_until,
+                       restored_params, restored_steps, run_main)
 
 pytestmark = pytest.mark.slow  # short runs of the real program.
 
@@ -129,21 +129,13 @@ def test_stopped_and_rerun_ends_as_the_uninterrupted_run(straight, stopped, tmp_
     np.testing.assert_allclose(have[key], want[key], rtol=1e-6, atol=1e-7, err_msg=key)
 
 
-def _one_error_line(stderr: str) -> str:
-  """The run's error line; fails if the console shows a Python traceback."""
-  assert 'Traceback (most recent call last)' not in stderr, stderr[-3000:]
-  lines = [l for l in stderr.splitlines() if l.startswith('error: ')]
-  assert len(lines) == 1, stderr[-3000:]
-  return lines[0]
-
-
 def test_a_diverging_run_stops_before_saving(straight, stopped, tmp_path):
   workdir = _copy(stopped, tmp_path)
   before = restored_steps(workdir)
   _, newest = restored_params(workdir)
   result = run_main(workdir, *FLAGS, '--config.optim.learning_rate=1e6', records=straight[1])
   assert result.returncode == 1
-  line = _one_error_line(result.stderr)
+  line = one_error_line(result.stderr)
   assert 'training diverged at step' in line or 'non-finite training metrics' in line, line
   assert f'the last good checkpoint is step {before[-1]}' in line
   assert restored_steps(workdir) == before  # nothing diverged was saved
@@ -185,7 +177,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoints(straigh
     result = run_main(workdir, *FLAGS, '--config.train.eval_every_epochs=100',
                       '--config.train.divergence_factor=0', records=straight[1])
     assert result.returncode == 1
-    line = _one_error_line(result.stderr)
+    line = one_error_line(result.stderr)
     assert 'No space left on device' in line and f'steps {before}' in line, line
     assert len(result.stderr.splitlines()) < 40, result.stderr[-3000:]
     assert restored_steps(workdir) == before
