@@ -262,6 +262,12 @@ def _fits(row: dict, chip: Chip) -> bool:
   return not row.get('refused') and peak_gib(row) <= chip.hbm_gib
 
 
+def _besides_temporaries(row: dict | None) -> float:
+  """What a compiled program holds per chip besides its temporaries (arguments and outputs:
+  the state, the batch); 0 without one."""
+  return peak_gib(row) - row['temp_gib'] if row else 0.0
+
+
 def _memories(rows: list[dict]) -> dict[int, float]:
   """{batch: GiB per chip} of the compiles that say it: a compiled program's peak; a refused
   one's needed temporaries plus what the compiled program nearest in batch holds besides its
@@ -271,8 +277,7 @@ def _memories(rows: list[dict]) -> dict[int, float]:
   for row in rows:
     if row.get('refused') and row['required_temp_gib'] is not None:
       nearest = min(compiled, key=lambda c: abs(c['batch'] - row['batch']), default=None)
-      other = peak_gib(nearest) - nearest['temp_gib'] if nearest else 0.0
-      memories[row['batch']] = row['required_temp_gib'] + other
+      memories[row['batch']] = row['required_temp_gib'] + _besides_temporaries(nearest)
   return memories
 
 
@@ -350,8 +355,7 @@ def _limit(rows: list[dict], low: dict | None, chip: Chip) -> float:
                if row.get('refused') and row['available_temp_gib'] is not None]
   if not available:
     return chip.hbm_gib
-  other = peak_gib(low) - low['temp_gib'] if low else 0.0
-  return min(chip.hbm_gib, available[0] + other)
+  return min(chip.hbm_gib, available[0] + _besides_temporaries(low))
 
 
 def _smaller_guess(rows: list[dict], batch: int, chip: Chip, chips: int) -> int:
@@ -391,17 +395,18 @@ def _next_guess(rows: list[dict], low: dict, high: int | None, chip: Chip,
     # Aim far past the limit: memory grows slower than the line, so a guess aimed at it lands
     # under the limit, and a program that fits costs several times what a refusal does.
     return max(2 * aim, 2 * low['batch'])
+  middle = (low['batch'] + high) // 2 // chips * chips
   if _fits(rows[-1], chip):
     # After a program that fits, at least halve what is left, so the search does not climb in
     # small expensive steps under the limit.
-    aim = max(aim, (low['batch'] + high) // 2 // chips * chips)
+    aim = max(aim, middle)
   else:
     # After three refusals in a row, bisect: memory can rise in a step (OKDHP-HG4 on a v5e:
     # 127 rows per chip took 14.39 GiB, 137 to 139 needed 15.93), where the aim would come
     # down a few rows per refusal.
     refusals = next((n for n in range(len(rows)) if _fits(rows[-1 - n], chip)), len(rows))
     if refusals >= 3:
-      aim = min(aim, (low['batch'] + high) // 2 // chips * chips)
+      aim = min(aim, middle)
   guess = min(max(aim, low['batch'] + chips), high - chips)
   return guess if low['batch'] < guess < high else None
 
